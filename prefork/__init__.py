@@ -1,0 +1,1 @@
+"""prefork: a preforking master with waitress workers, a command protocol, and reloads that drop nothing."""
