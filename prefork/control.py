@@ -43,7 +43,8 @@ def decode_body(body: bytes) -> dict[str, Any]:
     """Decode one frame body; raise FrameError unless it is a UTF-8 JSON object."""
     try:
         message = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: a body of deeply nested arrays (b"[" * 100000) must not crash the reader.
         raise FrameError(f"frame is not UTF-8 JSON: {exc}") from exc
     if not isinstance(message, dict):
         raise FrameError(f"frame is a JSON {type(message).__name__}, not an object")
