@@ -1,0 +1,99 @@
+"""A stand-in for prefork.Server in ControlServer tests: the same attributes, a real selectors loop.
+
+It is a fake of the *server* (workers that answer stats from a table), never of os or socket: the
+control socket, its clients and the loop that serves them are real. The loop runs in a thread of the
+test process so the tests can look at the ControlServer's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass
+class FakeWorker:
+    index: int
+    pid: int
+    port: int
+    generation: int = 1
+    ready: bool = True
+    started_at: float = field(default_factory=time.time)
+
+
+class FakeServer:
+    """Records what ctl asked for; answers broadcasts from ``self.stats`` / ``self.commands``."""
+
+    def __init__(self, workers: int = 2, port: int = 8000) -> None:
+        self.generation = 1
+        self.workers = [FakeWorker(i, 40000 + i, port + i) for i in range(workers)]
+        self.reloads = 0
+        self.worker_counts: list[int] = []
+        self.broadcasts: list[tuple[str, tuple[Any, ...]]] = []
+        self.loop_errors: list[BaseException] = []
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # the Server API ControlServer uses
+    def add_io_handler(self, io: Any, callback: Callable[[Any], None]) -> None:
+        self._selector.register(io, selectors.EVENT_READ, (io, callback))
+
+    def remove_io_handler(self, io: Any) -> None:
+        self._selector.unregister(io)
+
+    def reload(self) -> None:
+        self.reloads += 1
+
+    def set_workers(self, n: int) -> None:
+        self.worker_counts.append(n)
+
+    def broadcast(self, command: str, *args: Any, timeout: float = 5.0) -> dict[int, Any]:
+        self.broadcasts.append((command, args))
+        if command == "stats":
+            return {w.index: {"pid": w.pid, "port": w.port, "requests_served": 10 * w.index,
+                              "requests_in_flight": w.index, "rss": 25 * 1024 * 1024} for w in self.workers}
+        if command == "echo":
+            return {w.index: list(args) for w in self.workers}
+        return {w.index: LookupError(f"unknown command {command!r}") for w in self.workers}
+
+    # the loop
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        os.write(self._wake_w, b"x")
+        if self._thread is not None:
+            self._thread.join(10)
+            assert not self._thread.is_alive()
+            self._thread = None
+
+    def close(self) -> None:
+        """Release the loop's selector and pipe (after the ControlServer is closed)."""
+        self.stop()
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            for key, _ in self._selector.select():
+                if key.data is None or key.fileobj not in self._registered():
+                    continue
+                io, callback = key.data
+                try:
+                    callback(io)
+                except BaseException as exc:  # a crash here is what the tests look for
+                    self.loop_errors.append(exc)
+                    raise
+
+    def _registered(self) -> set[Any]:
+        return {key.fileobj for key in self._selector.get_map().values()}

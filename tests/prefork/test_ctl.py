@@ -1,0 +1,430 @@
+"""prefork.ctl: the operator's control socket, its client and `prefork ctl`.
+
+The master side runs against tests/prefork/fake_server.py (a stand-in for Server with a real selectors
+loop); sockets, clients and subprocesses are real. tests/prefork/test_ctl_server.py drives a real Server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from prefork.control import FrameReader, encode_frame, recv_message, request, send_message
+from prefork.ctl import (
+    COMMANDS,
+    ControlServer,
+    CtlError,
+    CtlTimeout,
+    ErrorReply,
+    NoMasterError,
+    call,
+    ctl_main,
+    socket_path,
+)
+from tests.prefork.fake_server import FakeServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """A FakeServer whose loop serves a ControlServer at <tmp>/app.pid.ctl."""
+    server = FakeServer(workers=2)
+    ctl = ControlServer(server, socket_path(tmp_path / "app.pid")).open()
+    server.start()
+    yield server, ctl
+    server.stop()
+    ctl.close()
+    server.close()
+    assert not server.loop_errors
+
+
+def connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(path)
+    return sock
+
+
+def ask(sock: socket.socket, reader: FrameReader, message_bytes: bytes) -> dict:
+    sock.sendall(message_bytes)
+    return recv_message(sock, reader, timeout=5)
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.01)  # polling a condition with a deadline, not synchronising on a sleep
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+# --- the socket file --------------------------------------------------------------------------
+
+
+def test_socket_is_mode_0600_and_removed_on_close(tmp_path: Path) -> None:
+    server = FakeServer()
+    path = socket_path(tmp_path / "app.pid")
+    assert path == str(tmp_path / "app.pid.ctl")
+    ctl = ControlServer(server, path).open()
+    mode = os.stat(path).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    ctl.close()
+    server.close()
+    assert not os.path.exists(path)
+
+
+def test_stale_socket_is_replaced(tmp_path: Path) -> None:
+    path = str(tmp_path / "app.pid.ctl")
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(path)
+    dead.close()  # the file stays, nobody listens: what a SIGKILLed master leaves
+    server = FakeServer()
+    ctl = ControlServer(server, path).open()
+    server.start()
+    try:
+        assert call(path, "help")["status"]
+    finally:
+        server.stop()
+        ctl.close()
+        server.close()
+
+
+def test_refuses_when_a_live_master_answers(served) -> None:
+    _, ctl = served
+    with pytest.raises(CtlError, match="another master"):
+        ControlServer(FakeServer(), ctl.path).open()
+    assert call(ctl.path, "help")  # the live one is untouched
+
+
+def test_refuses_to_replace_a_regular_file(tmp_path: Path) -> None:
+    path = tmp_path / "app.pid.ctl"
+    path.write_text("precious")
+    with pytest.raises(CtlError, match="not a socket"):
+        ControlServer(FakeServer(), path).open()
+    assert path.read_text() == "precious"
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def test_status_rows(served) -> None:
+    server, ctl = served
+    status = call(ctl.path, "status")
+    assert status["master_pid"] == os.getpid() and status["generation"] == 1
+    rows = status["workers"]
+    assert [(r["slot"], r["pid"], r["port"], r["generation"]) for r in rows] == [
+        (0, 40000, 8000, 1), (1, 40001, 8001, 1)]
+    assert [(r["served"], r["in_flight"], r["rss"]) for r in rows] == [
+        (0, 0, 25 * 2**20), (10, 1, 25 * 2**20)]
+    assert all(0 <= r["uptime"] < 60 and r["ready"] for r in rows)
+    assert server.broadcasts == [("stats", ())]
+
+
+def test_stats_is_raw_per_slot(served) -> None:
+    _, ctl = served
+    stats = call(ctl.path, "stats")
+    assert stats["1"] == {"ok": True, "result": {"pid": 40001, "port": 8001, "requests_served": 10,
+                                                  "requests_in_flight": 1, "rss": 25 * 2**20}}
+
+
+def test_reload_and_workers(served) -> None:
+    server, ctl = served
+    assert call(ctl.path, "reload")["reload"] == "requested"
+    assert call(ctl.path, "workers", 4) == {"workers": 4}
+    assert call(ctl.path, "workers", "0") == {"workers": 0}
+    assert server.reloads == 1 and server.worker_counts == [4, 0]
+
+
+@pytest.mark.parametrize("args", [[], ["three"], [3.5], [True], [-1], [10**6], [None], [[1]], [1, 2], ["-1"]])
+def test_workers_rejects_bad_arguments(served, args) -> None:
+    server, ctl = served
+    with pytest.raises(ErrorReply, match="workers"):
+        call(ctl.path, "workers", *args)
+    assert server.worker_counts == []
+
+
+def test_command_broadcasts_with_per_slot_results(served) -> None:
+    server, ctl = served
+    assert call(ctl.path, "command", "echo", "a", 1) == {
+        "0": {"ok": True, "result": ["a", 1]}, "1": {"ok": True, "result": ["a", 1]}}
+    failed = call(ctl.path, "command", "nosuch")
+    assert failed["0"] == {"ok": False, "error": "LookupError: unknown command 'nosuch'"}
+    with pytest.raises(ErrorReply, match="usage: command NAME"):
+        call(ctl.path, "command")
+    with pytest.raises(ErrorReply, match="usage: command NAME"):
+        call(ctl.path, "command", 42)
+    assert server.broadcasts == [("echo", ("a", 1)), ("nosuch", ())]
+
+
+def test_unknown_command_lists_the_commands(served) -> None:
+    _, ctl = served
+    with pytest.raises(ErrorReply) as info:
+        call(ctl.path, "restart")
+    assert "unknown command 'restart'" in str(info.value)
+    for name in COMMANDS:
+        assert name in str(info.value)
+    assert set(call(ctl.path, "help")) == {c.usage for c in COMMANDS.values()}
+    with pytest.raises(ErrorReply, match="takes no arguments"):
+        call(ctl.path, "reload", "now")
+
+
+# --- hostile input ------------------------------------------------------------------------------
+
+
+def test_bad_frames_get_error_replies_and_change_nothing(served) -> None:
+    server, ctl = served
+    with connect(ctl.path) as sock:
+        reader = FrameReader()
+        for body in (b"{oops", b"\xff\xfe\xfd", b"[1,2]", b"null", b"[" * 50_000,
+                     b'{"command": 7}', b'{"command": "workers", "args": "4"}'):
+            reply = ask(sock, reader, struct.pack(">I", len(body)) + body)
+            assert reply["ok"] is False and reply["error"], body[:20]
+        # the connection still works after all that
+        reply = ask(sock, reader, encode_frame(request(5, "help")))
+        assert reply["ok"] is True and reply["id"] == 5
+        # an oversized frame is refused before it is read, then the connection is closed
+        reply = ask(sock, reader, struct.pack(">I", 1 << 30))
+        assert reply["ok"] is False and "exceeds" in reply["error"]
+        assert sock.recv(1) == b""
+    assert server.reloads == 0 and server.worker_counts == []
+    wait_for(lambda: not ctl.connections)
+
+
+def test_random_bytes_never_crash_the_master(served) -> None:
+    server, ctl = served
+    rng = random.Random(1234)
+    for _ in range(50):
+        with connect(ctl.path) as sock:
+            sock.sendall(rng.randbytes(rng.randrange(1, 2000)))
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):  # error replies, then the master closes (or waits for more)
+                pass
+    wait_for(lambda: not ctl.connections)
+    assert call(ctl.path, "status")["workers"]
+    assert server.reloads == 0 and server.worker_counts == []
+
+
+def test_truncated_frame_and_vanishing_clients(served) -> None:
+    _, ctl = served
+    for cut in (1, 3, 4, 10):
+        with connect(ctl.path) as sock:
+            sock.sendall(encode_frame(request(1, "status"))[:cut])
+    wait_for(lambda: not ctl.connections)
+    assert call(ctl.path, "help")
+
+
+def test_burst_of_10000_requests_each_answered_memory_flat(served) -> None:
+    server, ctl = served
+    batch = b"".join(
+        encode_frame(request(i, "workers" if i % 3 else "nope", ["x"])) for i in range(10_000))
+
+    def burst() -> list[dict]:
+        with connect(ctl.path) as sock:
+            sender = threading.Thread(target=sock.sendall, args=(batch,))
+            sender.start()
+            reader = FrameReader()
+            replies = [recv_message(sock, reader, timeout=10) for _ in range(10_000)]
+            sender.join()
+        return replies
+
+    replies = burst()
+    assert [r["id"] for r in replies] == list(range(10_000))
+    assert all(r["ok"] is False for r in replies)
+    assert "unknown command" in replies[0]["error"] and "integer" in replies[1]["error"]
+    before = rss_kib(os.getpid())
+    for _ in range(3):
+        assert len(burst()) == 10_000
+    assert rss_kib(os.getpid()) - before < 8 * 1024  # flat: no per-request state is kept
+    wait_for(lambda: not ctl.connections)
+    assert server.worker_counts == []
+
+
+def test_client_that_never_reads_is_dropped_without_stalling_others(served, caplog) -> None:
+    _, ctl = served
+    hog = connect(ctl.path)
+    try:
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # ask for many replies and read none: the master's send buffer fills up
+        batch = b"".join(encode_frame(request(i, "help")) for i in range(20_000))
+        try:
+            hog.sendall(batch)
+        except OSError:
+            pass  # the master may already have hung up on us
+        start = time.monotonic()
+        assert call(ctl.path, "help", timeout=5)  # the loop still answers others
+        assert time.monotonic() - start < 5
+        wait_for(lambda: not ctl.connections)
+        assert "does not read its replies" in caplog.text
+    finally:
+        hog.close()
+
+
+def test_too_many_connections_are_refused(tmp_path: Path) -> None:
+    server = FakeServer()
+    ctl = ControlServer(server, tmp_path / "x.ctl", max_connections=3).open()
+    server.start()
+    held = [connect(ctl.path) for _ in range(3)]
+    try:
+        wait_for(lambda: len(ctl.connections) == 3)
+        with pytest.raises(ErrorReply, match="too many"):
+            call(ctl.path, "help")
+        held.pop().close()
+        wait_for(lambda: len(ctl.connections) == 2)
+        assert call(ctl.path, "help")
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
+        ctl.close()
+        server.close()
+
+
+# --- peers of another uid (needs root to become another user) -----------------------------------
+
+def _nobody_client(path: str) -> str:
+    """In a forked child that became uid 65534: what the control socket says to a stranger."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    try:
+        sock.connect(path)
+    except PermissionError:
+        return "EACCES"
+    sock.sendall(encode_frame(request(1, "workers", [0])))
+    return recv_message(sock, FrameReader(), 5)["error"]
+
+
+def run_as_nobody(path: str) -> str:
+    """Fork (the interpreter may not be readable by nobody, so no exec), drop to uid 65534, connect."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own session, another uid, report through the pipe
+        try:
+            os.setsid()
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, _nobody_client(path).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            return pipe.read().decode()  # EOF when the child exits
+    finally:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
+def test_other_uid_is_refused() -> None:
+    # a directory anyone may traverse, so only the socket's own mode and SO_PEERCRED stand in the way
+    where = tempfile.mkdtemp(prefix="prefork-ctl-")
+    os.chmod(where, 0o711)
+    server = FakeServer()
+    ctl = ControlServer(server, os.path.join(where, "app.pid.ctl")).open()
+    server.start()
+    try:
+        assert run_as_nobody(ctl.path) == "EACCES"  # mode 0600 keeps it out
+        os.chmod(ctl.path, 0o666)  # an operator's mistake: SO_PEERCRED still refuses
+        assert run_as_nobody(ctl.path).startswith("permission denied: uid 65534")
+        assert server.worker_counts == []
+    finally:
+        server.stop()
+        ctl.close()
+        server.close()
+        os.rmdir(where)
+
+
+# --- the client -----------------------------------------------------------------------------------
+
+
+def test_call_without_master(tmp_path: Path) -> None:
+    with pytest.raises(NoMasterError, match="no master"):
+        call(tmp_path / "nothing.ctl", "status")
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(tmp_path / "dead.ctl"))
+    dead.close()
+    with pytest.raises(NoMasterError):
+        call(tmp_path / "dead.ctl", "status")
+
+
+def test_call_times_out_on_a_silent_master(tmp_path: Path) -> None:
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.bind(str(tmp_path / "silent.ctl"))
+    silent.listen(1)  # accepts into the backlog, never answers
+    try:
+        start = time.monotonic()
+        with pytest.raises(CtlTimeout):
+            call(tmp_path / "silent.ctl", "status", timeout=0.3)
+        assert time.monotonic() - start < 5
+    finally:
+        silent.close()
+
+
+def test_ctl_main_in_process(served, capsys) -> None:
+    server, ctl = served
+    pid_file = ctl.path[: -len(".ctl")]
+    assert ctl_main(["--pid", pid_file, "status"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"master pid {os.getpid()}, generation 1, 2 workers")
+    assert out[1].split() == ["SLOT", "PID", "PORT", "GEN", "UPTIME", "SERVED", "INFLIGHT", "RSS"]
+    assert out[3].split()[:4] == ["1", "40001", "8001", "1"] and out[3].split()[5:] == ["10", "1", "25.0M"]
+    assert ctl_main(["--socket", ctl.path, "stats"]) == 0
+    assert json.loads(capsys.readouterr().out)["0"]["result"]["port"] == 8000
+    assert ctl_main(["--pid", pid_file, "command", "nosuch"]) == 1
+    assert ctl_main(["--pid", pid_file, "workers", "5000"]) == 1
+    assert "between 0 and" in capsys.readouterr().err
+    assert ctl_main(["--pid", pid_file, "workers", "x"]) == 2
+    assert ctl_main(["--pid", pid_file]) == 2
+    assert ctl_main(["status"]) == 2
+    assert ctl_main(["--pid", pid_file + ".gone", "status"]) == 3
+    assert ctl_main(["--pid", pid_file, "workers", "3"]) == 0
+    assert server.worker_counts == [3]
+
+
+def run_ctl(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen([sys.executable, "-m", "prefork.ctl", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_python_m_prefork_ctl(served) -> None:
+    server, ctl = served
+    pid_file = ctl.path[: -len(".ctl")]
+    result = run_ctl("--pid", pid_file, "status")
+    assert result.returncode == 0, result.stderr
+    assert "SLOT" in result.stdout and "40001" in result.stdout
+    result = run_ctl("--pid", pid_file, "reload")
+    assert result.returncode == 0 and server.reloads == 1
+    assert run_ctl("--pid", pid_file, "workers").returncode == 2
+    result = run_ctl("--pid", pid_file + ".nope", "status")
+    assert result.returncode == 3 and "no master" in result.stderr
