@@ -1,0 +1,108 @@
+"""The dependency graph: declared (`needs`) and discovered (import) edges, load order, affected sets.
+
+Edges point from a dependency to its dependent (`u -> v`: v needs or imports u, so u loads first
+and a change to u reloads v). Each edge has `kind` ("needs" when declared, else "import") and
+`kinds` (every source that produced it). Files in a cycle form one unit and reload together.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import networkx as nx
+
+NEEDS = "needs"
+IMPORT = "import"
+
+
+class DependencyGraph:
+    """A project's graph with a precomputed load order, so `affected` only visits descendants."""
+
+    def __init__(self, nodes: Sequence[str], needs: Iterable[tuple[str, str]],
+                 imports: Iterable[tuple[str, str]], order_only: Iterable[tuple[str, str]] = ()) -> None:
+        """Build from nodes in declared order and (dependency, dependent) edge pairs.
+
+        `order_only` edges (a package's `__init__` before its submodules) shape the load order
+        but do not make a change propagate.
+        """
+        graph = nx.DiGraph()
+        for index, node in enumerate(nodes):
+            graph.add_node(node, index=index)
+        for kind, edges in ((NEEDS, needs), (IMPORT, imports)):
+            for u, v in edges:
+                if u == v:
+                    continue
+                if graph.has_edge(u, v):
+                    graph[u][v]["kinds"].add(kind)
+                else:
+                    graph.add_edge(u, v, kind=kind, kinds={kind})
+        self.graph = graph
+        self.order: list[str] = _load_order(graph, list(order_only))
+        self.position = {node: i for i, node in enumerate(self.order)}
+
+    def affected(self, paths: Iterable[str]) -> list[str]:
+        """Return `paths` (those in the graph) and everything depending on them, in load order."""
+        graph = self.graph
+        found: set[str] = set()
+        for path in paths:
+            if path in graph and path not in found:
+                found.add(path)
+                found.update(nx.descendants(graph, path))
+        return sorted(found, key=self.position.__getitem__)
+
+    def units(self) -> list[list[str]]:
+        """Return the cycles (strongly connected sets of two or more files), each in load order."""
+        return [sorted(c, key=self.position.__getitem__)
+                for c in nx.strongly_connected_components(self.graph) if len(c) > 1]
+
+    def why(self, changed: Iterable[str]) -> dict[str, tuple[str, str] | None]:
+        """Map each affected file to (the file it was reached from, edge kind); None for a changed file."""
+        reasons: dict[str, tuple[str, str] | None] = {}
+        frontier = [p for p in changed if p in self.graph]
+        for p in frontier:
+            reasons[p] = None
+        while frontier:
+            nxt = []
+            for u in frontier:
+                for v, data in self.graph[u].items():
+                    if v not in reasons:
+                        reasons[v] = (u, data["kind"])
+                        nxt.append(v)
+            frontier = nxt
+        return reasons
+
+
+def _load_order(graph: nx.DiGraph, order_only: list[tuple[str, str]]) -> list[str]:
+    """Topological order of the cycle-condensed graph, declared order breaking ties."""
+    ordering = graph
+    if order_only:
+        ordering = graph.copy()
+        ordering.add_edges_from((u, v) for u, v in order_only if u != v)
+    condensed = nx.condensation(ordering)
+    index = nx.get_node_attributes(graph, "index")
+    members = {c: sorted(condensed.nodes[c]["members"], key=index.__getitem__) for c in condensed}
+    first = {c: index[m[0]] for c, m in members.items()}
+    order: list[str] = []
+    for c in nx.lexicographical_topological_sort(condensed, key=first.__getitem__):
+        order.extend(members[c])
+    return order
+
+
+def needs_cycle(needs: dict[str, list[str]], start: str) -> list[str] | None:
+    """Return a cycle through `start` following `needs` (as [start, ..., start]), or None."""
+    path: list[str] = [start]
+    seen: set[str] = set()
+
+    def visit(node: str) -> bool:
+        for nxt in needs.get(node, ()):
+            if nxt == start:
+                path.append(nxt)
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                path.append(nxt)
+                if visit(nxt):
+                    return True
+                path.pop()
+        return False
+
+    return path if visit(start) else None

@@ -1,0 +1,161 @@
+"""What a project has loaded, what changed since, and the graph those answers come from."""
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import changes
+from .errors import LoadError
+from .graph import DependencyGraph
+from .imports import imported_names
+from .loader import Unit, execute
+
+if TYPE_CHECKING:
+    from .project import FileSpec, Project
+
+log = logging.getLogger("projectr.load")
+
+
+@dataclass
+class Tracker:
+    """Per-project load state: snapshots of the last successful load, import scans, the graph.
+
+    Snapshots are recorded only when a load succeeds, so failed files stay pending.
+    """
+
+    snapshots: dict[str, changes.Snapshot] = field(default_factory=dict)
+    resources: dict[str, changes.Snapshot] = field(default_factory=dict)
+    scans: dict[str, tuple[bytes, frozenset[str]]] = field(default_factory=dict)
+    loaded: bool = False
+    _graph: DependencyGraph | None = None
+    _graph_key: object = None
+    _dirty: bool = True
+
+    def graph(self, project: Project) -> DependencyGraph:
+        """Return the current graph, rebuilding it only if the declarations or import scans changed."""
+        key = project._version
+        if self._graph is None or self._dirty or self._graph_key != key:
+            self._graph = _build_graph(project._specs(), self._scan_all(project._specs()))
+            self._graph_key, self._dirty = key, False
+        return self._graph
+
+    def load(self, project: Project, force: bool) -> list[str]:
+        """Reload what changed (everything if forced or first) as one transaction; return the paths."""
+        specs = {s.path: s for s in project._specs()}
+        full = force or not self.loaded
+        changed = list(specs) if full else [p for p in specs if self._changed(p)]
+        resources = self._changed_resources(project, full)
+        if not changed:
+            self._commit_resources(resources)
+            self.loaded = True
+            return [path for path, _ in resources]
+        importlib.invalidate_caches()  # new files next to project files must be importable
+        contents = self._plan(project, changed, full)
+        order = list(contents)
+        execute([Unit(p, specs[p].module, specs[p].is_package, contents[p][0]) for p in order])
+        for path in order:
+            self.snapshots[path] = contents[path][1]
+        self._commit_resources(resources)
+        self.loaded = True
+        log.debug("loaded %d file(s): %s", len(order), order)
+        return order + [path for path, _ in resources]
+
+    def _changed(self, path: str) -> bool:
+        """Check one file against its snapshot, refreshing the snapshot when unchanged."""
+        changed, fresh = changes.check(path, self.snapshots.get(path))
+        if fresh is not None:
+            self.snapshots[path] = fresh
+        return changed
+
+    def _plan(self, project: Project, changed: list[str], full: bool) -> dict[str, tuple[bytes, changes.Snapshot]]:
+        """Read the changed files and their dependents; return contents in load order.
+
+        Reading may reveal new imports, which may add dependents: repeat until stable.
+        """
+        contents: dict[str, tuple[bytes, changes.Snapshot]] = {}
+        todo = changed
+        while True:
+            for path in todo:
+                try:
+                    contents[path] = changes.read(path)
+                except OSError as exc:
+                    raise LoadError(path, exc) from exc
+                self._rescan(project, path, *contents[path])
+            graph = self.graph(project)
+            order = graph.order if full else graph.affected(changed)
+            todo = [p for p in order if p not in contents]
+            if not todo:
+                return {p: contents[p] for p in order}
+
+    def _rescan(self, project: Project, path: str, data: bytes, snap: changes.Snapshot) -> None:
+        """Update the import scan of a file read for loading; mark the graph dirty if edges moved."""
+        cached = self.scans.get(path)
+        if cached is not None and cached[0] == snap.digest:
+            return
+        spec = project._spec(path)
+        names = frozenset(imported_names(data, spec.module, spec.is_package))
+        self.scans[path] = (snap.digest, names)
+        if cached is None or cached[1] != names:
+            self._dirty = True
+
+    def _scan_all(self, specs: list[FileSpec]) -> dict[str, frozenset[str]]:
+        """Import scans for every file, reading from disk those never scanned."""
+        result = {}
+        for spec in specs:
+            if spec.path not in self.scans:
+                try:
+                    data, snap = changes.read(spec.path)
+                except OSError:
+                    result[spec.path] = frozenset()
+                    continue
+                names = frozenset(imported_names(data, spec.module, spec.is_package))
+                self.scans[spec.path] = (snap.digest, names)
+            result[spec.path] = self.scans[spec.path][1]
+        return result
+
+    def _changed_resources(self, project: Project, full: bool) -> list[tuple[str, changes.Snapshot | None]]:
+        """Resource files whose content changed (or that appeared or vanished) since the last load."""
+        current = project.resource_files
+        out: list[tuple[str, changes.Snapshot | None]] = []
+        for path in current + [p for p in self.resources if p not in set(current)]:
+            old = self.resources.get(path)
+            if not full:
+                changed, fresh = changes.check(path, old)
+                if not changed:
+                    self.resources[path] = fresh or old  # type: ignore[assignment]
+                    continue
+            try:
+                snap: changes.Snapshot | None = changes.read(path)[1]
+            except OSError:
+                snap = None
+            if full or snap is None or old is None or snap.digest != old.digest:
+                out.append((path, snap))
+            elif snap is not None:
+                self.resources[path] = snap  # touched, same content: not a change
+        return out
+
+    def _commit_resources(self, resources: Iterable[tuple[str, changes.Snapshot | None]]) -> None:
+        """Record resource snapshots after a successful load."""
+        for path, snap in resources:
+            if snap is None:
+                self.resources.pop(path, None)
+            else:
+                self.resources[path] = snap
+
+
+def _build_graph(specs: list[FileSpec], scans: dict[str, frozenset[str]]) -> DependencyGraph:
+    """Merge declared needs, discovered imports and package-before-submodule order into one graph."""
+    by_module = {s.module: s.path for s in specs}
+    needs = [(need, s.path) for s in specs for need in s.needs]
+    imports = [(by_module[name], s.path) for s in specs for name in scans.get(s.path, ()) if name in by_module]
+    packages = []
+    for s in specs:
+        parts = s.module.split(".")
+        for i in range(1, len(parts)):
+            parent = by_module.get(".".join(parts[:i]))
+            if parent is not None:
+                packages.append((parent, s.path))
+    return DependencyGraph([s.path for s in specs], needs, imports, packages)

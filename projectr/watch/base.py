@@ -1,0 +1,129 @@
+"""The watcher interface and the bookkeeping every backend shares."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from . import gitlock
+from .debounce import DEFAULT_LIMIT, DEFAULT_WINDOW
+from .filters import DefaultFilter, WatchSet
+
+if TYPE_CHECKING:
+    from ..project import Project
+
+log = logging.getLogger("projectr.watch")
+
+
+@runtime_checkable
+class Watcher(Protocol):
+    """What every backend offers: a selectable fd, a non-blocking batch of changes, close()."""
+
+    def fileno(self) -> int: ...
+    def changed_files(self) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+def watch_set(project: Project, accept: DefaultFilter | None = None) -> WatchSet:
+    """Describe what to watch for `project`: sources, resources, definition file, git dir."""
+    files = list(project.source_files) + project.resource_files
+    if project.definition_file:
+        files.append(project.definition_file)
+    rank = {path: i for i, path in enumerate(files)}
+    return WatchSet(frozenset(files), tuple(project.resource_patterns), rank,
+                    gitlock.find_git_dir(project.root), accept or DefaultFilter())
+
+
+class BaseWatcher:
+    """Shared logic: pending set, git-lock hold, refresh after the project's declarations change.
+
+    Subclasses implement `fileno()`, `_collect()` (move new events into `_pending`, coalescing a
+    burst), `_apply(watch_set)` (start watching new folders) and `_close()`.
+    """
+
+    def __init__(self, project: Project, debounce: float = DEFAULT_WINDOW,
+                 debounce_limit: float = DEFAULT_LIMIT, accept: DefaultFilter | None = None) -> None:
+        self._project = project
+        self._accept = accept
+        self._window = debounce
+        self._limit = debounce_limit
+        self._set = watch_set(project, accept)
+        self._version = project._version
+        self._pending: set[str] = set()
+        self._closed = False
+
+    def fileno(self) -> int:
+        raise NotImplementedError
+
+    def changed_files(self) -> list[str]:
+        """Return the project files changed since the last call (each once, project order); never blocks.
+
+        While git holds `.git/index.lock`, changes are held back; the lock's removal wakes the fd.
+        """
+        self._refresh()
+        self._collect()
+        if not self._pending:
+            return []
+        if gitlock.is_locked(self._set.git_dir):
+            log.debug("holding %d change(s) while git holds index.lock", len(self._pending))
+            return []
+        batch = self._set.ordered(self._pending)
+        self._pending.clear()
+        return batch
+
+    def close(self) -> None:
+        """Stop watching and release the fd (and thread, for watchdog/polling)."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> BaseWatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _refresh(self) -> None:
+        """Pick up files added by a re-read of the definition file (or new resource files)."""
+        if self._project._version != self._version:
+            self._version = self._project._version
+            self._set = watch_set(self._project, self._accept)
+            self._apply(self._set)
+
+    def _collect(self) -> None:
+        raise NotImplementedError
+
+    def _apply(self, ws: WatchSet) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+def make_wake_pipe() -> tuple[int, int]:
+    """A non-blocking, close-on-exec self-pipe: a thread writes a byte, select() wakes."""
+    r, w = os.pipe()
+    for fd in (r, w):
+        os.set_blocking(fd, False)
+    return r, w
+
+
+def wake(fd: int) -> None:
+    """Make the pipe readable (a full pipe is already readable)."""
+    try:
+        os.write(fd, b"!")
+    except (BlockingIOError, OSError):
+        pass
+
+
+def drain_pipe(fd: int) -> bool:
+    """Read everything in the pipe; True if anything was there."""
+    got = False
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return got
+        if not data:
+            return got
+        got = True

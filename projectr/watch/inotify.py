@@ -1,0 +1,92 @@
+"""Linux backend: the inotify fd itself is the watcher's fd (no thread).
+
+Folders are watched, and events are matched against the exact set of known files, so atomic
+rename-over saves, delete+recreate and new files are seen; everything else is drained and dropped.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from inotify_simple import INotify, flags
+
+from .base import BaseWatcher, log
+from .debounce import settle
+from .filters import WatchSet
+
+if TYPE_CHECKING:
+    from ..project import Project
+
+_DIR_MASK = (flags.CLOSE_WRITE | flags.MODIFY | flags.ATTRIB | flags.CREATE | flags.DELETE
+             | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE_SELF | flags.MOVE_SELF
+             | flags.ONLYDIR | flags.EXCL_UNLINK)
+
+
+class InotifyWatcher(BaseWatcher):
+    """Watch the project's folders with one inotify instance."""
+
+    def __init__(self, project: Project, **options: object) -> None:
+        super().__init__(project, **options)  # type: ignore[arg-type]
+        self._inotify = INotify(nonblocking=True)
+        self._wd_dir: dict[int, str] = {}
+        self._dir_wd: dict[str, int] = {}
+        self._apply(self._set)
+
+    def fileno(self) -> int:
+        return self._inotify.fileno()
+
+    def _apply(self, ws: WatchSet) -> None:
+        """Watch every folder the set needs (and the git dir, for the lock), stop watching the rest."""
+        wanted = ws.directories() | ({ws.git_dir} if ws.git_dir and os.path.isdir(ws.git_dir) else set())
+        for d in set(self._dir_wd) - wanted:
+            wd = self._dir_wd.pop(d)
+            self._wd_dir.pop(wd, None)
+            try:
+                self._inotify.rm_watch(wd)
+            except OSError:
+                pass  # already gone with its folder
+        for d in wanted - set(self._dir_wd):
+            try:
+                wd = self._inotify.add_watch(d, _DIR_MASK)
+            except OSError as exc:
+                log.debug("cannot watch %s: %s", d, exc)
+                continue
+            self._dir_wd[d] = wd
+            self._wd_dir[wd] = d
+
+    def _collect(self) -> None:
+        if self._read(0):
+            settle(lambda timeout: self._read(timeout * 1000), self._window, self._limit)
+
+    def _read(self, timeout_ms: float) -> bool:
+        """Read (waiting up to timeout_ms) and sort events; True if any event arrived."""
+        events = self._inotify.read(timeout=timeout_ms)
+        lost = False
+        for event in events:
+            if event.mask & flags.Q_OVERFLOW:
+                self._pending.update(self._set.files)  # events were lost: assume everything changed
+                continue
+            folder = self._wd_dir.get(event.wd)
+            if event.mask & (flags.IGNORED | flags.DELETE_SELF | flags.MOVE_SELF):
+                lost = True
+                if folder:
+                    self._pending.update(p for p in self._set.files if os.path.dirname(p) == folder)
+                continue
+            if folder and event.name:
+                path = os.path.join(folder, event.name)
+                if self._set.matches(path):
+                    self._pending.add(path)
+        if lost:
+            self._forget_dead_watches()
+        return bool(events)
+
+    def _forget_dead_watches(self) -> None:
+        """A watched folder vanished or moved: drop its watch, re-add if it is back."""
+        for d, wd in list(self._dir_wd.items()):
+            if not os.path.isdir(d):
+                del self._dir_wd[d]
+                self._wd_dir.pop(wd, None)
+        self._apply(self._set)
+
+    def _close(self) -> None:
+        self._inotify.close()
