@@ -1,15 +1,16 @@
 """Transactional execution of modules: all affected modules are replaced, or none.
 
 Each file is compiled from its source (never from a .pyc, whose cache keys on mtime seconds and
-size and can serve stale code) and executed into a NEW module object, in load order. The new
-objects are visible in `sys.modules` and as attributes of their parent packages while the batch
-runs, so the batch's modules import each other; if any of them raises, `sys.modules` and the
-parent attributes are put back exactly as they were and LoadError is raised. No threads, no
+size and can serve stale code) and executed into a NEW module object by the import system, in
+load order. If any of them raises, `sys.modules` and the parent packages' attributes are put
+back exactly as they were and LoadError is raised. No threads, no
 global state: safe to call in a forked child.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import linecache
 import os
@@ -17,6 +18,7 @@ import sys
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
 
 from .errors import LoadError
 
@@ -42,56 +44,90 @@ def compile_unit(unit: Unit) -> types.CodeType:
 
 
 def execute(units: Sequence[Unit]) -> None:
-    """Execute `units` in order as one transaction; on failure restore everything and raise LoadError."""
-    codes = [compile_unit(u) for u in units]  # fail on syntax before anything runs
+    """Execute `units` in order as one transaction; on failure restore everything and raise LoadError.
+
+    The batch's modules are taken out of `sys.modules` (and off their parents) first, and a finder
+    serves them from our compiled code, so when one of them imports another that has not run yet
+    (an import cycle, or a dependency declared later) it runs then, once, exactly as a fresh
+    interpreter's import would.
+    """
+    codes = {u.module: (u, compile_unit(u)) for u in units}  # fail on syntax before anything runs
     saved = dict(sys.modules)
-    attr_log: list[tuple[object, str, object]] = []
-    current = units[0].path if units else ""
+    attr_log = _detach(units)
+    finder = _BatchFinder(codes)
+    sys.meta_path.insert(0, finder)
     try:
-        for unit, code in zip(units, codes):
-            current = unit.path
-            _execute_one(unit, code, attr_log)
+        for unit in units:
+            if unit.module not in sys.modules:
+                importlib.import_module(unit.module)
     except Exception as exc:
         _restore(saved, attr_log)
-        raise LoadError(current, exc, exc.__traceback__) from exc
+        raise LoadError(finder.failed or units[0].path, exc, exc.__traceback__) from exc
     except BaseException:
         _restore(saved, attr_log)
         raise
+    finally:
+        sys.meta_path.remove(finder)
     for unit in units:
         linecache.cache.pop(unit.path, None)  # tracebacks must show the new source
 
 
-def _new_module(unit: Unit) -> types.ModuleType:
-    """Make an empty module object that looks like the import system made it."""
-    locations = [os.path.dirname(unit.path)] if unit.is_package else None
-    spec = importlib.util.spec_from_file_location(unit.module, unit.path,
-                                                  submodule_search_locations=locations)
-    module = types.ModuleType(unit.module)
-    module.__spec__ = spec
-    module.__loader__ = spec.loader if spec else None
-    module.__file__ = unit.path
-    module.__cached__ = None
-    module.__package__ = unit.module if unit.is_package else unit.module.rpartition(".")[0]
-    if unit.is_package:
-        module.__path__ = list(locations or [])
-    return module
+class _BatchFinder(importlib.abc.MetaPathFinder):
+    """Serves the batch's modules (each once) from the code compiled for this load."""
+
+    def __init__(self, codes: dict[str, tuple[Unit, types.CodeType]]) -> None:
+        self.codes = codes
+        self.failed: str | None = None
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        entry = self.codes.pop(fullname, None)
+        if entry is None:
+            return None
+        unit, code = entry
+        loader = _UnitLoader(self, unit, code)
+        locations = [os.path.dirname(unit.path)] if unit.is_package else None
+        return importlib.util.spec_from_file_location(unit.module, unit.path, loader=loader,
+                                                      submodule_search_locations=locations)
 
 
-def _execute_one(unit: Unit, code: types.CodeType, attr_log: list[tuple[object, str, object]]) -> None:
-    """Run one unit into a fresh module registered in sys.modules and on its parent package."""
-    module = _new_module(unit)
-    sys.modules[unit.module] = module
-    parent_name, _, child = unit.module.rpartition(".")
-    if parent_name:
-        parent = sys.modules.get(parent_name) or importlib.import_module(parent_name)
-        attr_log.append((parent, child, getattr(parent, child, _MISSING)))
-        setattr(parent, child, module)
-    exec(code, module.__dict__)
-    module = sys.modules.get(unit.module, module)  # a module may replace itself, as import allows
-    if parent_name:
-        setattr(sys.modules[parent_name], child, module)
-    if unit.is_package:
-        _attach_children(unit.module, module)
+class _UnitLoader(importlib.machinery.SourceFileLoader):
+    """Runs one unit's compiled code; later `get_code` calls compile the source (never a .pyc)."""
+
+    def __init__(self, finder: _BatchFinder, unit: Unit, code: types.CodeType) -> None:
+        super().__init__(unit.module, unit.path)
+        self._finder = finder
+        self._unit = unit
+        self._code: types.CodeType | None = code
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        code, self._code = self._code, None
+        if code is None:
+            return compile(self.get_data(self.path), self.path, "exec", dont_inherit=True)
+        return code
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        try:
+            super().exec_module(module)
+        except BaseException:
+            if self._finder.failed is None:
+                self._finder.failed = self._unit.path  # the innermost unit that raised
+            raise
+        if self._unit.is_package:
+            _attach_children(self._unit.module, module)
+
+
+def _detach(units: Sequence[Unit]) -> list[tuple[object, str, object]]:
+    """Take the batch's modules out of sys.modules and off their parents; return what to put back."""
+    log: list[tuple[object, str, object]] = []
+    for unit in units:
+        sys.modules.pop(unit.module, None)
+        parent_name, _, child = unit.module.rpartition(".")
+        parent = sys.modules.get(parent_name) if parent_name else None
+        if parent is not None and child in parent.__dict__:
+            log.append((parent, child, parent.__dict__.pop(child)))
+        elif parent is not None:
+            log.append((parent, child, _MISSING))
+    return log
 
 
 def _attach_children(name: str, package: types.ModuleType) -> None:
