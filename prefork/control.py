@@ -59,21 +59,34 @@ class FrameReader:
     so it raises FrameError and marks the reader broken: the caller should reply and close.
     """
 
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = MAX_FRAME, skip_oversized: bool = False) -> None:
         self.max_frame = max_frame
+        # skip_oversized: trust the length of an oversized frame and discard that many bytes instead
+        # of breaking (the worker's channel, whose only peer is the master's own code).
+        self.skip_oversized = skip_oversized
         self.broken = False
         self._buffer = bytearray()
+        self._skip = 0
 
     def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
         """Yield each complete message in ``data`` (plus what was buffered before)."""
         if self.broken:
             raise FrameError("stream is out of sync after an oversized frame")
+        if self._skip:
+            skipped = min(self._skip, len(data))
+            self._skip -= skipped
+            data = data[skipped:]
         self._buffer += data
         while len(self._buffer) >= _HEADER.size:
             (length,) = _HEADER.unpack_from(self._buffer)
             if length > self.max_frame:
-                self.broken = True
-                self._buffer.clear()
+                if self.skip_oversized:
+                    dropped = min(length, len(self._buffer) - _HEADER.size)
+                    self._skip = length - dropped
+                    del self._buffer[:_HEADER.size + dropped]
+                else:
+                    self.broken = True
+                    self._buffer.clear()
                 raise FrameError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
             end = _HEADER.size + length
             if len(self._buffer) < end:

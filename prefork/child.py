@@ -1,0 +1,323 @@
+"""The worker process: fork hygiene, waitress on the inherited socket, the control channel, drain.
+
+Everything here runs in the worker, after ``os.fork()`` in the master. The control channel is a
+dispatcher in waitress's own socket map, so commands run on the I/O loop thread between I/O events
+while requests run on waitress's task threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import random
+import resource
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any, Callable, NoReturn
+
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
+from waitress.task import WSGITask
+
+from prefork import commands, signals, stdio
+from prefork.control import FrameError, FrameReader, encode_frame, reply_error, reply_ok, parse_request
+from prefork.proctitle import set_title
+from prefork.worker import Worker, iter_messages
+
+log = logging.getLogger("prefork.worker")
+
+PR_SET_PDEATHSIG = 1
+LOOP_TIMEOUT = 1.0  # waitress's own housekeeping interval (idle-channel cleanup); nothing of ours waits on it
+
+
+def set_parent_death_signal(signum: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send ``signum`` when the master dies (even by SIGKILL); False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process in bytes."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        # ru_maxrss is the peak, in KiB on Linux and bytes on macOS: the best we have elsewhere.
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def run_worker(worker: Worker, *, app: Any, listener: socket.socket, control: socket.socket,
+               threads: int, output_fd: int | None, output_path: str | None, master_pid: int,
+               close_inherited: Callable[[], None]) -> NoReturn:
+    """Turn this freshly forked process into a worker; never returns (exits with the worker's code)."""
+    code = 1
+    try:
+        signals.reset_in_child()
+        set_parent_death_signal()
+        if os.getppid() != master_pid:  # the master died before PR_SET_PDEATHSIG took effect
+            os._exit(0)
+        stdio.redirect_stdio(output_fd)
+        close_inherited()
+        random.seed()
+        worker.pid = os.getpid()
+        set_title(f"prefork worker {worker.index} :{worker.port}")
+        runtime = Runtime(worker, app, listener, control, threads, output_path)
+        worker._runtime = runtime
+        worker.on_start()
+        code = runtime.serve()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        log.exception("worker %s (pid %s, port %s) failed", worker.index, os.getpid(), worker.port)
+        code = 1
+    finally:
+        _flush_everything()
+        os._exit(code)
+
+
+def _flush_everything() -> None:
+    """Flush Python's buffers before ``os._exit`` skips the interpreter's own shutdown."""
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # a broken handler must not keep the worker from exiting
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+class Runtime:
+    """The running worker: waitress server, control channel, counters, graceful drain."""
+
+    def __init__(self, worker: Worker, app: Any, listener: socket.socket, control: socket.socket,
+                 threads: int, output_path: str | None) -> None:
+        self.worker = worker
+        self.app = app
+        self.listener = listener
+        self.control_socket = control
+        self.threads = threads
+        self.output_path = output_path
+        self.map: dict[int, Any] = {}
+        self.started_at = time.time()
+        self.served = 0
+        self.in_flight = 0
+        self.draining = False
+        self.finished = False
+        self._lock = threading.Lock()
+        self.server: Any = None
+        self.control: ControlDispatcher | None = None
+
+    def serve(self) -> int:
+        """Serve until a graceful stop completes; return the exit code."""
+        self.server = create_server(self.app, map=self.map, sockets=[self.listener], threads=self.threads,
+                                    asyncore_use_poll=True)
+        self.server.channel_class = _channel_class(self)
+        self.control = ControlDispatcher(self, self.control_socket, self.map)
+        # The listener has been listening since the master bound it: we accept from the next poll on.
+        self.control.send_message({"event": "ready", "pid": os.getpid()})
+        while not self.finished:
+            wasyncore.loop(timeout=LOOP_TIMEOUT, map=self.map, use_poll=True, count=1)
+            if self.draining:
+                self._check_drained()
+        return self._finish()
+
+    # -- counters (task threads) -----------------------------------------------------------------
+
+    def task_started(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+
+    def task_finished(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.served += 1
+
+    def stats(self) -> dict[str, Any]:
+        """The ``stats`` command's reply."""
+        return {
+            "pid": os.getpid(),
+            "index": self.worker.index,
+            "port": self.worker.port,
+            "generation": self.worker.generation,
+            "started_at": self.started_at,
+            "requests": self.served,
+            "in_flight": self.in_flight,
+            "rss": rss_bytes(),
+            "threads": self.threads,
+            "draining": self.draining,
+        }
+
+    def reopen_logs(self) -> None:
+        """Reopen the output file (if a path was given) and logging's file handlers."""
+        if self.output_path is not None:
+            stdio.reopen_stdio(self.output_path)
+        stdio.reopen_log_handlers()
+
+    # -- graceful stop (loop thread) ---------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """Stop accepting, close idle connections, let in-flight requests finish with Connection: close."""
+        if self.draining:
+            return
+        self.draining = True
+        server = self.server
+        server.accepting = False
+        server.del_channel()
+        # Our copy only: the master (and a successor) keep the socket and its backlog.
+        server.socket.close()
+        for channel in list(server.active_channels.values()):
+            if _idle(channel):
+                channel.handle_close()
+
+    def _check_drained(self) -> None:
+        """Finish once no connection is left."""
+        if not self.server.active_channels:
+            self.finished = True
+
+    def _finish(self) -> int:
+        """Run on_stop, stop the task threads, flush the control channel; return the exit code."""
+        code = 0
+        try:
+            self.worker.on_stop()
+        except Exception:
+            log.exception("hook on_stop failed in %s", self.worker.describe())
+            code = 1
+        self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=1)
+        if self.control is not None:
+            self.control.flush_blocking()
+        return code
+
+    def master_gone(self) -> NoReturn:
+        """The control channel hit EOF: the master is gone, so exit now."""
+        log.warning("%s: master is gone, exiting", self.worker.describe())
+        _flush_everything()
+        os._exit(0)
+
+
+def _idle(channel: HTTPChannel) -> bool:
+    """True for a keep-alive connection with nothing in progress and nothing sent by the client."""
+    if channel.requests or channel.request is not None or channel.total_outbufs_len:
+        return False
+    try:
+        pending = channel.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True
+    # Bytes waiting: a request on its way; serve it (with Connection: close). b"": the client left.
+    return not pending
+
+
+def _channel_class(runtime: Runtime) -> type[HTTPChannel]:
+    """A waitress channel whose tasks count requests and close the connection while draining."""
+
+    class CountingTask(WSGITask):
+        def service(self) -> None:
+            runtime.task_started()
+            try:
+                super().service()
+            finally:
+                runtime.task_finished()
+
+        def build_response_header(self) -> bytes:
+            if runtime.draining:
+                self.request.headers["CONNECTION"] = "close"
+            return super().build_response_header()
+
+    class Channel(HTTPChannel):
+        task_class = CountingTask
+
+    return Channel
+
+
+class ControlDispatcher(wasyncore.dispatcher):
+    """The worker's end of the control channel, in waitress's socket map (loop thread)."""
+
+    def __init__(self, runtime: Runtime, sock: socket.socket, map: dict[int, Any]) -> None:
+        super().__init__(sock, map=map)
+        self.runtime = runtime
+        self.reader = FrameReader(skip_oversized=True)
+        self.outgoing = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return bool(self.outgoing)
+
+    def handle_read(self) -> None:
+        try:
+            data = self.socket.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.runtime.master_gone()
+        for item in iter_messages(self.reader, data):
+            if isinstance(item, FrameError):
+                log.warning("%s: bad control frame: %s", self.runtime.worker.describe(), item)
+                self.send_message(reply_error(None, f"bad frame: {item}"))
+            else:
+                self.send_message(self.answer(item))
+
+    def answer(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Run one request and build its reply; an error is a reply, never an exit."""
+        request_id = message.get("id")
+        try:
+            request_id, command, args = parse_request(message)
+        except FrameError as exc:
+            log.warning("%s: bad control request: %s", self.runtime.worker.describe(), exc)
+            return reply_error(request_id, f"bad request: {exc}")
+        try:
+            result = commands.run_command(self.runtime.worker, command, args)
+            encode_frame(reply_ok(request_id, result))  # refuse what cannot be sent before saying ok
+        except Exception as exc:
+            log.warning("%s: command %s failed: %s: %s", self.runtime.worker.describe(), command,
+                        type(exc).__name__, exc, exc_info=not isinstance(exc, (commands.UnknownCommand, FrameError)))
+            return reply_error(request_id, f"{type(exc).__name__}: {exc}")
+        return reply_ok(request_id, result)
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        """Queue a message for the master and try to send it right away."""
+        self.outgoing += encode_frame(message)
+        self.handle_write()
+
+    def handle_write(self) -> None:
+        try:
+            sent = self.socket.send(self.outgoing)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.runtime.master_gone()
+        del self.outgoing[:sent]
+
+    def flush_blocking(self, timeout: float = 1.0) -> None:
+        """Send what is queued before the process exits."""
+        if self.outgoing:
+            self.socket.settimeout(timeout)
+            try:
+                self.socket.sendall(self.outgoing)
+            except OSError:
+                pass
+            self.outgoing.clear()
+
+    def handle_close(self) -> None:
+        self.runtime.master_gone()
+
+    def handle_error(self) -> None:
+        log.exception("%s: control channel error", self.runtime.worker.describe())

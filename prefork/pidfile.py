@@ -1,0 +1,93 @@
+"""The master's single pid file: exactly the path given, created exclusively, removed on exit."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("prefork.pidfile")
+
+
+class PidFileError(RuntimeError):
+    """The pid file names a live process, or cannot be written."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+def read_pid(path: str) -> int | None:
+    """Return the pid recorded in ``path``, or None when the file is missing or unreadable."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """Return True when a process with ``pid`` exists (even one owned by another user)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class PidFile:
+    """Create, check and remove one pid file (runs in the master)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.fspath(path)
+        self.pid: int | None = None
+
+    def create(self, pid: int | None = None) -> None:
+        """Write ``pid`` (default: ours) to the path, atomically and exclusively.
+
+        The content is written to a private temporary file, then hard-linked to the path: the link
+        fails if the path exists, so two masters started at once cannot both win, and a reader never
+        sees a half-written file. A file naming a dead process (or nothing readable) is replaced;
+        one naming a live process raises PidFileError.
+        """
+        pid = os.getpid() if pid is None else pid
+        temporary = f"{self.path}.{pid}.tmp"
+        with open(temporary, "w", encoding="ascii") as handle:
+            handle.write(f"{pid}\n")
+        try:
+            for _ in range(3):
+                try:
+                    os.link(temporary, self.path)
+                except FileExistsError:
+                    self._remove_if_stale(pid)
+                    continue
+                self.pid = pid
+                return
+            raise PidFileError(f"pid file {self.path} keeps reappearing; another master is starting")
+        finally:
+            os.unlink(temporary)
+
+    def _remove_if_stale(self, pid: int) -> None:
+        """Remove the existing file unless it names a live process other than ``pid``."""
+        holder = read_pid(self.path)
+        if holder is not None and holder != pid and process_alive(holder):
+            raise PidFileError(f"pid file {self.path} names a live process {holder}", holder)
+        log.warning("replacing stale pid file %s (pid %s is not running)", self.path, holder)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def remove(self) -> None:
+        """Remove the file if it still names the pid we wrote."""
+        if self.pid is None:
+            return
+        if read_pid(self.path) == self.pid:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        self.pid = None

@@ -1,0 +1,968 @@
+"""Server: the prefork master (runs in the master process only).
+
+One thread, one ``selectors`` loop. Each turn: reap dead children -> dispatch queued events
+(``handle_<name>``) -> run due timers (kills of overdue workers, pings, backoff) -> keep the slot
+count -> wait until the next deadline or until a signal, a worker message or an io handler's fd
+wakes the loop. Signal handlers and the public ``stop()``/``reload()``/``set_workers()`` only
+enqueue; the loop does the work. A bug in one turn is logged with its traceback and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import itertools
+import logging
+import os
+import select
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from prefork import signals, stdio
+from prefork.control import FrameError
+from prefork.pidfile import PidFile
+from prefork.proctitle import set_title
+from prefork.server.slots import Slot, SlotTable
+from prefork.server.timers import TimerHandle, TimerQueue
+from prefork.sockets import bind_listener, bound_port, control_pair, format_address
+from prefork.worker import CommandError, CommandTimeout, Worker, WorkerGone, iter_messages
+
+log = logging.getLogger("prefork")
+
+App = Callable[..., Any]
+
+# Hook keyword -> the positional arguments it receives (checked when the Server is created).
+HOOK_ARGUMENTS = {
+    "worker_ready": ("worker",),
+    "worker_exited": ("worker", "status"),
+    "when_ready": ("server",),
+    "on_reload": ("server",),
+}
+
+
+def resolve_app(spec: str) -> App:
+    """Import ``"package.module:attr"`` (``attr`` may be dotted; default ``app``) and return it."""
+    module_name, _, attribute = spec.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in (attribute or "app").split("."):
+        target = getattr(target, part)
+    return target
+
+
+def notify(*states: str) -> None:
+    """Tell systemd about a state change (no-op without NOTIFY_SOCKET)."""
+    from prefork.notify import notify as send
+
+    send(*states)
+
+
+@dataclass
+class Roll:
+    """A rolling replacement in progress: successors of ``generation`` booting next to their predecessors."""
+
+    generation: int
+    previous_generation: int
+    started: float
+    successors: dict[int, Worker] = field(default_factory=dict)
+    deadline: TimerHandle | None = None
+
+
+class Server:
+    """The prefork master. See ``docs/prefork.md`` for the full API, hooks and signals."""
+
+    ready_timeout = 30.0  # seconds a roll waits for all successors to report ready
+    term_timeout = 5.0  # seconds between SIGTERM (stop now) and SIGKILL
+
+    def __init__(self, app: App | str, workers: int = 3, host: str = "0.0.0.0", port: int = 8000,
+                 stderr: Any = None, pid_file: str | None = None, worker_mixins: Iterable[type] = (),
+                 slow_start: float = 0.0, threads: int = 1, shared_port: bool = False,
+                 graceful_timeout: float = 30.0, timeout: float | None = None, backlog: int = 2048,
+                 worker_ready: Callable[[Worker], Any] | None = None,
+                 worker_exited: Callable[[Worker, int], Any] | None = None,
+                 when_ready: Callable[["Server"], Any] | None = None,
+                 on_reload: Callable[["Server"], Any] | None = None) -> None:
+        if workers < 0:
+            raise ValueError("workers must be >= 0")
+        self.app_spec = app
+        self.app: App | None = None if isinstance(app, str) else app
+        self.num_workers = workers
+        self.host = host
+        self.port = port
+        self.stderr = stderr
+        self.pid_file = None if pid_file is None else os.fspath(pid_file)
+        mixins = tuple(worker_mixins)
+        self.worker_class: type[Worker] = type("Worker", (*mixins, Worker), {}) if mixins else Worker
+        self.slow_start = slow_start
+        self.threads = threads
+        self.shared_port = shared_port
+        self.graceful_timeout = graceful_timeout
+        self.timeout = timeout
+        self.backlog = backlog
+        self._hook_functions = _checked_hooks(worker_ready=worker_ready, worker_exited=worker_exited,
+                                              when_ready=when_ready, on_reload=on_reload)
+        self.generation = 0
+        self.state = "new"  # new -> running -> stopping -> stopped
+        self._timers = TimerQueue()
+        self._slots = SlotTable(self._timers.clock)
+        self._events: deque[tuple[str, tuple[Any, ...]]] = deque()
+        self._io_handlers: dict[int, tuple[Any, Callable[[Any], Any]]] = {}
+        self._by_pid: dict[int, Worker] = {}
+        self._child_watchers: dict[int, Callable[[int], Any]] = {}
+        self._request_ids = itertools.count(1)
+        self._selector: selectors.BaseSelector | None = None
+        self._pipe: signals.WakeupPipe | None = None
+        self._router: signals.SignalRouter | None = None
+        self._pidfile: PidFile | None = None
+        self._ctl: Any = None
+        self._roll: Roll | None = None
+        self._roll_again = False
+        self._reload_again = False
+        self._deferred_target: int | None = None
+        self._serving_app: App | None = None
+        self._announced = False
+        self._graceful_stop = True
+        self._shared_sock: socket.socket | None = None
+        self._output_fd: int | None = None
+        self._output_path: str | None = None
+        self._master_pid = os.getpid()
+
+    # -- public API (master) -----------------------------------------------------------------------
+
+    @property
+    def workers(self) -> list[Worker]:
+        """The current worker of every slot (booting or serving), by index.
+
+        During a roll these are the predecessors; successors appear once the roll completes.
+        ``all_workers`` also lists successors and workers that are stopping.
+        """
+        return [slot.current for slot in self._slots.active() if slot.current is not None]
+
+    @property
+    def all_workers(self) -> list[Worker]:
+        """Every live worker process the master knows, by (index, generation)."""
+        return sorted(self._by_pid.values(), key=lambda w: (w.index, w.generation, w.pid or 0))
+
+    @property
+    def rolling(self) -> bool:
+        """True while a rolling replacement is in progress."""
+        return self._roll is not None
+
+    def add_io_handler(self, io: Any, callback: Callable[[Any], Any]) -> None:
+        """Call ``callback(io)`` from the master loop whenever ``io`` (anything with fileno()) is readable."""
+        fd = io.fileno()
+        self._io_handlers[fd] = (io, callback)
+        if self._selector is not None:
+            self._selector.register(fd, selectors.EVENT_READ, lambda: self._run_io_handler(io, callback))
+
+    def remove_io_handler(self, io: Any) -> None:
+        """Stop watching ``io``; unknown objects are ignored."""
+        fd = io if isinstance(io, int) else io.fileno()
+        if self._io_handlers.pop(fd, None) is not None and self._selector is not None:
+            try:
+                self._selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+
+    def post_event(self, name: str, *args: Any) -> None:
+        """Queue event ``name``: the loop calls ``handle_<name>(*args)``. Safe from signal handlers."""
+        self._events.append((name, args))
+        if self._pipe is not None:
+            self._pipe.wake()
+
+    def stop(self, graceful: bool = True) -> None:
+        """Ask the master to stop: drain workers first (graceful) or terminate them now."""
+        self.post_event("stop", graceful)
+
+    def reload(self) -> None:
+        """Ask the master to reload: ``handle_reload()`` (a rolling replacement of every worker)."""
+        self.post_event("reload")
+
+    def set_workers(self, count: int) -> None:
+        """Ask the master to run ``count`` workers."""
+        self.post_event("set_workers", int(count))
+
+    def call_later(self, delay: float, callback: Callable[[], Any]) -> TimerHandle:
+        """Run ``callback()`` in the master loop after ``delay`` seconds; ``.cancel()`` the handle to drop it."""
+        return self._timers.call_later(delay, callback)
+
+    def watch_child(self, pid: int, callback: Callable[[int], Any]) -> None:
+        """Have the loop call ``callback(status)`` when child ``pid`` (not a worker) exits.
+
+        The master reaps every child with ``waitpid(-1)``; a subclass that forks helpers of its own
+        must register them here instead of waiting for them. ``status`` is an exit code or -signal.
+        """
+        self._child_watchers[pid] = callback
+
+    def broadcast(self, command: str, *args: Any, timeout: float = 5.0) -> dict[int, Any]:
+        """Run ``command`` in every current worker; return ``{index: result}``.
+
+        A worker that fails has a CommandError (CommandTimeout, WorkerGone) as its value instead
+        of a result; results are JSON values, so ``isinstance(value, CommandError)`` tells them
+        apart. Blocks the master loop for at most ``timeout`` seconds.
+        """
+        targets = self.workers
+        results: dict[int, Any] = {}
+        requests: dict[int, int] = {}
+        for worker in targets:
+            requests[worker.index] = worker.call_async(
+                command, *args, timeout=timeout, callback=lambda r, w=worker: results.__setitem__(w.index, r))
+        deadline = time.monotonic() + timeout
+        while len(results) < len(targets):
+            waiting = {w._control: w for w in targets if w.index not in results and w._control is not None}
+            remaining = deadline - time.monotonic()
+            if not waiting or remaining <= 0:
+                break
+            readable, _, _ = select.select(list(waiting), [], [], remaining)
+            for sock in readable:
+                self._read_worker(waiting[sock])
+        for worker in targets:
+            if worker.index not in results:
+                worker._expire(requests[worker.index], command, timeout)
+        return dict(sorted(results.items()))
+
+    def broadcast_async(self, command: str, *args: Any, timeout: float = 5.0,
+                        callback: Callable[[dict[int, Any]], Any]) -> None:
+        """Like ``broadcast`` without blocking: ``callback({index: result or CommandError})`` later."""
+        targets = self.workers
+        results: dict[int, Any] = {}
+        if not targets:
+            callback(results)
+            return
+
+        def collect(worker: Worker, result: Any) -> None:
+            results[worker.index] = result
+            if len(results) == len(targets):
+                callback(dict(sorted(results.items())))
+
+        for worker in targets:
+            worker.call_async(command, *args, timeout=timeout, callback=lambda r, w=worker: collect(w, r))
+
+    def start(self, install_signals: bool = True) -> None:
+        """Bind, write the pid file, fork the workers and run the loop until stopped (master).
+
+        Raises (before forking anything) when the app cannot be loaded, a port cannot be bound or
+        the pid file names a live process. Must run in the main thread to handle signals.
+        """
+        if self.state != "new":
+            raise RuntimeError(f"Server.start() called on a server in state {self.state!r}")
+        self.load_app()
+        self._serving_app = self.app
+        import prefork.child  # noqa: F401  import waitress once in the master: forks inherit it
+        try:
+            self._output_fd, self._output_path = stdio.open_stream(self.stderr)
+            self._bind_initial()
+            if self.pid_file:
+                self._pidfile = PidFile(self.pid_file)
+                self._pidfile.create()
+            self._open_loop(install_signals)
+            self.state = "running"
+            self._open_ctl()
+            set_title("prefork master")
+            self._log_listening()
+            self._run()
+        finally:
+            self._cleanup()
+
+    # -- extension points ---------------------------------------------------------------------------
+
+    def load_app(self) -> App:
+        """Resolve ``app_spec`` (a callable, or ``"module:attr"``) into ``self.app``; return it (master).
+
+        Called by ``start()`` and by the default ``handle_reload()``. A string is looked up in the
+        modules already imported: this does not re-import code (ProjectrServer reloads it first).
+        """
+        spec = self.app_spec
+        app = resolve_app(spec) if isinstance(spec, str) else spec
+        if not callable(app):
+            raise TypeError(f"app {spec!r} is not a WSGI callable")
+        self.app = app
+        return app
+
+    def handle_reload(self) -> None:
+        """Default reload: the ``on_reload`` hook, ``load_app()``, then ``roll_workers()`` (master).
+
+        Never called while a roll is in progress: reload requests arriving then are coalesced
+        into one more ``handle_reload()`` after the roll.
+        """
+        log.info("reload requested (generation %d)", self.generation)
+        notify("RELOADING=1")
+        self._call_hook("on_reload")
+        try:
+            self.load_app()
+        except Exception:
+            log.exception("reload: cannot load app %r; the workers keep serving generation %d",
+                          self.app_spec, self.generation)
+            notify("READY=1")
+            return
+        self.roll_workers()
+
+    def roll_workers(self) -> bool:
+        """Start replacing every worker with one forked from the current ``self.app`` (master).
+
+        Successors (a new generation) fork at once and in parallel; when every one has reported
+        ready, the predecessors are stopped gracefully. If a successor dies first or they are not
+        all ready within ``ready_timeout``, the successors are stopped, the old workers keep serving
+        and the failure is logged. Either way ``roll_finished(ok, info)`` runs. Called while a roll
+        is in progress, it schedules one more roll after it and returns False.
+        """
+        if self.state != "running":
+            log.warning("roll requested while %s: ignored", self.state)
+            return False
+        if self._roll is not None:
+            self._roll_again = True
+            return False
+        roll = Roll(self.generation + 1, self.generation, time.monotonic())
+        self._roll = roll
+        self.generation = roll.generation
+        log.info("rolling to generation %d", roll.generation)
+        for slot in self._slots.active():
+            if slot.current is not None and not slot.current.ready:
+                self._terminate(slot.current)  # still booting old code: its successor replaces it
+                slot.current = None
+            successor = self._spawn(slot)
+            if successor is None:
+                self._abandon_roll(f"cannot fork a successor for slot {slot.index}")
+                return False
+            slot.successor = successor
+            roll.successors[slot.index] = successor
+        roll.deadline = self.call_later(self.ready_timeout, lambda: self._abandon_roll(
+            f"successors not ready within {self.ready_timeout:g} s"))
+        self._check_roll()
+        return True
+
+    def roll_finished(self, ok: bool, info: dict[str, Any]) -> None:
+        """Called when a roll completed (``ok``) or was abandoned; override to report it (master).
+
+        ``info``: ``generation``, ``replaced`` (workers replaced), ``elapsed`` (seconds),
+        ``reason`` (why it was abandoned, or None).
+        """
+        if ok:
+            log.info("generation %d serving: %d workers replaced in %.0f ms", info["generation"],
+                     info["replaced"], info["elapsed"] * 1000)
+        else:
+            log.error("roll to generation %d abandoned: %s; generation %d keeps serving",
+                      info["generation"], info["reason"], self.generation)
+
+    # -- hooks (override, or pass as keyword callables) ---------------------------------------------
+
+    def worker_ready(self, worker: Worker) -> None:
+        """Master: ``worker`` accepts connections (its port is ``worker.port``)."""
+        self._call_function("worker_ready", worker)
+
+    def worker_exited(self, worker: Worker, status: int) -> None:
+        """Master: ``worker`` exited with ``status`` (exit code, or -signal)."""
+        self._call_function("worker_exited", worker, status)
+
+    def when_ready(self) -> None:
+        """Master: every slot has a ready worker for the first time since start()."""
+        self._call_function("when_ready", self)
+
+    def on_reload(self) -> None:
+        """Master: a reload starts (before the app is reloaded and workers are replaced)."""
+        self._call_function("on_reload", self)
+
+    # -- event handlers (the loop calls handle_<event>) ---------------------------------------------
+
+    def handle_stop(self, graceful: bool = True) -> None:
+        """Stop every worker (drain first when ``graceful``); the loop ends when none is left."""
+        if self.state == "stopping":
+            if not graceful and self._graceful_stop:
+                log.info("stop now requested during a graceful stop: terminating workers")
+                self._graceful_stop = False
+                for worker in list(self._by_pid.values()):
+                    self._terminate(worker)
+            return
+        self.state = "stopping"
+        self._graceful_stop = graceful
+        notify("STOPPING=1")
+        log.info("stopping %s (%d workers)", "gracefully" if graceful else "now", len(self._by_pid))
+        if self._roll is not None:
+            self._abandon_roll("the server is stopping")
+        for worker in list(self._by_pid.values()):
+            if graceful:
+                self._retire(worker)
+            else:
+                self._terminate(worker)
+
+    def handle_roll(self) -> None:
+        """Run ``roll_workers()`` (posted when roll requests were coalesced)."""
+        self.roll_workers()
+
+    def handle_set_workers(self, count: int) -> None:
+        """Grow or shrink to ``count`` slots (deferred until a roll in progress ends)."""
+        if self._roll is not None:
+            self._deferred_target = count
+            return
+        count = max(0, count)
+        if count != self._slots.target:
+            log.info("workers: %d -> %d", self._slots.target, count)
+        self._slots.target = count
+
+    def handle_add_workers(self, delta: int) -> None:
+        """TTIN/TTOU: one worker more or less (never fewer than one)."""
+        base = self._deferred_target if self._deferred_target is not None else self._slots.target
+        self.handle_set_workers(max(1, base + delta))
+
+    def handle_reopen_logs(self) -> None:
+        """USR1: reopen the master's log files and tell every worker to reopen theirs."""
+        if self._output_path is not None:
+            self._output_fd = stdio.reopen_path(self._output_path, self._output_fd)
+        count = stdio.reopen_log_handlers()
+        log.info("reopened log files (%d logging handlers)", count)
+        for worker in self.workers:
+            worker.send_control_message("reopen_logs")
+
+    def handle_worker_ready(self, worker: Worker) -> None:
+        """A worker reported that it accepts connections."""
+        if worker.pid not in self._by_pid or worker.ready:
+            return
+        worker.ready = True
+        worker.ready_at = time.time()
+        boot_ms = (worker.ready_at - (worker.started_at or worker.ready_at)) * 1000
+        log.info("%s ready (generation %d, %.0f ms)", worker.describe(), worker.generation, boot_ms)
+        slot = self._slots.slots.get(worker.index)
+        if worker.stopping or slot is None:
+            return
+        if slot.current is worker:
+            self._slots.ready(slot)
+        self._call_hook("worker_ready", worker)
+        if self.timeout:
+            self._schedule_ping(worker)
+        if slot.successor is worker:
+            self._check_roll()
+        else:
+            self._maybe_announce()
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Turn the loop until stopped and every worker has been reaped."""
+        while not (self.state == "stopping" and not self._by_pid):
+            try:
+                self._turn()
+            except Exception:
+                log.exception("master loop: error in this turn (the master carries on)")
+
+    def _turn(self) -> None:
+        """One turn: reap, dispatch, timers, slots, wait."""
+        self._reap()
+        self._dispatch_events()
+        for timer in self._timers.pop_due():
+            self._guarded(timer.callback, "timer")
+        self._keep_slots()
+        if self.state == "stopping" and not self._by_pid:
+            return
+        self._wait()
+
+    def _wait(self) -> None:
+        """Block until an fd is readable or the next deadline passes, then run the fd callbacks."""
+        assert self._selector is not None
+        timeout: float | None = None
+        if self._events or (self._router and self._router.received):
+            timeout = 0.0
+        else:
+            deadlines = [d for d in (self._timers.next_deadline(),
+                                     self._slots.next_deadline() if self.state == "running" else None)
+                         if d is not None]
+            if deadlines:
+                timeout = max(0.0, min(deadlines) - self._timers.clock())
+        for key, _ in self._selector.select(timeout):
+            self._guarded(key.data, "fd callback")
+
+    def _dispatch_events(self) -> None:
+        """Turn recorded signals into events, then run ``handle_<name>`` for each queued event."""
+        while self._router is not None and self._router.received:
+            signum = self._router.received.popleft()
+            event = signals.SIGNAL_EVENTS.get(signum)
+            if event is not None:
+                log.info("received %s", signal.Signals(signum).name)
+                self._events.append((event[0], tuple(event[1:])))
+        while self._events:
+            name, args = self._events.popleft()
+            self._dispatch(name, args)
+
+    def _dispatch(self, name: str, args: tuple[Any, ...]) -> None:
+        """Run one event's handler; coalesce reloads during a roll; ignore changes while stopping."""
+        if self.state == "stopping" and name in ("reload", "roll", "set_workers", "add_workers"):
+            log.info("%s ignored: the server is stopping", name)
+            return
+        if name == "reload" and self._roll is not None:
+            log.info("reload requested during a roll: one more reload will follow it")
+            self._reload_again = True
+            return
+        handler = getattr(self, f"handle_{name}", None)
+        if handler is None:
+            log.warning("no handler for event %r", name)
+            return
+        self._guarded(lambda: handler(*args), f"event {name}")
+
+    def _guarded(self, function: Callable[[], Any], what: str) -> None:
+        """Run ``function``; log (never raise) what it raises."""
+        try:
+            function()
+        except Exception:
+            log.exception("master: %s failed", what)
+
+    # -- reaping ----------------------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        """Collect every exited child; dispatch workers' exits and watched helpers' statuses."""
+        while True:
+            try:
+                pid, raw = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            status = os.waitstatus_to_exitcode(raw)
+            watcher = self._child_watchers.pop(pid, None)
+            if watcher is not None:
+                self._guarded(lambda: watcher(status), f"child watcher for pid {pid}")
+                continue
+            worker = self._by_pid.pop(pid, None)
+            if worker is None:
+                log.debug("reaped pid %d (not a worker), status %d", pid, status)
+                continue
+            self._worker_gone(worker, status)
+
+    def _worker_gone(self, worker: Worker, status: int) -> None:
+        """Forget an exited worker, decide what its slot needs, run the exit hooks."""
+        worker.status = status
+        self._close_channel(worker)
+        if worker._kill_timer is not None:
+            worker._kill_timer.cancel()
+        slot = self._slots.slots.get(worker.index)
+        if slot is not None and slot.successor is worker:
+            slot.successor = None
+            log.warning("%s (generation %d) exited with status %d before it was ready",
+                        worker.describe(), worker.generation, status)
+            self._abandon_roll(f"{worker.describe()} exited with status {status} before it was ready")
+        elif worker.stopping:
+            log.info("%s exited with status %d", worker.describe(), status)
+        elif not worker.ready:
+            delay = self._slots.boot_failed(slot) if slot is not None else 0.0
+            log.warning("%s exited with status %d before it was ready; retrying in %.2f s (%d failures in a row)",
+                        worker.describe(), status, delay, slot.failures if slot else 0)
+        else:
+            if slot is not None:
+                self._slots.died_after_ready(slot)
+            log.warning("%s died with status %d; replacing it", worker.describe(), status)
+        if slot is not None and slot.current is worker:
+            slot.current = None
+        self._call_hook("worker_exited", worker, status)
+        self._call_worker_hook(worker, "on_unregister")
+
+    # -- slots and spawning --------------------------------------------------------------------------
+
+    def _bind_initial(self) -> None:
+        """Bind every slot's listening socket before forking anything."""
+        if self.shared_port:
+            self._shared_sock = bind_listener(self.host, self.port, self.backlog)
+            self.port = bound_port(self._shared_sock)
+        self._slots.target = self.num_workers
+        for index in range(self.num_workers):
+            self._add_slot(index, not_before=self._timers.clock() + index * self.slow_start)
+
+    def _add_slot(self, index: int, not_before: float = 0.0) -> Slot:
+        """Create slot ``index`` with its socket (the shared one, or a new one on port + index)."""
+        if self._shared_sock is not None:
+            sock, port = self._shared_sock, self.port
+        else:
+            sock = bind_listener(self.host, self.port + index if self.port else 0, self.backlog)
+            port = bound_port(sock)
+        slot = Slot(index, port, sock, not_before=not_before)
+        self._slots.add(slot)
+        return slot
+
+    def _keep_slots(self) -> None:
+        """Grow, shrink and refill slots to match the target (only while running)."""
+        if self.state != "running":
+            return
+        for index in self._slots.missing_indexes():
+            try:
+                self._add_slot(index)
+            except OSError as exc:
+                log.error("cannot add worker %d: %s", index, exc)
+                self._slots.target = index
+                break
+        for slot in self._slots:
+            if slot.retired and slot.index < self._slots.target:
+                slot.retired = False
+        for slot in self._slots.surplus():
+            slot.retired = True
+            if slot.current is not None:
+                self._retire(slot.current)
+        for slot in self._slots.empty_retired():
+            if not any(w.index == slot.index for w in self._by_pid.values()):
+                self._drop_slot(slot)
+        for slot in self._slots.due():
+            slot.current = self._spawn(slot)
+
+    def _drop_slot(self, slot: Slot) -> None:
+        """Forget a retired slot; close its socket unless it is the shared one."""
+        self._slots.remove(slot)
+        if slot.sock is not None and slot.sock is not self._shared_sock:
+            slot.sock.close()
+        log.info("slot %d (port %d) removed", slot.index, slot.port)
+
+    def _spawn(self, slot: Slot) -> Worker | None:
+        """Fork a worker of the current generation for ``slot``; None when fork fails."""
+        worker = self.worker_class(self, slot.index, slot.port, self.generation)
+        self._call_worker_hook(worker, "on_register")
+        master_end, worker_end = control_pair()
+        _flush_output()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            master_end.close()
+            worker_end.close()
+            delay = self._slots.boot_failed(slot)
+            log.error("cannot fork worker %d: %s; retrying in %.2f s", slot.index, exc, delay)
+            return None
+        if pid == 0:
+            from prefork.child import run_worker  # already imported by start(): this is a dict lookup
+
+            master_end.close()
+            run_worker(worker, app=self.app, listener=slot.sock, control=worker_end, threads=self.threads,
+                       output_fd=self._output_fd, output_path=self._output_path, master_pid=self._master_pid,
+                       close_inherited=lambda: self._close_in_child(slot))
+        worker_end.close()
+        worker.pid = pid
+        worker.started_at = time.time()
+        worker._attach(master_end)
+        self._by_pid[pid] = worker
+        assert self._selector is not None
+        self._selector.register(master_end, selectors.EVENT_READ, lambda: self._read_worker(worker))
+        log.info("spawned %s, generation %d", worker.describe(), worker.generation)
+        return worker
+
+    def _close_in_child(self, slot: Slot) -> None:
+        """In a new worker: close the master's descriptors the worker must not hold (worker)."""
+        for io, _ in self._io_handlers.values():
+            _close_quietly(io)
+        if self._selector is not None:
+            self._selector.close()
+        if self._pipe is not None:
+            self._pipe.close()
+        for other in self._slots:
+            if other.sock is not None and other.sock is not slot.sock:
+                other.sock.close()
+        for worker in self._by_pid.values():
+            if worker._control is not None:
+                worker._control.close()
+
+    def _retire(self, worker: Worker) -> None:
+        """Stop ``worker`` gracefully: the ``stop`` command, then SIGKILL after graceful_timeout."""
+        if worker.stopping:
+            return
+        if not worker.ready or worker._control is None:
+            self._terminate(worker)
+            return
+        worker.stopping = True
+
+        def stop_failed(result: Any) -> None:
+            if isinstance(result, CommandError) and not isinstance(result, (WorkerGone, CommandTimeout)):
+                log.warning("%s refused to stop (%s); terminating it", worker.describe(), result)
+                self._signal(worker, signal.SIGTERM)
+
+        worker.call_async("stop", timeout=self.graceful_timeout, callback=stop_failed)
+        worker._kill_timer = self.call_later(self.graceful_timeout, lambda: self._overdue(worker))
+
+    def _terminate(self, worker: Worker) -> None:
+        """Stop ``worker`` now: SIGTERM, then SIGKILL after term_timeout."""
+        worker.stopping = True
+        self._signal(worker, signal.SIGTERM)
+        if worker._kill_timer is not None:
+            worker._kill_timer.cancel()
+        worker._kill_timer = self.call_later(self.term_timeout, lambda: self._overdue(worker))
+
+    def _overdue(self, worker: Worker) -> None:
+        """A stopping worker outlived its deadline: SIGKILL it."""
+        if worker.pid in self._by_pid:
+            log.warning("%s did not stop in time; killing it", worker.describe())
+            self._signal(worker, signal.SIGKILL)
+
+    def _signal(self, worker: Worker, signum: int) -> None:
+        """Send ``signum`` to a worker that has not been reaped yet."""
+        if worker.pid is not None and worker.pid in self._by_pid:
+            try:
+                os.kill(worker.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    # -- rolls -------------------------------------------------------------------------------------------
+
+    def _check_roll(self) -> None:
+        """Complete the roll once every successor is ready."""
+        roll = self._roll
+        if roll is None or not all(w.ready for w in roll.successors.values()):
+            return
+        replaced = 0
+        for index, successor in roll.successors.items():
+            slot = self._slots.slots[index]
+            if slot.current is not None:
+                self._retire(slot.current)
+                replaced += 1
+            slot.current, slot.successor = successor, None
+            self._slots.ready(slot)
+        self._serving_app = self.app
+        self._end_roll(True, replaced, None)
+        self._maybe_announce()
+
+    def _abandon_roll(self, reason: str) -> None:
+        """Give up the roll: stop the successors, restore the serving app and generation."""
+        roll = self._roll
+        if roll is None:
+            return
+        for index, successor in roll.successors.items():
+            slot = self._slots.slots.get(index)
+            if slot is not None and slot.successor is successor:
+                slot.successor = None
+            if successor.pid in self._by_pid:
+                self._retire(successor)
+        self.generation = roll.previous_generation
+        self.app = self._serving_app
+        self._end_roll(False, 0, reason)
+
+    def _end_roll(self, ok: bool, replaced: int, reason: str | None) -> None:
+        """Clear the roll, report it, and start what was coalesced meanwhile."""
+        roll = self._roll
+        assert roll is not None
+        if roll.deadline is not None:
+            roll.deadline.cancel()
+        self._roll = None
+        info = {"generation": roll.generation, "replaced": replaced,
+                "elapsed": time.monotonic() - roll.started, "reason": reason}
+        self._guarded(lambda: self.roll_finished(ok, info), "roll_finished")
+        if ok:
+            notify("READY=1")
+        if self.state != "running":
+            return
+        if self._deferred_target is not None:
+            self.post_event("set_workers", self._deferred_target)
+            self._deferred_target = None
+        if self._reload_again:
+            self._reload_again = self._roll_again = False
+            self.post_event("reload")
+        elif self._roll_again:
+            self._roll_again = False
+            self.post_event("roll")
+
+    def _maybe_announce(self) -> None:
+        """Run when_ready (and tell systemd) once every slot first has a ready worker."""
+        if self._announced or self.state != "running":
+            return
+        slots = self._slots.active()
+        if len(slots) < self._slots.target or not all(s.current is not None and s.current.ready for s in slots):
+            return
+        self._announced = True
+        log.info("all %d workers ready", len(slots))
+        notify("READY=1")
+        self._call_hook("when_ready")
+
+    # -- worker channels -------------------------------------------------------------------------------
+
+    def _next_request_id(self) -> int:
+        return next(self._request_ids)
+
+    def _read_worker(self, worker: Worker) -> None:
+        """Read what ``worker`` sent on its control channel and handle each message."""
+        sock = worker._control
+        if sock is None:
+            return
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError, TimeoutError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_channel(worker)
+            self._signal(worker, signal.SIGKILL)  # a worker without its channel is out of our control
+            return
+        for item in iter_messages(worker._reader, data):
+            if isinstance(item, FrameError):
+                log.warning("%s sent a bad control frame: %s", worker.describe(), item)
+                if worker._reader.broken:
+                    self._close_channel(worker)
+                    self._signal(worker, signal.SIGKILL)
+                    return
+            else:
+                self._on_worker_message(worker, item)
+
+    def _on_worker_message(self, worker: Worker, message: dict[str, Any]) -> None:
+        """Dispatch one message from a worker: an event, or a reply to a request."""
+        event = message.get("event")
+        if event == "ready":
+            self.post_event("worker_ready", worker)
+        elif event is not None:
+            log.warning("%s sent unknown event %r", worker.describe(), event)
+        elif not worker._resolve(message):
+            if message.get("ok") is False:
+                log.warning("%s reported an error: %s", worker.describe(), message.get("error"))
+            else:
+                log.debug("%s: reply to no pending request: %r", worker.describe(), message)
+
+    def _close_channel(self, worker: Worker) -> None:
+        """Unregister and close a worker's channel; its pending requests fail with WorkerGone."""
+        if worker._control is not None and self._selector is not None:
+            try:
+                self._selector.unregister(worker._control)
+            except (KeyError, ValueError):
+                pass
+        worker._detach()
+
+    def _schedule_ping(self, worker: Worker) -> None:
+        """Hung-worker detection: ping every ``timeout`` seconds; no answer in time means SIGKILL."""
+        assert self.timeout is not None
+
+        def answered(result: Any) -> None:
+            if isinstance(result, CommandTimeout) and not worker.stopping:
+                log.warning("%s did not answer ping within %g s; killing it", worker.describe(), self.timeout)
+                self._signal(worker, signal.SIGKILL)
+            elif not isinstance(result, CommandError):
+                self._schedule_ping(worker)
+
+        def ping() -> None:
+            if worker.pid in self._by_pid and not worker.stopping:
+                worker.call_async("ping", timeout=self.timeout, callback=answered)
+
+        self.call_later(self.timeout, ping)
+
+    # -- hooks ----------------------------------------------------------------------------------------
+
+    def _call_function(self, name: str, *args: Any) -> None:
+        """Call the keyword hook ``name`` if one was given."""
+        function = self._hook_functions.get(name)
+        if function is not None:
+            function(*args)
+
+    def _call_hook(self, name: str, *args: Any) -> None:
+        """Run the master hook method ``name``; log (with its name) what it raises."""
+        try:
+            getattr(self, name)(*args)
+        except Exception:
+            log.exception("hook %s failed", name)
+
+    def _call_worker_hook(self, worker: Worker, name: str) -> None:
+        """Run ``worker.<name>()`` in the master; log what it raises."""
+        try:
+            getattr(worker, name)()
+        except Exception:
+            log.exception("hook %s failed for worker %d", name, worker.index)
+
+    # -- setup and teardown --------------------------------------------------------------------------
+
+    def _open_loop(self, install_signals: bool) -> None:
+        """Create the selector and the wakeup pipe; install signal handlers; register io handlers."""
+        self._selector = selectors.DefaultSelector()
+        self._pipe = signals.WakeupPipe()
+        self._selector.register(self._pipe, selectors.EVENT_READ, self._pipe.drain)
+        self._router = signals.SignalRouter(self._pipe)
+        self._router.install(list(signals.SIGNAL_EVENTS) if install_signals else [], wake_on=[signal.SIGCHLD])
+        for fd, (io, callback) in self._io_handlers.items():
+            self._selector.register(fd, selectors.EVENT_READ,
+                                    lambda io=io, callback=callback: self._run_io_handler(io, callback))
+
+    def _run_io_handler(self, io: Any, callback: Callable[[Any], Any]) -> None:
+        """Call an io handler; log what it raises."""
+        try:
+            callback(io)
+        except Exception:
+            log.exception("io handler %r for %r failed", callback, io)
+
+    def _open_ctl(self) -> None:
+        """Open the operator control socket next to the pid file (prefork.ctl)."""
+        if not self.pid_file:
+            return
+        try:
+            from prefork.ctl import ControlServer
+        except ImportError:  # the ctl module is optional for the master loop itself
+            log.debug("prefork.ctl not available: no control socket")
+            return
+        self._ctl = ControlServer(self, path=self.pid_file + ".ctl")
+        self._ctl.open()
+
+    def _log_listening(self) -> None:
+        """Log where the workers will listen."""
+        ports = sorted({slot.port for slot in self._slots})
+        where = ", ".join(format_address(self.host, port) for port in ports)
+        log.info("master %d: %d workers on %s", os.getpid(), self._slots.target, where or "(none)")
+
+    def _cleanup(self) -> None:
+        """Kill what is left, close everything, remove the pid file (always runs at the end of start)."""
+        for worker in list(self._by_pid.values()):
+            self._signal(worker, signal.SIGKILL)
+        for pid in list(self._by_pid):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            worker = self._by_pid.pop(pid)
+            self._close_channel(worker)
+        if self._ctl is not None:
+            self._guarded(self._ctl.close, "closing the control socket")
+            self._ctl = None
+        if self._router is not None:
+            self._router.restore()
+        if self._selector is not None:
+            self._selector.close()
+        if self._pipe is not None:
+            self._pipe.close()
+        for slot in list(self._slots):
+            if slot.sock is not None:
+                slot.sock.close()
+        if self._shared_sock is not None:
+            self._shared_sock.close()
+        if self._pidfile is not None:
+            self._pidfile.remove()
+        if self._output_path is not None and self._output_fd is not None:
+            os.close(self._output_fd)
+        self.state = "stopped"
+        log.info("master %d stopped", os.getpid())
+
+
+def _checked_hooks(**hooks: Callable[..., Any] | None) -> dict[str, Callable[..., Any]]:
+    """Check each keyword hook accepts its arguments (fail at construction, not at first use)."""
+    checked = {}
+    for name, function in hooks.items():
+        if function is None:
+            continue
+        if not callable(function):
+            raise TypeError(f"hook {name} must be callable, got {function!r}")
+        try:
+            inspect.signature(function).bind(*HOOK_ARGUMENTS[name])
+        except TypeError as exc:
+            raise TypeError(f"hook {name} must accept ({', '.join(HOOK_ARGUMENTS[name])}): {exc}") from None
+        except ValueError:  # builtins without a signature: trust them
+            pass
+        checked[name] = function
+    return checked
+
+
+def _close_quietly(io: Any) -> None:
+    """Close an fd or an object with close() (in a new worker, on the master's descriptors)."""
+    try:
+        if isinstance(io, int):
+            os.close(io)
+        elif hasattr(io, "close"):
+            io.close()
+        else:
+            os.close(io.fileno())
+    except OSError:
+        pass
+
+
+def _flush_output() -> None:
+    """Flush Python's stdio buffers so a fork does not duplicate them."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed or broken stream must not stop a fork
+            pass
