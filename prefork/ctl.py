@@ -497,7 +497,10 @@ def call(path: str | os.PathLike[str], command: str, *args: Any, timeout: float 
 
 def _exchange(sock: socket.socket, path: str, command: str, args: list[Any], timeout: float) -> Any:
     try:
-        send_message(sock, request(1, command, args))
+        try:
+            send_message(sock, request(1, command, args))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # a master that refuses us replies at once and hangs up: its reply is still readable
         reply = recv_message(sock, FrameReader(), timeout)
     except TimeoutError as exc:
         raise CtlTimeout(f"no reply from {path} within {timeout} s") from exc

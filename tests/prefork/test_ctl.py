@@ -309,7 +309,10 @@ def _nobody_client(path: str) -> str:
         sock.connect(path)
     except PermissionError:
         return "EACCES"
-    sock.sendall(encode_frame(request(1, "workers", [0])))
+    try:
+        sock.sendall(encode_frame(request(1, "workers", [0])))
+    except BrokenPipeError:
+        pass  # refused before we spoke: the error reply is already waiting
     return recv_message(sock, FrameReader(), 5)["error"]
 
 
@@ -324,6 +327,8 @@ def run_as_nobody(path: str) -> str:
             os.setgid(65534)
             os.setuid(65534)
             os.write(write_end, _nobody_client(path).encode())
+        except BaseException as exc:  # make a failure readable in the parent's assertion
+            os.write(write_end, f"child failed: {exc!r}".encode())
         finally:
             os._exit(0)
     os.close(write_end)

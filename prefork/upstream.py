@@ -1,0 +1,180 @@
+"""Keep an nginx ``upstream`` block equal to the live worker ports (a master-side hook helper).
+
+::
+
+    up = NginxUpstream("/etc/nginx/prefork-upstream.conf", name="myapp",
+                       reload_command=["nginx", "-s", "reload"])
+    server = Server(app, workers=3, port=8000,
+                    worker_ready=up.worker_ready, worker_exited=up.worker_exited)
+
+Each hook runs in the master. It computes the set of ports of the ready workers and, only when that
+set changed, rewrites the file atomically (temporary file + ``os.replace``, so nginx never reads half
+a file) and runs the reload command. A rolling reload keeps every port, so it rewrites nothing.
+
+An empty upstream block is rejected by nginx, so the file never gets one: when no worker is ready
+(shutdown, ``workers 0``, every worker crashed) the last non-empty list is kept. The master keeps its
+listening sockets through all of these, so a connection nginx sends there waits in the backlog for the
+next worker instead of being refused. Only when there has never been a worker is a placeholder written
+(``server 127.0.0.1:9 down;``), so that an nginx configuration including the file still loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+from typing import Any, Iterable, Sequence
+
+log = logging.getLogger("prefork.upstream")
+
+DEFAULT_RELOAD_COMMAND = ("nginx", "-s", "reload")
+PLACEHOLDER_PORT = 9  # "discard": never listened on, and marked down anyway
+_SERVER_LINE = re.compile(r"^\s*server\s+\S+?:(\d+)\b(?!.*\bdown\b)", re.MULTILINE)
+
+
+def render(ports: Iterable[int], name: str | None = "prefork", *, host: str = "127.0.0.1",
+           keepalive: int | None = None, server_options: str = "") -> str:
+    """Return the file's text for ``ports``: an ``upstream NAME {...}`` block, or with ``name=None``
+    only the ``server`` lines (to ``include`` inside an upstream block of your own)."""
+    options = f" {server_options.strip()}" if server_options.strip() else ""
+    ports = sorted(set(ports))
+    lines = [f"server {host}:{port}{options};" for port in ports]
+    if not lines:
+        lines = [f"server 127.0.0.1:{PLACEHOLDER_PORT} down;  # no worker has been ready yet"]
+    header = "# Written by prefork.upstream: rewritten whenever the set of live worker ports changes.\n"
+    if name is None:
+        return header + "".join(f"{line}\n" for line in lines)
+    if keepalive:
+        lines.append(f"keepalive {keepalive};")
+    body = "".join(f"    {line}\n" for line in lines)
+    return f"{header}upstream {name} {{\n{body}}}\n"
+
+
+def ports_in(text: str) -> set[int]:
+    """The ports of the live ``server`` lines in a file written by :func:`render`."""
+    return {int(port) for port in _SERVER_LINE.findall(text)}
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a reader sees the old file or the new one, never half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=".prefork-upstream-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)  # nginx's workers may run as another user and must read it
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class NginxUpstream:
+    """Write the live worker ports to an nginx upstream file and reload nginx when they change.
+
+    ``reload_command`` is an argv list, a shell-like string (split with :func:`shlex.split`), or None
+    to only write the file. It runs in the master, waited for up to ``reload_timeout`` seconds; a
+    failure is logged at WARNING and never raised into the master.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = "prefork",
+        *,
+        host: str = "127.0.0.1",
+        reload_command: Sequence[str] | str | None = DEFAULT_RELOAD_COMMAND,
+        keepalive: int | None = None,
+        server_options: str = "",
+        reload_timeout: float = 10.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.name = name
+        self.host = host
+        if isinstance(reload_command, str):
+            reload_command = shlex.split(reload_command)
+        self.reload_command = list(reload_command) if reload_command else None
+        self.keepalive = keepalive
+        self.server_options = server_options
+        self.reload_timeout = reload_timeout
+        self.server: Any = None
+        self.ports: frozenset[int] = frozenset(self._ports_on_disk())
+        self.reloads = 0  # how many times the reload command ran (successfully or not)
+
+    def _ports_on_disk(self) -> set[int]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                return ports_in(handle.read())
+        except OSError:
+            return set()
+
+    def attach(self, server: Any) -> "NginxUpstream":
+        """Remember the server whose workers the hooks look at (when workers have no ``.server``)."""
+        self.server = server
+        return self
+
+    # --- the hooks (run in the master) ---
+
+    def worker_ready(self, worker: Any) -> None:
+        """Hook: ``worker`` accepts connections; add its port if it is new."""
+        self.sync(self._live_ports(worker, exclude=None) | {worker.port})
+
+    def worker_exited(self, worker: Any, status: Any = None) -> None:
+        """Hook: ``worker`` exited; drop its port unless another ready worker serves it."""
+        self.sync(self._live_ports(worker, exclude=worker))
+
+    def _live_ports(self, worker: Any, exclude: Any) -> set[int]:
+        server = getattr(worker, "server", None) or self.server
+        if server is None:
+            raise RuntimeError("NginxUpstream needs the server: call up.attach(server)")
+        return {
+            w.port for w in server.workers
+            if w is not exclude and getattr(w, "ready", True) and getattr(w, "pid", None)
+        }
+
+    # --- the work ---
+
+    def sync(self, ports: Iterable[int]) -> bool:
+        """Make the file list ``ports``; return True when it was rewritten (and nginx reloaded).
+
+        An empty ``ports`` keeps the last non-empty list (see the module docstring).
+        """
+        wanted = frozenset(int(p) for p in ports)
+        if not wanted:
+            if os.path.exists(self.path):
+                return False
+            log.info("upstream %s: no worker ready yet, writing a placeholder to %s", self.name, self.path)
+        elif wanted == self.ports and os.path.exists(self.path):
+            return False
+        text = render(wanted, self.name, host=self.host, keepalive=self.keepalive,
+                      server_options=self.server_options)
+        write_atomically(self.path, text)
+        log.info("upstream %s: wrote ports %s to %s", self.name, sorted(wanted) or "(none)", self.path)
+        self.ports = wanted
+        self.run_reload()
+        return True
+
+    def run_reload(self) -> bool:
+        """Run the reload command (if any); return True when it exited 0. Runs in the master."""
+        if not self.reload_command:
+            return False
+        self.reloads += 1
+        try:
+            done = subprocess.run(self.reload_command, stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, timeout=self.reload_timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("upstream reload command %s failed: %s", shlex.join(self.reload_command), exc)
+            return False
+        if done.returncode != 0:
+            log.warning("upstream reload command %s exited %d: %s", shlex.join(self.reload_command),
+                        done.returncode, (done.stderr or done.stdout).strip()[-500:])
+            return False
+        return True
