@@ -1,0 +1,1 @@
+"""myproject: a small catalogue web application served by prefork with instant reloads."""

@@ -1,0 +1,565 @@
+"""ProjectrServer: a prefork Server whose reload() reloads only the changed modules of a projectr Project.
+
+A reload runs in three phases, none of which blocks the master loop:
+
+1. trial: fork a child from the master that runs ``project.load()`` and resolves the app, and
+   reports the outcome as JSON lines over a pipe (an io handler of the master). A trial that takes
+   longer than ``reload_timeout`` is asked for its stack (faulthandler on SIGUSR1, so even code
+   stuck in C answers), then SIGKILLed; the log names the file and line it hung on.
+2. load: only when the trial succeeded, ``project.load()`` in the master (transactional), then the
+   app is resolved again from its "module:attr" spec.
+3. roll: ``roll_workers()`` forks successors from the reloaded master and retires the old ones once
+   the successors are ready.
+
+A failure in any phase leaves the old workers serving the old code, logs one block naming the file
+and line, and keeps the changes pending in the project, so the next save retries the whole set.
+Reload requests that arrive while one is running are coalesced into one more reload afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import faulthandler
+import importlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from projectr import LoadError, Project
+
+from prefork.server import Server, notify
+
+log = logging.getLogger("prefork.reload")
+
+_FRAME_LINE = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+) in (?P<func>.*)$')
+_TRACEBACK_FRAMES = 6   # frames of the failing code shown in the log block
+_DUMP_GRACE = 0.2       # seconds a timed-out trial gets to write its stack before SIGKILL
+
+
+# ---------------------------------------------------------------------------------------------
+# resolving the project and the app (master and trial child)
+
+
+def resolve_project(project: Project | str | os.PathLike[str]) -> Project:
+    """Return the Project for a Project, a registered name, or a path to a definition file."""
+    if isinstance(project, Project):
+        return project
+    text = os.fspath(project)
+    if text.endswith(".py") or os.sep in text or os.path.isfile(text):
+        return Project.from_file(text)
+    return Project.find(text)
+
+
+def resolve_app(spec: Any) -> Callable[..., Any]:
+    """Return the WSGI callable for ``"module:attr"`` (from sys.modules as reloaded) or a callable.
+
+    A callable passed directly is looked up again by its module and qualified name, so a function
+    defined in a project module is served in its reloaded version; other callables are kept.
+    """
+    if callable(spec):
+        return _fresh_callable(spec)
+    module_name, sep, attr = str(spec).partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f'app must be "module:attr", not {spec!r}')
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    target: Any = module
+    for part in attr.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"{spec} is a {type(target).__name__}, not a WSGI callable")
+    return target
+
+
+def _fresh_callable(app: Callable[..., Any]) -> Callable[..., Any]:
+    """The current version of ``app`` in its (possibly reloaded) module, or ``app`` itself."""
+    module = sys.modules.get(getattr(app, "__module__", None) or "")
+    qualname = getattr(app, "__qualname__", "")
+    if module is None or not qualname or "<" in qualname:
+        return app
+    target: Any = module
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            return app
+    return target if callable(target) else app
+
+
+def module_names(project: Project, paths: Iterable[str]) -> list[str]:
+    """Module names for loaded source paths (resources keep their path relative to the root)."""
+    root = Path(project.root)
+    known = project.modules
+    names = []
+    for path in paths:
+        if path in known:
+            names.append(known[path])
+            continue
+        try:
+            rel = Path(path).relative_to(root)
+        except ValueError:
+            names.append(str(path))
+            continue
+        if rel.suffix != ".py":
+            names.append(str(rel))
+            continue
+        parts = list(rel.with_suffix("").parts)
+        if parts and parts[-1] == "__init__":
+            parts.pop()
+        names.append(".".join(parts))
+    return names
+
+
+def discover_project(app_spec: str, root: str | os.PathLike[str] | None = None) -> Project:
+    """A Project of the modules that importing ``app_spec`` loads from files under ``root``.
+
+    This is ``prefork --reload`` without ``--project``: the app is imported in a throwaway forked
+    child (so the master imports it only once, through the project), and every module it loaded
+    from a ``.py`` file under ``root`` (default: the current directory; installed packages and
+    virtualenvs excluded) is declared in import order; projectr discovers the edges between them.
+    Raises ImportError with the child's error when the app cannot be imported. Runs in the master.
+    """
+    base = os.path.realpath(root or os.getcwd())
+    modules = _modules_imported_by(app_spec, base)
+    project = Project(f"prefork:{app_spec}", root=base)
+    for rel in modules:
+        with contextlib.ExitStack() as stack:
+            *folders, stem = Path(rel).with_suffix("").parts
+            for folder in folders:
+                stack.enter_context(project.directory(folder))
+            project.file(stem)
+    return project
+
+
+def _modules_imported_by(app_spec: str, base: str) -> list[str]:
+    """Import ``app_spec`` in a forked child; return the files (relative to ``base``) it loaded."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        status = 0
+        try:
+            if base not in map(os.path.realpath, filter(None, sys.path)):
+                sys.path.insert(0, base)
+            before = set(sys.modules)
+            resolve_app(app_spec)
+            found = [os.path.relpath(os.path.realpath(module.__file__), base)
+                     for name, module in list(sys.modules.items())
+                     if name not in before and _is_local_module(name, module, base)]
+            _trial_report(write_fd, ok=True, modules=found)
+        except BaseException as exc:  # noqa: BLE001 - report any failure to the parent
+            _trial_report(write_fd, ok=False, error=f"{type(exc).__name__}: {exc}")
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        text = pipe.read().decode("utf-8", "replace")
+    os.waitpid(pid, 0)
+    report = _last_json_line(text)
+    if report is None or not report.get("ok"):
+        raise ImportError((report or {}).get("error") or "the import child died without a report")
+    return list(report["modules"])
+
+
+def _is_local_module(name: str, module: Any, base: str) -> bool:
+    """True for a module loaded from a .py file under ``base`` that is not an installed package."""
+    path = getattr(module, "__file__", None)
+    if not path or not path.endswith(".py") or name == "__main__":
+        return False
+    path = os.path.realpath(path)
+    if not path.startswith(base + os.sep) or "site-packages" in path:
+        return False
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    if any(path.startswith(prefix + os.sep) for prefix in prefixes):
+        return False
+    rel = Path(path).relative_to(base).with_suffix("")
+    parts = list(rel.parts[:-1]) if rel.name == "__init__" else list(rel.parts)
+    return ".".join(parts) == name and _declared_name_ok(rel)
+
+
+def _declared_name_ok(rel: Path) -> bool:
+    """Only paths whose every part is an identifier can be modules of a project."""
+    return all(part.isidentifier() for part in rel.parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# the trial child (runs in a process forked from the master, never returns)
+
+
+def _trial_main(project: Project, app_spec: Any, write_fd: int) -> None:
+    """Load the pending changes and resolve the app; report JSON lines on ``write_fd``; exit."""
+    status = 0
+    try:
+        _trial_isolate(write_fd)
+        started = time.perf_counter()
+        loaded = project.load()
+        resolve_app(app_spec)
+        _trial_report(write_fd, ok=True, loaded=loaded,
+                      ms=(time.perf_counter() - started) * 1000.0)
+    except LoadError as exc:
+        _trial_report(write_fd, ok=False, **describe_load_error(exc))
+    except BaseException as exc:  # noqa: BLE001 - the trial must report whatever happened
+        _trial_report(write_fd, ok=False, **describe_exception(exc, project))
+        status = 1
+    finally:
+        os._exit(status)  # no atexit handlers, no flushing of the master's buffers
+
+
+def _trial_isolate(write_fd: int) -> None:
+    """Detach the trial child from the master's signals, output and lifetime (trial child)."""
+    signal.set_wakeup_fd(-1)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGTTIN", "SIGTTOU", "SIGUSR1",
+                 "SIGUSR2", "SIGCHLD"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    _die_with_parent()
+    # SIGUSR1 asks for the stack: written from C, so a trial stuck in a C call answers too.
+    faulthandler.register(signal.SIGUSR1, file=write_fd, all_threads=True, chain=False)
+    # The master prints what module code prints; the trial must not print it a second time.
+    logging.disable(logging.CRITICAL)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the master dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _trial_report(write_fd: int, **message: Any) -> None:
+    """Write one JSON line to the master (trial child)."""
+    data = (json.dumps(message, default=str) + "\n").encode("utf-8")
+    while data:
+        data = data[os.write(write_fd, data):]
+
+
+def describe_load_error(exc: LoadError) -> dict[str, Any]:
+    """The file, line, error text and short traceback of a failed load, as JSON-able values."""
+    original = exc.exception
+    return {
+        "file": exc.file,
+        "line": exc.line,
+        "error": f"{type(original).__name__}: {original}",
+        "traceback": short_traceback(original, exc.traceback),
+    }
+
+
+def describe_exception(exc: BaseException, project: Project | None = None) -> dict[str, Any]:
+    """Like describe_load_error for an exception outside project.load() (e.g. resolving the app)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    sources = set(project.source_files) if project is not None else set()
+    mine = [f for f in frames if f.filename in sources] or frames
+    last = mine[-1] if mine else None
+    return {
+        "file": last.filename if last else None,
+        "line": last.lineno if last else None,
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": short_traceback(exc, exc.__traceback__),
+    }
+
+
+def short_traceback(exc: BaseException, tb: Any) -> str:
+    """The last few frames and the error line, without projectr's own loader frames."""
+    frames = [f for f in traceback.extract_tb(tb) if "/projectr/" not in f.filename.replace(os.sep, "/")]
+    lines = traceback.format_list(frames[-_TRACEBACK_FRAMES:])
+    if isinstance(exc, SyntaxError):
+        lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).rstrip()
+
+
+def parse_stack_dump(text: str, sources: Iterable[str]) -> tuple[str | None, int | None]:
+    """From a faulthandler dump, the innermost frame in a project file (else the innermost)."""
+    frames = [(m["file"], int(m["line"])) for m in map(_FRAME_LINE.match, text.splitlines()) if m]
+    wanted = set(sources)
+    for file, line in frames:  # faulthandler lists the most recent call first
+        if file in wanted:
+            return file, line
+    return frames[0] if frames else (None, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# the master side
+
+
+@dataclass
+class Trial:
+    """A trial load running in a forked child, as the master sees it."""
+
+    pid: int
+    fd: int
+    started: float
+    buffer: bytearray = field(default_factory=bytearray)
+    report: dict[str, Any] | None = None
+    timed_out: bool = False
+    timers: list[Any] = field(default_factory=list)
+
+    def fileno(self) -> int:
+        """The read end of the trial's report pipe (for the master's selector)."""
+        return self.fd
+
+
+@dataclass
+class ReloadRecord:
+    """Timings and outcome of one reload, for the one log line."""
+
+    number: int
+    requested: float
+    trial_ms: float = 0.0
+    load_ms: float = 0.0
+    roll_started: float = 0.0
+    roll_ms: float = 0.0
+    loaded: list[str] = field(default_factory=list)
+
+
+class ProjectrServer(Server):
+    """A Server whose reload() reloads the project's changed modules, then rolls the workers.
+
+    ``project`` is a Project, a registered project name, or the path of a definition file;
+    ``app`` is ``"module:attr"`` (resolved again after every reload) or a WSGI callable;
+    ``reload_timeout`` bounds the seconds a reload's imports may take before it is abandoned.
+    Other keyword arguments are Server's.
+    """
+
+    def __init__(self, project: Project | str | os.PathLike[str], app: Any,
+                 reload_timeout: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(app=app, **kwargs)
+        self.project = resolve_project(project)
+        self.reload_timeout = reload_timeout
+        self.reload_count = 0
+        self.last_reload: ReloadRecord | None = None
+        self._trial: Trial | None = None
+        self._current: ReloadRecord | None = None
+        self._again = False
+
+    # -- resolving the app (master) -----------------------------------------------------------
+
+    def load_app(self) -> Callable[..., Any]:
+        """Load the project (what changed since its last load) and resolve the app (master).
+
+        Called by start(); a LoadError here stops the start (nothing serves yet to fall back on).
+        """
+        self.project.load()
+        self.app = self.current_app()
+        return self.app
+
+    def current_app(self) -> Callable[..., Any]:
+        """Resolve the app spec against the currently loaded modules (master)."""
+        return resolve_app(self.app_spec)
+
+    # -- the watcher helper (master) ------------------------------------------------------------
+
+    def watch(self, watcher: Any) -> Any:
+        """Reload whenever ``watcher.changed_files()`` reports a change; return the watcher.
+
+        Equivalent to the README idiom
+        ``server.add_io_handler(watcher, lambda w: server.reload() if w.changed_files() else None)``.
+        """
+        self.add_io_handler(watcher, self._on_watcher_readable)
+        return watcher
+
+    def _on_watcher_readable(self, watcher: Any) -> None:
+        """A watcher's fd is readable: reload when it reports project changes (master)."""
+        if watcher.changed_files():
+            self.reload()
+
+    # -- the reload state machine (master) ------------------------------------------------------
+
+    @property
+    def reloading(self) -> bool:
+        """True while a trial, load or roll is in progress."""
+        return self._current is not None
+
+    def handle_reload(self) -> None:
+        """Start a reload, or note that one more is needed after the running one (master).
+
+        Server coalesces reload requests that arrive during a roll; this coalesces the ones that
+        arrive during the trial and the load.
+        """
+        if self._current is not None:
+            self._again = True
+            log.debug("reload requested while reload #%d runs: one more will follow", self._current.number)
+            return
+        self.reload_count += 1
+        self._current = ReloadRecord(number=self.reload_count, requested=time.perf_counter())
+        notify("RELOADING=1")
+        try:
+            self.on_reload()
+        except Exception:  # noqa: BLE001 - a failing hook must not stop the reload
+            log.exception("hook on_reload failed")
+        self._start_trial()
+
+    def _start_trial(self) -> None:
+        """Fork the trial child and watch its pipe (master)."""
+        read_fd, write_fd = os.pipe()
+        os.set_inheritable(read_fd, False)
+        for stream in (sys.stdout, sys.stderr):  # a fork must not duplicate buffered output
+            with contextlib.suppress(Exception):
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            _trial_main(self.project, self.app_spec, write_fd)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        trial = Trial(pid=pid, fd=read_fd, started=time.perf_counter())
+        self._trial = trial
+        self.watch_child(pid, lambda status: None)  # the loop's reaper collects it; EOF drives us
+        self.add_io_handler(trial, self._on_trial_readable)
+        trial.timers.append(self.call_later(self.reload_timeout, lambda: self._trial_overdue(trial)))
+
+    def _on_trial_readable(self, trial: Trial) -> None:
+        """Collect the trial's report; on EOF, act on it (master)."""
+        try:
+            chunk = os.read(trial.fd, 65536)
+        except BlockingIOError:
+            return
+        if chunk:
+            trial.buffer += chunk
+            return
+        self._end_trial(trial)
+
+    def _trial_overdue(self, trial: Trial) -> None:
+        """The trial ran past reload_timeout: ask for its stack, then kill it (master)."""
+        if trial is not self._trial:
+            return
+        trial.timed_out = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(trial.pid, signal.SIGUSR1)
+        trial.timers.append(self.call_later(_DUMP_GRACE, lambda: self._kill_trial(trial)))
+
+    def _kill_trial(self, trial: Trial) -> None:
+        """SIGKILL the trial; the pipe's EOF then ends it (master)."""
+        if trial is self._trial:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(trial.pid, signal.SIGKILL)
+
+    def _end_trial(self, trial: Trial) -> None:
+        """The trial's pipe closed: parse its report and go on to the load, or fail (master)."""
+        self.remove_io_handler(trial)
+        os.close(trial.fd)
+        for timer in trial.timers:
+            timer.cancel()
+        self._trial = None
+        record = self._current
+        assert record is not None
+        record.trial_ms = (time.perf_counter() - trial.started) * 1000.0
+        text = trial.buffer.decode("utf-8", "replace")
+        report = _last_json_line(text)
+        if trial.timed_out and (report is None or not report.get("ok")):
+            self._reload_failed(self._hang_report(text))
+        elif report is None:
+            self._reload_failed({"error": "the trial load died without a report", "file": None,
+                                 "line": None, "traceback": text.strip()})
+        elif not report.get("ok"):
+            self._reload_failed(report)
+        else:
+            self._apply(record)
+
+    def _hang_report(self, dump: str) -> dict[str, Any]:
+        """Describe a trial killed at reload_timeout: where it was stuck (master)."""
+        file, line = parse_stack_dump(dump, self.project.source_files)
+        frames = [ln.strip() for ln in dump.splitlines() if _FRAME_LINE.match(ln)]
+        where = f"{file}:{line}" if file and line else (file or "an unknown file")
+        return {
+            "file": file,
+            "line": line,
+            "error": f"the import did not finish within {self.reload_timeout:g} s and was killed; "
+                     f"it hung in {where}",
+            "traceback": "\n".join(frames[:_TRACEBACK_FRAMES]),
+        }
+
+    def _apply(self, record: ReloadRecord) -> None:
+        """The trial succeeded: load in the master, resolve the app, roll the workers (master)."""
+        started = time.perf_counter()
+        try:
+            record.loaded = self.project.load()
+            app = self.current_app()
+        except LoadError as exc:
+            self._reload_failed(describe_load_error(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bad app must not take the master down
+            self._reload_failed(describe_exception(exc, self.project))
+            return
+        record.load_ms = (time.perf_counter() - started) * 1000.0
+        self.app = app
+        record.roll_started = time.perf_counter()
+        if not self.roll_workers() and self._current is record:
+            # Not rolled and no roll_finished call (the server is stopping): end quietly.
+            self._current = None
+
+    def roll_finished(self, ok: bool, info: dict[str, Any]) -> None:
+        """Server's report that a roll ended: log the reload's one line or its failure (master)."""
+        record = self._current
+        if record is None:
+            super().roll_finished(ok, info)  # a roll this class did not start
+            return
+        if ok:
+            self._log_success(record, info)
+            self._finish()
+        else:
+            self._reload_failed({"error": f"the new workers did not start: {info.get('reason')}",
+                                 "file": None, "line": None, "traceback": ""})
+
+    def _log_success(self, record: ReloadRecord, info: dict[str, Any]) -> None:
+        """Log the one line a reload is summed up in (master)."""
+        names = module_names(self.project, record.loaded)
+        count = len(names)
+        what = f"{count} module{'s' if count != 1 else ''}"
+        if names:
+            what += f" ({', '.join(names)})"
+        replaced = int(info.get("replaced", len(self.workers)))
+        roll_ms = float(info.get("elapsed", 0.0)) * 1000.0
+        log.info("reload #%d: %s in %.1f ms; %d worker%s replaced in %.0f ms (trial %.1f ms; generation %d)",
+                 record.number, what, record.load_ms, replaced, "s" if replaced != 1 else "",
+                 roll_ms, record.trial_ms, info.get("generation", self.generation))
+        record.roll_ms = roll_ms
+        self.last_reload = record
+
+    def _reload_failed(self, report: dict[str, Any]) -> None:
+        """Log one readable block for a failed reload; the old workers keep serving (master)."""
+        record = self._current
+        number = record.number if record else self.reload_count
+        where = report.get("file") or "?"
+        if report.get("line"):
+            where = f"{where}:{report['line']}"
+        lines = [f"reload #{number} failed: {where}: {report.get('error')}"]
+        lines += ["  " + ln for ln in (report.get("traceback") or "").rstrip().splitlines()]
+        lines.append(f"  still serving generation {self.generation}; "
+                     "the changes stay pending: save a fix to retry them all")
+        log.error("\n".join(lines))
+        notify("READY=1")
+        self._finish()
+
+    def _finish(self) -> None:
+        """Leave the reloading state; queue the coalesced reload if one was asked for (master)."""
+        self._current = None
+        if self._again:
+            self._again = False
+            # Server posts one reload itself when requests came during its roll: do not add a second.
+            if not getattr(self, "_reload_again", False):
+                self.post_event("reload")
+
+
+def _last_json_line(text: str) -> dict[str, Any] | None:
+    """The last line of ``text`` that parses as a JSON object, if any."""
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                value = json.loads(line)
+                if isinstance(value, dict):
+                    return value
+    return None

@@ -1,0 +1,210 @@
+"""Helpers for the end-to-end tests: real servers in their own sessions, free ports, HTTP polls.
+
+Every process is started with start_new_session=True and killed by process group at teardown.
+Waiting is always on a condition with a deadline (an HTTP answer, a log line), never a bare sleep.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+PYTHON = sys.executable
+DEADLINE = 15.0  # seconds; only matters when something is broken
+
+
+def free_ports(count: int) -> int:
+    """Return a base port such that base..base+count-1 are free on 127.0.0.1 right now."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        held = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition",
+             interval: float = 0.02) -> Any:
+    """Poll ``condition`` until it returns a truthy value; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            last_error = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}"
+                                 + (f" (last error: {last_error!r})" if last_error else ""))
+        time.sleep(interval)
+
+
+def http_get(port: int, path: str = "/status.json", timeout: float = 5.0) -> tuple[int, bytes]:
+    """One GET on a fresh connection; return (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def status(port: int) -> dict[str, Any]:
+    """The example's /status.json from the worker on ``port``."""
+    code, body = http_get(port)
+    assert code == 200, body
+    return json.loads(body)
+
+
+@dataclass
+class Running:
+    """A server process started by a test."""
+
+    proc: subprocess.Popen
+    log_path: Path
+    port: int
+    workers: int
+    pid_file: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port + i for i in range(self.workers)]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, timeout: float = DEADLINE, count: int = 1) -> list[str]:
+        """Wait until ``pattern`` (a regex) matches ``count`` times in the server's output."""
+        regex = re.compile(pattern)
+
+        def found() -> list[str] | None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            hits = regex.findall(self.log())
+            return hits if len(hits) >= count else None
+
+        try:
+            return wait_for(found, timeout, f"log pattern {pattern!r} x{count}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- server log ---\n{self.log()}") from None
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [status(port) for port in self.ports]
+
+    def wait_all(self, predicate: Callable[[dict[str, Any]], bool], what: str,
+                 timeout: float = DEADLINE) -> list[dict[str, Any]]:
+        """Poll every worker until each one's status satisfies ``predicate``."""
+        def check() -> list[dict[str, Any]] | None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            found = self.statuses()
+            return found if all(predicate(s) for s in found) else None
+
+        try:
+            return wait_for(check, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- server log ---\n{self.log()}") from None
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.proc.pid, signum)
+
+
+class Launcher:
+    """Starts servers in their own sessions; kills every process group at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, args: list[str], cwd: Path, log_name: str = "server.log",
+              env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+        log_path = self.tmp_path / log_name
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        self.procs.append(proc)
+        return proc, log_path
+
+    def example(self, project_dir: Path, workers: int = 2, extra: list[str] = (),
+                pid: bool = True, reload_timeout: float | None = None) -> Running:
+        """Start examples/server.py on ``project_dir`` and wait until every worker answers."""
+        port = free_ports(workers)
+        pid_file = self.tmp_path / "server.pid" if pid else None
+        args = [PYTHON, str(EXAMPLES / "server.py"), "--port", str(port), "--workers", str(workers),
+                "--project", str(project_dir / "project.py"), *extra]
+        if pid_file:
+            args += ["--pid", str(pid_file)]
+        if reload_timeout is not None:
+            args += ["--reload-timeout", str(reload_timeout)]
+        proc, log_path = self.spawn(args, cwd=self.tmp_path)
+        running = Running(proc, log_path, port, workers, pid_file)
+        running.wait_all(lambda s: True, "every worker to answer")
+        return running
+
+    def close(self) -> None:
+        for proc in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@pytest.fixture
+def launcher(tmp_path: Path):
+    launch = Launcher(tmp_path)
+    try:
+        yield launch
+    finally:
+        launch.close()
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A private copy of examples/myproject that the test may edit."""
+    target = tmp_path / "myproject"
+    shutil.copytree(EXAMPLES / "myproject", target,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def rewrite(path: Path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` in a file (must be present), as an editor save would."""
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
