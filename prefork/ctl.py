@@ -166,9 +166,14 @@ def cmd_status(server: Any, args: list[Any]) -> dict[str, Any]:
     """Master and per-worker status (one row per live worker)."""
     _no_args("status", args)
     by_pid, by_index = _stats_by_worker(server, timeout=2.0)
+    current = {id(w) for w in server.workers}  # the workers broadcast asked
+    # all_workers (prefork.Server) also lists a roll's successors and workers that are stopping.
+    listed = getattr(server, "all_workers", None) or server.workers
     rows = []
-    for worker in sorted(server.workers, key=lambda w: (w.index, getattr(w, "generation", 0) or 0)):
-        stats = by_pid.get(worker.pid, by_index.get(worker.index))
+    for worker in sorted(listed, key=lambda w: (w.index, getattr(w, "generation", 0) or 0)):
+        stats = by_pid.get(worker.pid)
+        if stats is None and id(worker) in current:
+            stats = by_index.get(worker.index)  # an error in place of stats carries no pid
         rows.append(_worker_row(worker, stats))
     return {"master_pid": os.getpid(), "generation": getattr(server, "generation", None), "workers": rows}
 

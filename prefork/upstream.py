@@ -123,21 +123,40 @@ class NginxUpstream:
 
     # --- the hooks (run in the master) ---
 
+    def hooks(self) -> dict[str, Any]:
+        """``{"worker_ready": ..., "worker_exited": ...}``, to pass as ``Server(**up.hooks())``."""
+        return {"worker_ready": self.worker_ready, "worker_exited": self.worker_exited}
+
     def worker_ready(self, worker: Any) -> None:
         """Hook: ``worker`` accepts connections; add its port if it is new."""
         self.sync(self._live_ports(worker, exclude=None) | {worker.port})
 
     def worker_exited(self, worker: Any, status: Any = None) -> None:
-        """Hook: ``worker`` exited; drop its port unless another ready worker serves it."""
+        """Hook: ``worker`` exited; drop its port if no ready worker serves it any more.
+
+        A worker that died unexpectedly keeps its port: the master replaces it at once on the same
+        socket, and connections wait in the backlog meanwhile, so reloading nginx twice would only
+        cost work. A shutdown of the whole server leaves the file as it is.
+        """
+        server = self._server_of(worker)
+        if getattr(server, "state", "running") == "stopping" or not getattr(worker, "stopping", True):
+            return
         self.sync(self._live_ports(worker, exclude=worker))
 
-    def _live_ports(self, worker: Any, exclude: Any) -> set[int]:
+    def _server_of(self, worker: Any) -> Any:
         server = getattr(worker, "server", None) or self.server
         if server is None:
             raise RuntimeError("NginxUpstream needs the server: call up.attach(server)")
+        return server
+
+    def _live_ports(self, worker: Any, exclude: Any) -> set[int]:
+        server = self._server_of(worker)
+        # all_workers (prefork.Server) also lists a roll's successors; plain .workers otherwise.
+        workers = getattr(server, "all_workers", None) or server.workers
         return {
-            w.port for w in server.workers
+            w.port for w in workers
             if w is not exclude and getattr(w, "ready", True) and getattr(w, "pid", None)
+            and not getattr(w, "stopping", False)
         }
 
     # --- the work ---
@@ -178,3 +197,6 @@ class NginxUpstream:
                         done.returncode, (done.stderr or done.stdout).strip()[-500:])
             return False
         return True
+
+
+Upstream = NginxUpstream  # the short name prefork.cli uses

@@ -161,6 +161,7 @@ def worker(server, index: int, port: int, ready: bool = True, pid: int = 1000):
 def test_hooks_follow_the_live_workers(tmp_path: Path, recorder) -> None:
     command, log = recorder
     up = NginxUpstream(tmp_path / "upstream.conf", reload_command=command)
+    assert up.hooks() == {"worker_ready": up.worker_ready, "worker_exited": up.worker_exited}
     server = SimpleNamespace(workers=[])
     w0 = worker(server, 0, 8000, ready=False)
     w1 = worker(server, 1, 8001, ready=False)
@@ -183,6 +184,25 @@ def test_hooks_follow_the_live_workers(tmp_path: Path, recorder) -> None:
     up.worker_exited(w0b, 0)
     assert ports_in((tmp_path / "upstream.conf").read_text()) == {8000}
     assert log.read_text().splitlines() == [":8000;", ":8000;:8001;", ":8000;"]
+
+
+def test_crash_and_shutdown_keep_the_ports(tmp_path: Path, recorder) -> None:
+    command, log = recorder
+    up = NginxUpstream(tmp_path / "upstream.conf", reload_command=command)
+    server = SimpleNamespace(workers=[], state="running")
+    w0, w1 = worker(server, 0, 8000), worker(server, 1, 8001)
+    up.worker_ready(w0)
+    up.worker_ready(w1)
+    w1.stopping = False  # killed, not stopped: the master replaces it on the same socket
+    server.workers.remove(w1)
+    up.worker_exited(w1, -9)
+    assert up.ports == {8000, 8001}
+    server.state = "stopping"  # a shutdown: every worker exits, the file stays
+    for w in (w0,):
+        w.stopping = True
+        server.workers.remove(w)
+        up.worker_exited(w, 0)
+    assert up.ports == {8000, 8001} and log.read_text().splitlines() == [":8000;:8001;"]
 
 
 def test_hooks_with_attach_when_workers_have_no_server(tmp_path: Path) -> None:
