@@ -53,9 +53,15 @@ class Tracker:
             self.loaded = True
             return [path for path, _ in resources]
         importlib.invalidate_caches()  # new files next to project files must be importable
-        contents = self._plan(project, changed, full)
-        order = list(contents)
-        execute([Unit(p, specs[p].module, specs[p].is_package, contents[p][0]) for p in order])
+        scans_before = dict(self.scans)
+        try:
+            contents = self._plan(project, changed, full)
+            order = list(contents)
+            execute([Unit(p, specs[p].module, specs[p].is_package, contents[p][0]) for p in order])
+        except BaseException:
+            # the graph must describe what is loaded: a bad edit's imports are forgotten with it
+            self.scans, self._dirty = scans_before, True
+            raise
         for path in order:
             self.snapshots[path] = contents[path][1]
         self._commit_resources(resources)

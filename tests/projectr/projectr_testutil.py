@@ -64,9 +64,10 @@ def collect_changes(watcher, expected: set[str], timeout: float = 5.0) -> set[st
     return seen
 
 
-def run_python(code: str, cwd: str | Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_python(code: str, cwd: str | Path, timeout: float = 60.0,
+               extra_args: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run code in a fresh interpreter (own session), killed by process group on timeout."""
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, *(extra_args or []), "-c", code], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)

@@ -1,0 +1,197 @@
+"""Watchers: every editor save style on every backend, filtering, coalescing, git lock, definition file."""
+from __future__ import annotations
+
+import os
+import select
+
+import pytest
+
+from projectr import Project
+from projectr.watch import BACKENDS, choose_backend
+from projectr_testutil import bump_mtime, collect_changes, wait_readable
+
+OPTIONS = {"inotify": {}, "watchdog": {}, "polling": {"interval": 0.02}}
+
+
+def _project(tree, count: int = 3):
+    tree.write("PKG/__init__.py", "")
+    for i in range(count):
+        tree.write(f"PKG/m{i}.py", f"X = {i}\n")
+    p = tree.project()
+    with p.directory(tree.pkg):
+        p.file("__init__")
+        for i in range(count):
+            p.file(f"m{i}")
+    return p
+
+
+def _write_in_place(path: str) -> None:
+    with open(path, "r+b") as f:  # no truncate, same size
+        data = f.read()
+        f.seek(0)
+        f.write(data.replace(b"X", b"Y"))
+
+
+def _truncate_and_write(path: str) -> None:
+    with open(path, "w") as f:
+        f.write("X = 'truncated and written'\n")
+
+
+def _touch(path: str) -> None:
+    bump_mtime(path)
+
+
+def _atomic_rename_over(path: str) -> None:
+    tmp = path + ".tmp~"  # an editor's temp file: not a project file
+    with open(tmp, "w") as f:
+        f.write("X = 'renamed over'\n")
+    os.replace(tmp, path)
+
+
+def _delete_and_recreate(path: str) -> None:
+    os.unlink(path)
+    with open(path, "w") as f:
+        f.write("X = 'recreated'\n")
+
+
+SAVES = [_write_in_place, _truncate_and_write, _touch, _atomic_rename_over, _delete_and_recreate]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("save", SAVES, ids=lambda f: f.__name__.strip("_"))
+def test_every_save_style_is_seen(tree, backend, save):
+    p = _project(tree)
+    target = str(tree.path("PKG/m1.py"))
+    with p.watch_changes(backend=backend, **OPTIONS[backend]) as w:
+        save(target)
+        assert collect_changes(w, {target}) == {target}
+        assert w.changed_files() == []
+        assert not wait_readable(w, 0.05)  # nothing left to wake us
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_project_files_are_ignored_and_drained(tree, backend):
+    p = _project(tree)
+    target = str(tree.path("PKG/m0.py"))
+    with p.watch_changes(backend=backend, **OPTIONS[backend]) as w:
+        tree.write("PKG/.m0.py.swp", "swap")
+        tree.write("PKG/m0.py~", "backup")
+        tree.write("PKG/unrelated.py", "X = 1\n")
+        tree.write("PKG/__pycache__/m0.cpython-311.pyc", "x")
+        os.mkdir(tree.path("PKG/newdir"))
+        if wait_readable(w, 0.3):  # inotify wakes for them; the others filter in their thread
+            assert w.changed_files() == []
+        assert not wait_readable(w, 0.05)  # drained: the fd does not stay readable
+        _truncate_and_write(target)  # a real change after the noise is still seen
+        assert collect_changes(w, {target}) == {target}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_burst_is_reported_once_per_file(tree, backend):
+    p = _project(tree, count=30)
+    targets = {str(tree.path(f"PKG/m{i}.py")) for i in range(30)}
+    with p.watch_changes(backend=backend, **OPTIONS[backend]) as w:
+        for _ in range(3):  # an editor writing three times per save, over 30 files
+            for path in sorted(targets):
+                _truncate_and_write(path)
+        batches = []
+        seen: set[str] = set()
+        while seen != targets and wait_readable(w, 5):
+            batch = w.changed_files()
+            assert len(batch) == len(set(batch))  # each file once per batch
+            batches.append(batch)
+            seen.update(batch)
+        assert seen == targets
+        if backend == "inotify":
+            assert len([b for b in batches if b]) == 1  # events already queued: one batch
+        assert batches[0] == sorted(batches[0], key=p.source_files.index)  # project order
+
+
+def test_debounce_collects_a_burst_that_is_still_arriving(tree):
+    """The first event wakes us; writes landing within the window join the same batch."""
+    import threading
+    p = _project(tree, count=5)
+    paths = [str(tree.path(f"PKG/m{i}.py")) for i in range(5)]
+    with p.watch_changes(backend="inotify", debounce=0.2, debounce_limit=1.0) as w:
+        _truncate_and_write(paths[0])
+        assert wait_readable(w)
+        rest = threading.Timer(0.02, lambda: [_truncate_and_write(x) for x in paths[1:]])
+        rest.start()
+        try:
+            assert w.changed_files() == paths
+        finally:
+            rest.join()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_git_index_lock_holds_the_batch_until_released(tree, backend):
+    p = _project(tree)
+    git = tree.root / ".git"
+    git.mkdir()
+    lock = git / "index.lock"
+    lock.write_text("")
+    target = str(tree.path("PKG/m2.py"))
+    with p.watch_changes(backend=backend, **OPTIONS[backend]) as w:
+        _truncate_and_write(target)
+        assert wait_readable(w)
+        assert w.changed_files() == []  # held while git works
+        lock.unlink()
+        assert collect_changes(w, {target}) == {target}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_definition_file_and_resources_are_watched(tree, backend):
+    tree.write("PKG/__init__.py", "")
+    tree.write("PKG/templates/a.html", "a")
+    definition = tree.write("project.py", """
+        from projectr import Project
+        p = Project("watch-def-PKG")
+        with p.directory("PKG"):
+            p.file("__init__")
+            p.resource("templates/*.html")
+    """)
+    p = Project.from_file(definition)
+    with p.watch_changes(backend=backend, **OPTIONS[backend]) as w:
+        with open(definition, "a") as f:
+            f.write("# edited\n")
+        assert collect_changes(w, {definition}) == {definition}
+        new = tree.write("PKG/templates/new.html", "n")
+        tree.write("PKG/templates/.new.html.swp", "n")
+        assert collect_changes(w, {new}) == {new}
+
+
+def test_files_added_by_a_definition_re_read_are_watched(tree):
+    tree.write("PKG/__init__.py", "")
+    tree.write("PKG/b.py", "B = 1\n")
+    text = 'from projectr import Project\np = Project("readd-PKG")\nwith p.directory("PKG"):\n    p.file("__init__")\n'
+    definition = tree.write("project.py", text)
+    p = Project.from_file(definition)
+    p.load()
+    with p.watch_changes() as w:
+        tree.write("project.py", text + '    p.file("b")\n')
+        assert collect_changes(w, {definition}) == {definition}
+        assert p.load() == [str(tree.path("PKG/b.py"))]
+        target = tree.write("PKG/b.py", "B = 2\n")
+        assert collect_changes(w, {target}) == {target}
+
+
+def test_auto_backend_and_unknown_backend(tree):
+    assert choose_backend("auto") == "inotify"  # Linux, inotify_simple installed
+    assert choose_backend("polling") == "polling"
+    with pytest.raises(ValueError):
+        choose_backend("nope")
+
+
+def test_fd_works_with_selectors_and_close_releases_it(tree):
+    import selectors
+    p = _project(tree)
+    w = p.watch_changes()
+    sel = selectors.DefaultSelector()
+    sel.register(w, selectors.EVENT_READ)
+    _touch(str(tree.path("PKG/m0.py")))
+    assert sel.select(timeout=5)
+    sel.close()
+    fd = w.fileno()
+    w.close()
+    with pytest.raises(OSError):
+        os.fstat(fd) if fd not in (0, 1, 2) else select.select([fd], [], [], 0)
