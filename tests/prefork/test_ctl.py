@@ -433,3 +433,104 @@ def test_python_m_prefork_ctl(served) -> None:
     assert run_ctl("--pid", pid_file, "workers").returncode == 2
     result = run_ctl("--pid", pid_file + ".nope", "status")
     assert result.returncode == 3 and "no master" in result.stderr
+
+
+# --- a real master (prefork.Server in a subprocess) ------------------------------------------------
+
+from tests.prefork.prefork_testutil import http_get, wait_until  # noqa: E402
+
+REAL_MASTER = """
+Server(app, workers=2, host="127.0.0.1", port=PORT, pid_file=os.path.join(HERE, "app.pid")).start()
+"""
+
+
+class NotifyListener:
+    """A real datagram socket standing in for systemd: collects what the master announces."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.seen: list[str] = []
+
+    def wait_for(self, state: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while state not in self.seen:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {state} from the master; got {self.seen}"
+            self.sock.settimeout(remaining)
+            self.seen.extend(self.sock.recv(4096).decode().splitlines())
+
+
+def ctl_status(path: str) -> dict:
+    return call(path, "status", timeout=10)
+
+
+def test_real_master(master, tmp_path: Path, monkeypatch) -> None:
+    listener = NotifyListener(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    running = master(REAL_MASTER, ports=3)
+    try:
+        running.wait_ready()
+        listener.wait_for("READY=1")
+        path = socket_path(tmp_path / "app.pid")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        for _ in range(3):
+            assert http_get(running.port)[0] == 200
+
+        result = run_ctl("--pid", str(tmp_path / "app.pid"), "status")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith(f"master pid {running.pid}, generation 0, 2 workers")
+        slot0 = lines[2].split()
+        assert slot0[0] == "0" and slot0[2] == str(running.port) and int(slot0[5]) >= 3
+        assert slot0[7].endswith("M")  # RSS in MiB
+
+        assert call(path, "command", "ping") == {"0": {"ok": True, "result": "pong"},
+                                                 "1": {"ok": True, "result": "pong"}}
+        stats = json.loads(run_ctl("--pid", str(tmp_path / "app.pid"), "stats").stdout)
+        assert stats["1"]["result"]["port"] == running.port + 1
+
+        # hostile input: the master answers each bad request, keeps serving, memory stays flat
+        hostile_round(path)
+        before = rss_kib(running.pid)
+        for _ in range(3):
+            hostile_round(path)
+        assert rss_kib(running.pid) - before < 8 * 1024
+        assert http_get(running.port)[0] == 200
+        assert len(ctl_status(path)["workers"]) == 2
+
+        assert call(path, "workers", 3) == {"workers": 3}
+        wait_until(lambda: [w["ready"] for w in ctl_status(path)["workers"]] == [True] * 3, what="3 workers")
+        assert http_get(running.port + 2)[0] == 200
+
+        generation = call(path, "reload")["generation"]
+        listener.wait_for("RELOADING=1")
+        wait_until(lambda: {w["generation"] for w in ctl_status(path)["workers"]} == {generation + 1},
+                   what="every worker on the new generation")
+
+        assert "Traceback" not in running.log()
+        running.signal(signal.SIGTERM)
+        listener.wait_for("STOPPING=1")
+        assert running.wait_exit() == 0
+        assert not os.path.exists(path)
+    finally:
+        listener.sock.close()
+
+
+def hostile_round(path: str) -> None:
+    """10,000 bad requests in a burst, then random bytes on fresh connections."""
+    batch = b"".join(encode_frame({"id": i, "command": ["bad"], "args": 1}) for i in range(10_000))
+    with connect(path) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(batch,))
+        sender.start()
+        reader = FrameReader()
+        replies = [recv_message(sock, reader, timeout=10) for _ in range(10_000)]
+        sender.join()
+    assert all(r["ok"] is False for r in replies) and replies[-1]["id"] == 9_999
+    rng = random.Random(7)
+    for _ in range(20):
+        with connect(path) as sock:
+            sock.sendall(struct.pack(">I", rng.randrange(1 << 32)) + rng.randbytes(100))
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):
+                pass
