@@ -360,3 +360,58 @@ def test_retries_a_dead_upstream(nginx_prefix, backends) -> None:
     nginx = nginx_prefix.start()
     wait_for_answer(nginx_prefix.port, "200 A", nginx)
     assert [get(nginx_prefix.port) for _ in range(6)] == ["200 A"] * 6
+
+
+# --- a real master keeping a real nginx's upstream -----------------------------------------------
+
+MASTER_WITH_UPSTREAM = """
+from prefork.upstream import NginxUpstream
+up = NginxUpstream({upstream!r}, name="prefork", keepalive=4, reload_command={command!r})
+Server(app, workers=2, host="127.0.0.1", port=PORT, pid_file=os.path.join(HERE, "app.pid"),
+       worker_ready=up.worker_ready, worker_exited=up.worker_exited).start()
+"""
+
+
+def pids_through(port: int, count: int) -> set[str]:
+    """The worker pids that answer `count` requests through nginx (empty while nginx starts)."""
+    try:
+        answers = [get(port) for _ in range(count)]
+    except OSError:
+        return set()
+    assert all(a.startswith("200 ") for a in answers), answers
+    return {a.split()[1] for a in answers}
+
+
+@pytest.mark.nginx
+def test_master_hooks_keep_nginx_in_step(master, nginx_prefix, tmp_path: Path) -> None:
+    from prefork.ctl import call, socket_path
+    from tests.prefork.prefork_testutil import wait_until
+
+    upstream = nginx_prefix.path / "upstream.conf"
+    command = nginx_command(nginx_prefix.path, "-s", "reload")
+    running = master(MASTER_WITH_UPSTREAM.format(upstream=str(upstream), command=command), ports=3)
+    running.wait_ready()
+    wait_until(lambda: upstream.exists() and ports_in(upstream.read_text()) == {running.port, running.port + 1},
+               what="the upstream file listing both workers")
+    nginx = nginx_prefix.start()
+    deadline = time.monotonic() + 10
+    while len(pids_through(nginx_prefix.port, 4)) < 2:  # nginx has no readiness message: poll
+        assert time.monotonic() < deadline and nginx.poll() is None, "nginx never balanced both workers"
+        time.sleep(0.02)
+
+    ctl = socket_path(tmp_path / "app.pid")
+    call(ctl, "workers", 3)
+    wait_until(lambda: ports_in(upstream.read_text()) == {running.port + i for i in range(3)},
+               what="the third worker in the upstream file")
+    wait_until(lambda: len(pids_through(nginx_prefix.port, 6)) == 3, what="nginx balancing 3 workers")
+
+    before = upstream.read_text()
+    generation = call(ctl, "reload")["generation"]
+    wait_until(lambda: {w["generation"] for w in call(ctl, "status")["workers"]} == {generation + 1},
+               what="the reload")
+    assert upstream.read_text() == before  # same ports: no rewrite, no nginx reload
+
+    call(ctl, "workers", 1)
+    wait_until(lambda: ports_in(upstream.read_text()) == {running.port}, what="the shrink in the upstream file")
+    wait_until(lambda: len(pids_through(nginx_prefix.port, 4)) == 1, what="nginx on one worker")
+    assert "upstream reload command" not in running.log().split("all 2 workers ready", 1)[1]
