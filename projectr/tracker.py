@@ -69,6 +69,15 @@ class Tracker:
         log.debug("loaded %d file(s): %s", len(order), order)
         return order + [path for path, _ in resources]
 
+    def rescan(self, project: Project, paths: Iterable[str]) -> None:
+        """Re-read the imports of `paths` from disk (without loading), so the graph follows edits."""
+        for path in paths:
+            if path in project._by_path:
+                try:
+                    self._rescan(project, path, *changes.read(path))
+                except OSError:
+                    continue
+
     def _changed(self, path: str) -> bool:
         """Check one file against its snapshot, refreshing the snapshot when unchanged."""
         changed, fresh = changes.check(path, self.snapshots.get(path))

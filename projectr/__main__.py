@@ -1,0 +1,6 @@
+"""`python -m projectr`: the same as the `projectr` console script."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,148 @@
+"""The `projectr` command line, run as real subprocesses."""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+DEFINITION = """
+from projectr import Project
+p = Project("cli-PKG")
+with p.directory("PKG"):
+    p.file("__init__")
+    p.file("version")
+    p.file("util", needs=["version"])
+    p.file("app")
+    p.file("views")
+"""
+
+
+def _tree(tree) -> str:
+    tree.write("PKG/__init__.py", "")
+    tree.write("PKG/version.py", "V = 1\n")
+    tree.write("PKG/util.py", "from PKG import version\n")
+    tree.write("PKG/app.py", "from . import util\nfrom . import views\n")
+    tree.write("PKG/views.py", "from .app import util\n")
+    return tree.write("project.py", DEFINITION)
+
+
+def _run(*args: str, cwd) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "projectr", *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_graph_text_marks_declared_and_discovered_edges(tree):
+    definition = _tree(tree)
+    result = _run("graph", definition, cwd=tree.root)
+    assert result.returncode == 0, result.stderr
+    pkg = tree.pkg
+    assert f"{pkg}/version.py -> {pkg}/util.py [needs]" in result.stdout
+    assert f"{pkg}/util.py -> {pkg}/app.py [import]" in result.stdout
+    assert f"{pkg}/app.py -> {pkg}/views.py [import]" in result.stdout
+    assert f"{pkg}/views.py -> {pkg}/app.py [import]" in result.stdout
+
+
+def test_graph_dot_and_mermaid(tree):
+    definition = _tree(tree)
+    dot = _run("graph", definition, "--format", "dot", cwd=tree.root)
+    assert dot.stdout.startswith('digraph "cli-') and 'label="needs", style=solid' in dot.stdout
+    mermaid = _run("graph", definition, "--format", "mermaid", cwd=tree.root)
+    assert mermaid.stdout.startswith("graph LR") and "-->|needs|" in mermaid.stdout and "-.->|import|" in mermaid.stdout
+    svg = tree.root / "graph.svg"
+    rendered = _run("graph", definition, "--format", "dot", "--output", str(svg), cwd=tree.root)
+    assert rendered.returncode == 0, rendered.stderr  # Graphviz is installed here
+    assert svg.read_text().lstrip().startswith("<?xml")
+
+
+def test_check_clean_project(tree):
+    definition = _tree(tree)
+    result = _run("check", definition, cwd=tree.root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: 5 files loaded" in result.stdout
+    assert f"cycle: {tree.pkg}/app.py <-> {tree.pkg}/views.py" in result.stdout
+
+
+def test_check_reports_errors_unlisted_and_missing(tree):
+    definition = _tree(tree)
+    tree.write("PKG/stray.py", "")
+    bad = _run("check", definition, cwd=tree.root)
+    assert bad.returncode == 1 and f"unlisted: {tree.pkg}/stray.py" in bad.stdout
+    os.unlink(tree.path("PKG/stray.py"))
+    tree.write("PKG/version.py", "V = (\n")
+    broken = _run("check", definition, cwd=tree.root)
+    assert broken.returncode == 1 and f"{tree.path('PKG/version.py')}:1: SyntaxError" in broken.stdout
+    os.unlink(tree.path("PKG/version.py"))
+    gone = _run("check", definition, cwd=tree.root)
+    assert gone.returncode == 1 and f"missing: {tree.pkg}/version.py" in gone.stdout
+
+
+def test_check_reports_definition_errors(tree):
+    _tree(tree)
+    definition = tree.write("bad.py", DEFINITION + '    p.file("x", needs=["nope"])\n')
+    result = _run("check", definition, cwd=tree.root)
+    assert result.returncode == 1 and "x.py needs" in result.stderr
+
+
+def test_affected_explains_why(tree):
+    definition = _tree(tree)
+    result = _run("affected", definition, f"{tree.pkg}/version.py", cwd=tree.root)
+    assert result.returncode == 0, result.stderr
+    pkg = tree.pkg
+    assert result.stdout.splitlines() == [
+        f"{pkg}/version.py  (changed)",
+        f"{pkg}/util.py  (needs {pkg}/version.py)",
+        f"{pkg}/app.py  (import {pkg}/util.py)",
+        f"{pkg}/views.py  (import {pkg}/app.py)",
+    ]
+
+
+@pytest.fixture
+def spawned():
+    """Processes started by a test, each in its own session; killed by process group afterwards."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _readline(proc: subprocess.Popen, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([proc.stdout], [], [], max(left, 0))
+        if not ready:
+            raise AssertionError(f"no output within {timeout}s (got {buf!r})")
+        chunk = os.read(proc.stdout.fileno(), 1)
+        if not chunk:
+            raise AssertionError(f"projectr watch exited: {buf!r}")
+        buf += chunk
+    return buf.decode()
+
+
+def test_watch_prints_changes_and_what_would_reload(tree, spawned):
+    definition = _tree(tree)
+    proc = subprocess.Popen([sys.executable, "-m", "projectr", "watch", definition], cwd=tree.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    spawned.append(proc)
+    assert _readline(proc).startswith("watching cli-")
+    tree.write("PKG/views.py", "from .app import util\nX = 1\n")
+    assert _readline(proc) == f"changed: {tree.pkg}/views.py\n"
+    assert _readline(proc) == f"{tree.pkg}/app.py  (import {tree.pkg}/views.py)\n"
+    assert _readline(proc) == f"{tree.pkg}/views.py  (changed)\n"
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
