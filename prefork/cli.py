@@ -43,9 +43,16 @@ class StartError(Exception):
     """Something that prevents the server from starting; its message is the one-line reason."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage is one --help away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser for ``prefork APP``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="prefork",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -71,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                       " through it. Refused when it names a live process")
     proc.add_argument("--log-file", metavar="FILE",
                       help="append the master's log and the workers' output here (default: stderr)")
-    proc.add_argument("--log-level", default="info", type=_log_level,
+    proc.add_argument("--log-level", default="info", type=_log_level, metavar="LEVEL",
                       help="debug, info, warning or error (default: info)")
     proc.add_argument("--graceful-timeout", type=_positive_float, default=30.0, metavar="S",
                       help="seconds a stopping worker may spend finishing its requests (default: 30)")
@@ -192,15 +199,16 @@ def server_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         stderr=args.log_file or sys.stderr,
     )
     if args.upstream:
-        kwargs.update(_upstream_hooks(args.upstream, args.upstream_reload))
+        kwargs.update(_upstream_hooks(args))
     return kwargs
 
 
-def _upstream_hooks(path: str, reload_command: str | None) -> dict[str, Any]:
-    """Hooks that keep the nginx upstream file in step with the live workers."""
-    from prefork.upstream import Upstream
+def _upstream_hooks(args: argparse.Namespace) -> dict[str, Any]:
+    """Hooks that keep the nginx upstream file listing the live worker ports (prefork.upstream)."""
+    from prefork.upstream import NginxUpstream
 
-    upstream = Upstream(path, reload_command=reload_command)
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    upstream = NginxUpstream(args.upstream, host=host, reload_command=args.upstream_reload or None)
     return upstream.hooks()
 
 
@@ -279,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ctl_main(argv[1:])
     args = parse_args(argv)
     configure_logging(args)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # `prefork app:application` finds app.py here, as python -m does
     try:
         return serve(args)
     except StartError as exc:

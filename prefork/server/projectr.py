@@ -93,6 +93,22 @@ def _fresh_callable(app: Callable[..., Any]) -> Callable[..., Any]:
     return target if callable(target) else app
 
 
+def describe_loaded(project: Project, paths: list[str]) -> str:
+    """``2 modules (a, b)``, plus ``+ 1 resource (templates/x.html)`` when resources changed."""
+    sources = set(project.modules)
+    modules = module_names(project, [p for p in paths if p in sources])
+    resources = module_names(project, [p for p in paths if p not in sources])
+    text = _counted(len(modules), "module", modules)
+    if resources:
+        text += " + " + _counted(len(resources), "resource", resources)
+    return text
+
+
+def _counted(count: int, noun: str, names: list[str]) -> str:
+    text = f"{count} {noun}{'s' if count != 1 else ''}"
+    return text + (f" ({', '.join(names)})" if names else "")
+
+
 def module_names(project: Project, paths: Iterable[str]) -> list[str]:
     """Module names for loaded source paths (resources keep their path relative to the root)."""
     root = Path(project.root)
@@ -516,11 +532,7 @@ class ProjectrServer(Server):
 
     def _log_success(self, record: ReloadRecord, info: dict[str, Any]) -> None:
         """Log the one line a reload is summed up in (master)."""
-        names = module_names(self.project, record.loaded)
-        count = len(names)
-        what = f"{count} module{'s' if count != 1 else ''}"
-        if names:
-            what += f" ({', '.join(names)})"
+        what = describe_loaded(self.project, record.loaded)
         replaced = int(info.get("replaced", len(self.workers)))
         roll_ms = float(info.get("elapsed", 0.0)) * 1000.0
         log.info("reload #%d: %s in %.1f ms; %d worker%s replaced in %.0f ms (trial %.1f ms; generation %d)",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -27,14 +28,24 @@ PYTHON = sys.executable
 DEADLINE = 15.0  # seconds; only matters when something is broken
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_ports(count: int) -> int:
-    """Return a base port such that base..base+count-1 are free on 127.0.0.1 right now."""
+    """Return a base port such that base..base+count-1 are free on 127.0.0.1 right now.
+
+    Chosen below the ephemeral range, where the kernel does not hand out ports to the many
+    client connections (and port-0 servers) of tests running at the same time.
+    """
+    low, _ = _ephemeral_range()
+    rng = random.Random()
     for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
+        base = rng.randrange(10000, max(10001, low - count - 1))
         held = []
         try:
             for port in range(base, base + count):
@@ -160,18 +171,33 @@ class Launcher:
     def example(self, project_dir: Path, workers: int = 2, extra: list[str] = (),
                 pid: bool = True, reload_timeout: float | None = None) -> Running:
         """Start examples/server.py on ``project_dir`` and wait until every worker answers."""
-        port = free_ports(workers)
-        pid_file = self.tmp_path / "server.pid" if pid else None
-        args = [PYTHON, str(EXAMPLES / "server.py"), "--port", str(port), "--workers", str(workers),
-                "--project", str(project_dir / "project.py"), *extra]
-        if pid_file:
-            args += ["--pid", str(pid_file)]
-        if reload_timeout is not None:
-            args += ["--reload-timeout", str(reload_timeout)]
-        proc, log_path = self.spawn(args, cwd=self.tmp_path)
-        running = Running(proc, log_path, port, workers, pid_file)
-        running.wait_all(lambda s: True, "every worker to answer")
-        return running
+        def command(port: int) -> list[str]:
+            args = [PYTHON, str(EXAMPLES / "server.py"), "--port", str(port), "--workers", str(workers),
+                    "--project", str(project_dir / "project.py"), *extra]
+            if pid:
+                args += ["--pid", str(self.tmp_path / "server.pid")]
+            if reload_timeout is not None:
+                args += ["--reload-timeout", str(reload_timeout)]
+            return args
+
+        return self.start(command, workers, self.tmp_path / "server.pid" if pid else None)
+
+    def start(self, command: Callable[[int], list[str]], workers: int, pid_file: Path | None = None,
+              cwd: Path | None = None) -> Running:
+        """Run ``command(port)`` on free ports until it serves (a lost race for a port is retried)."""
+        for attempt in range(5):
+            port = free_ports(workers)
+            proc, log_path = self.spawn(command(port), cwd=cwd or self.tmp_path,
+                                        log_name=f"server-{len(self.procs)}.log")
+            running = Running(proc, log_path, port, workers, pid_file)
+            try:
+                running.wait_all(lambda s: True, "every worker to answer")
+                return running
+            except AssertionError:
+                if proc.poll() is not None and "already in use" in running.log() and attempt < 4:
+                    continue
+                raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         for proc in self.procs:
