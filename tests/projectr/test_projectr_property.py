@@ -100,5 +100,6 @@ def _run(root: str, pkg: str, edits: list[tuple[str, int, bool, bool]]) -> None:
     assert fresh.returncode == 0, fresh.stderr
     assert ours == json.loads(fresh.stdout)
     # no stale references: every module sees the current objects
-    assert mods["b"].a is mods["a"] and mods["d"].a is mods["a"] and mods["d"].c is mods["c"]
+    for holder, name in (("b", "a"), ("d", "a"), ("d", "c")):
+        assert getattr(mods[holder], name, mods[name]) is mods[name]
     assert getattr(sys.modules[pkg], "a") is mods["a"]
