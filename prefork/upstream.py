@@ -80,7 +80,9 @@ def write_atomically(path: str, text: str) -> None:
 class NginxUpstream:
     """Write the live worker ports to an nginx upstream file and reload nginx when they change.
 
-    ``reload_command`` is an argv list, a shell-like string (split with :func:`shlex.split`), or None
+    ``keepalive`` idle connections per nginx worker are kept open to the workers (None: none); it
+    needs ``proxy_http_version 1.1`` and an empty ``Connection`` header in the ``location``, as in
+    examples/nginx/nginx.conf. ``reload_command`` is an argv list, a shell-like string (split with :func:`shlex.split`), or None
     to only write the file. It runs in the master, waited for up to ``reload_timeout`` seconds; a
     failure is logged at WARNING and never raised into the master.
     """
@@ -92,7 +94,7 @@ class NginxUpstream:
         *,
         host: str = "127.0.0.1",
         reload_command: Sequence[str] | str | None = DEFAULT_RELOAD_COMMAND,
-        keepalive: int | None = None,
+        keepalive: int | None = 16,
         server_options: str = "",
         reload_timeout: float = 10.0,
     ) -> None:

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import stat
+import sys
 import subprocess
 import threading
 import time
@@ -415,3 +416,115 @@ def test_master_hooks_keep_nginx_in_step(master, nginx_prefix, tmp_path: Path) -
     wait_until(lambda: ports_in(upstream.read_text()) == {running.port}, what="the shrink in the upstream file")
     wait_until(lambda: len(pids_through(nginx_prefix.port, 4)) == 1, what="nginx on one worker")
     assert "upstream reload command" not in running.log().split("all 2 workers ready", 1)[1]
+
+
+# --- examples/nginx/README.md, block by block -------------------------------------------------------
+
+import re  # noqa: E402
+import textwrap  # noqa: E402
+
+README = ROOT / "examples" / "nginx" / "README.md"
+VENV_BIN = Path(sys.executable).parent
+
+
+def readme_blocks(language: str) -> list[str]:
+    """The README's fenced blocks in `language`, dedented (some sit inside list items)."""
+    pattern = re.compile(r"^( *)```(\w+)\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
+    return [textwrap.dedent(m.group(3)) for m in pattern.finditer(README.read_text()) if m.group(2) == language]
+
+
+def nginx_master_pid(prefix: Path) -> int | None:
+    try:
+        return int((prefix / "nginx.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.fixture
+def readme_run(tmp_path: Path):
+    """Run README shell blocks with ports and $PWD/nginx-run moved into the test's own space."""
+    from tests.prefork.prefork_testutil import port_block
+
+    prefix = tmp_path / "nginx-run"
+    base, front = port_block(4), free_port()
+    env = {**os.environ, "DIR": str(prefix), "PATH": f"{VENV_BIN}:/usr/sbin:/sbin:{os.environ['PATH']}"}
+    sessions: list[subprocess.Popen] = []
+
+    def substitute(block: str) -> str:
+        return block.replace("$PWD/nginx-run", str(prefix)).replace("8000", str(base)).replace("8080", str(front))
+
+    def run(block: str, background: bool = False) -> subprocess.CompletedProcess | None:
+        proc = subprocess.Popen(["bash", "-euc", substitute(block)], cwd=ROOT, env=env, start_new_session=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if not background else
+                                open(tmp_path / "prefork.log", "wb"), stderr=subprocess.STDOUT, text=not background)
+        sessions.append(proc)
+        if background:
+            return None
+        out, _ = proc.communicate(timeout=30)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
+
+    yield SimpleNamespace(prefix=prefix, base=base, front=front, run=run, log=tmp_path / "prefork.log")
+    nginx = nginx_master_pid(prefix)
+    for pgid in [p.pid for p in sessions] + ([nginx] if nginx else []):
+        try:
+            os.killpg(pgid, signal.SIGKILL)  # nginx daemonizes into a session (and group) of its own
+        except (ProcessLookupError, PermissionError):
+            pass
+    for proc in sessions:
+        proc.wait(10)
+
+
+@pytest.mark.nginx
+def test_examples_nginx_readme_step_by_step(readme_run) -> None:
+    from tests.prefork.prefork_testutil import process_gone, wait_until
+
+    prepare, start_prefork, start_nginx, grow, stop = readme_blocks("sh")
+    prefix = readme_run.prefix
+    assert readme_run.run(prepare).returncode == 0
+    conf = prefix / "nginx.conf"
+    conf.write_text(conf.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{readme_run.front}"))
+
+    readme_run.run(start_prefork, background=True)
+    upstream = prefix / "upstream.conf"
+    ports = {readme_run.base + i for i in range(3)}
+    wait_until(lambda: upstream.exists() and ports_in(upstream.read_text()) == ports, timeout=20,
+               what=f"upstream.conf with 3 ports; log:\n{readme_run.log.read_text()}")
+
+    result = readme_run.run(start_nginx)
+    assert result.returncode == 0 and "myproject" in result.stdout, result.stdout
+    nginx = nginx_master_pid(prefix)
+    workers_before = children(nginx)
+
+    assert readme_run.run(grow).returncode == 0
+    wait_until(lambda: ports_in(upstream.read_text()) == ports | {readme_run.base + 3}, what="4 ports")
+    # the reload command worked: nginx replaced its worker processes
+    wait_until(lambda: children(nginx) and not children(nginx) & workers_before, what="nginx reloaded")
+    assert get(readme_run.front).startswith("200 ")
+
+    master_pid = int((prefix / "app.pid").read_text())
+    assert readme_run.run(stop).returncode == 0
+    wait_until(lambda: process_gone(master_pid), timeout=20, what=f"prefork stopped:\n{readme_run.log.read_text()}")
+    wait_until(lambda: process_gone(nginx), timeout=20, what="nginx stopped")
+
+
+def test_examples_nginx_readme_python_and_fragments(tmp_path: Path) -> None:
+    from prefork import Server
+
+    (python,) = readme_blocks("python")
+    namespace: dict = {}
+    exec(python.replace("/etc/nginx/prefork-upstream.conf", str(tmp_path / "up.conf")), namespace)
+    up, server = namespace["up"], namespace["server"]
+    assert isinstance(server, Server) and (server.port, server.num_workers) == (8000, 3)
+    assert (up.name, up.reload_command) == ("myapp", ["nginx", "-s", "reload"])
+
+    upstream_file, several_hosts = readme_blocks("nginx")
+    assert upstream_file == render([8000, 8001, 8002], "prefork", keepalive=16)
+
+    # the several-hosts block, with fragments written by NginxUpstream(name=None), passes nginx -t
+    for name, host in (("app1", "10.0.0.11"), ("app2", "10.0.0.12")):
+        NginxUpstream(tmp_path / f"upstream-{name}.conf", name=None, host=host, reload_command=None).sync([8000])
+    (tmp_path / "nginx.conf").write_text(
+        "pid nginx.pid; events {}\nhttp {\n" + several_hosts
+        + "server { listen 127.0.0.1:1; location / { proxy_pass http://prefork; } } }\n")
+    result = nginx_test(tmp_path)
+    assert result.returncode == 0, result.stderr
