@@ -13,14 +13,7 @@ log = logging.getLogger("myproject.commands")
 
 
 class CatalogCommands:
-    """Adds the `reset_lookups` command and tells each worker its reload generation."""
-
-    def on_start(self) -> None:
-        """In the worker, before it serves: publish the generation the page shows."""
-        os.environ["PREFORK_GENERATION"] = str(getattr(self, "generation", 0))
-        parent = getattr(super(), "on_start", None)
-        if parent is not None:
-            parent()
+    """Adds the `reset_lookups` command to every worker."""
 
     def on_reset_lookups(self, *args: str) -> None:
         """In the worker, before child_reset_lookups: note the request."""

@@ -341,6 +341,22 @@ class ReloadRecord:
     loaded: list[str] = field(default_factory=list)
 
 
+class WorkerEnvironment:
+    """Worker mixin: tell the app which worker it runs in, through the environment.
+
+    ``PREFORK_WORKER`` (slot index), ``PREFORK_PORT`` and ``PREFORK_GENERATION`` (the reload
+    generation the worker was forked in) are set in the worker before it serves, so a page can
+    show which code generation answered.
+    """
+
+    def on_start(self) -> None:
+        """In the worker, before it serves: publish its identity (worker)."""
+        os.environ["PREFORK_WORKER"] = str(getattr(self, "index", ""))
+        os.environ["PREFORK_PORT"] = str(getattr(self, "port", ""))
+        os.environ["PREFORK_GENERATION"] = str(getattr(self, "generation", 0))
+        super().on_start()  # type: ignore[misc]
+
+
 class ProjectrServer(Server):
     """A Server whose reload() reloads the project's changed modules, then rolls the workers.
 
@@ -352,6 +368,7 @@ class ProjectrServer(Server):
 
     def __init__(self, project: Project | str | os.PathLike[str], app: Any,
                  reload_timeout: float = 5.0, **kwargs: Any) -> None:
+        kwargs["worker_mixins"] = (*kwargs.get("worker_mixins", ()), WorkerEnvironment)
         super().__init__(app=app, **kwargs)
         self.project = resolve_project(project)
         self.reload_timeout = reload_timeout

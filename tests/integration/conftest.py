@@ -130,6 +130,18 @@ class Running:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- server log ---\n{self.log()}") from None
 
+    def wait_ready(self, ready: Callable[[int], Any], timeout: float = DEADLINE) -> None:
+        """Wait until ``ready(port)`` succeeds for every worker port."""
+        def check() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            return all(ready(port) is not None for port in self.ports)
+
+        try:
+            wait_for(check, timeout, "every worker to answer")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- server log ---\n{self.log()}") from None
+
     def statuses(self) -> list[dict[str, Any]]:
         return [status(port) for port in self.ports]
 
@@ -182,8 +194,13 @@ class Launcher:
 
         return self.start(command, workers, self.tmp_path / "server.pid" if pid else None)
 
+    def start_http(self, command: Callable[[int], list[str]], workers: int, cwd: Path | None = None,
+                   pid_file: Path | None = None, path: str = "/") -> Running:
+        """Like start() for any app: ready when every worker answers ``path`` with any status."""
+        return self.start(command, workers, pid_file, cwd, ready=lambda port: http_get(port, path))
+
     def start(self, command: Callable[[int], list[str]], workers: int, pid_file: Path | None = None,
-              cwd: Path | None = None) -> Running:
+              cwd: Path | None = None, ready: Callable[[int], Any] = status) -> Running:
         """Run ``command(port)`` on free ports until it serves (a lost race for a port is retried)."""
         for attempt in range(5):
             port = free_ports(workers)
@@ -191,7 +208,7 @@ class Launcher:
                                         log_name=f"server-{len(self.procs)}.log")
             running = Running(proc, log_path, port, workers, pid_file)
             try:
-                running.wait_all(lambda s: True, "every worker to answer")
+                running.wait_ready(ready)
                 return running
             except AssertionError:
                 if proc.poll() is not None and "already in use" in running.log() and attempt < 4:

@@ -18,7 +18,10 @@ class Response:
 
 
 def worker_info(environ: dict) -> dict:
-    """Which worker answers: pid, port, and the reload generation it was forked in."""
+    """Which worker answers: pid, port, and the reload generation it was forked in.
+
+    ProjectrServer sets PREFORK_GENERATION in each worker before it serves.
+    """
     return {
         "pid": os.getpid(),
         "port": int(environ.get("SERVER_PORT") or 0),

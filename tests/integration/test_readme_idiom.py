@@ -1,0 +1,46 @@
+"""The README's program (docs/integration.md, "The program") runs exactly as written.
+
+The code block is taken from the document itself; the only change is the port (a free one instead
+of 8000). It runs in a folder holding a copy of examples/myproject, so its relative path works.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+
+from conftest import EXAMPLES, PYTHON, REPO, rewrite, status, wait_for
+
+DOC = REPO / "docs" / "integration.md"
+
+
+def readme_program() -> str:
+    """The first python block after the heading "## The program" in docs/integration.md."""
+    text = DOC.read_text()
+    section = text[text.index("## The program"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_program_serves_reloads_and_answers_sighup(launcher, tmp_path):
+    program = readme_program()
+    assert "server.add_io_handler(watcher, lambda w: server.reload() if w.changed_files() else None)" in program
+    assert program.count("port=8000") == 1
+    shutil.copytree(EXAMPLES / "myproject", tmp_path / "examples" / "myproject",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    script = tmp_path / "readme_program.py"
+
+    def command(port: int) -> list[str]:
+        script.write_text(program.replace("port=8000", f"port={port}"))
+        return [PYTHON, str(script)]
+
+    server = launcher.start(command, workers=2, cwd=tmp_path)
+    assert all(s["version"] == "1.0" for s in server.statuses())
+
+    rewrite(tmp_path / "examples/myproject/myproject/version.py", '"1.0"', '"2.0"')
+    server.wait_all(lambda s: s["version"] == "2.0" and s["generation"] == 1, "the edit served")
+
+    server.signal(signal.SIGHUP)  # the program's own handler: server.reload()
+    server.wait_all(lambda s: s["generation"] == 2, "the SIGHUP reload")
+
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=15) == 0
