@@ -8,6 +8,7 @@ import logging
 import os
 import posixpath
 import sys
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,7 @@ class Project(metaclass=_Registry):
         self._version = 0
         self._tracker = Tracker()
         self._definition_snapshot: changes.Snapshot | None = None
+        self._watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()  # inotify ones spare load() the stats
         _REGISTRY[name] = self
         for capture in _CAPTURES:
             capture.append(self)
@@ -215,6 +217,10 @@ class Project(metaclass=_Registry):
         return watch(self, backend, **options)
 
     # ---- internals ------------------------------------------------------------------------------
+
+    def _hints_begin(self) -> list[tuple[Watcher, set[str] | None]]:
+        """Ask every open watcher which files may have changed since the last load."""
+        return [(w, w.load_hints_begin()) for w in list(self._watchers)]  # type: ignore[attr-defined]
 
     def _specs(self) -> list[FileSpec]:
         return list(self._files.values())

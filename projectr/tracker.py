@@ -30,6 +30,7 @@ class Tracker:
     resources: dict[str, changes.Snapshot] = field(default_factory=dict)
     scans: dict[str, tuple[bytes, frozenset[str]]] = field(default_factory=dict)
     loaded: bool = False
+    checked: int = 0  # files stat-checked by the last load() (diagnostics, tests, benchmarks)
     _graph: DependencyGraph | None = None
     _graph_key: object = None
     _dirty: bool = True
@@ -44,9 +45,25 @@ class Tracker:
 
     def load(self, project: Project, force: bool) -> list[str]:
         """Reload what changed (everything if forced or first) as one transaction; return the paths."""
-        specs = {s.path: s for s in project._specs()}
+        specs = project._by_path
         full = force or not self.loaded
-        changed = list(specs) if full else [p for p in specs if self._changed(p)]
+        hints = project._hints_begin()
+        try:
+            return self._load(project, specs, full, _candidates(hints, specs, self.snapshots))
+        except BaseException:
+            for watcher, taken in hints:
+                watcher.load_hints_abort(taken)  # type: ignore[attr-defined]
+            raise
+
+    def _load(self, project: Project, specs: dict[str, FileSpec], full: bool,
+              candidates: set[str] | None) -> list[str]:
+        if full:
+            changed = list(specs)
+        elif candidates is not None:  # a watcher vouches for every other file
+            changed = [p for p in specs if p in candidates and self._changed(p)]
+        else:
+            changed = [p for p in specs if self._changed(p)]
+        self.checked = len(specs) if full or candidates is None else len(candidates)
         resources = self._changed_resources(project, full)
         if not changed:
             self._commit_resources(resources)
@@ -159,6 +176,15 @@ class Tracker:
                 self.resources.pop(path, None)
             else:
                 self.resources[path] = snap
+
+
+def _candidates(hints: list[tuple[object, set[str] | None]], specs: dict[str, FileSpec],
+                snapshots: dict[str, changes.Snapshot]) -> set[str] | None:
+    """Files load() must check: what a vouching watcher saw, plus files never loaded; None: all."""
+    vouched = [taken for _, taken in hints if taken is not None]
+    if not vouched:
+        return None
+    return vouched[0] | {p for p in specs if p not in snapshots}
 
 
 def _build_graph(specs: list[FileSpec], scans: dict[str, frozenset[str]]) -> DependencyGraph:

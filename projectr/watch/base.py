@@ -51,6 +51,7 @@ class BaseWatcher:
         self._version = project._version
         self._pending: set[str] = set()
         self._closed = False
+        project._watchers.add(self)
 
     def fileno(self) -> int:
         raise NotImplementedError
@@ -75,7 +76,19 @@ class BaseWatcher:
         """Stop watching and release the fd (and thread, for watchdog/polling)."""
         if not self._closed:
             self._closed = True
+            self._project._watchers.discard(self)
             self._close()
+
+    def load_hints_begin(self) -> set[str] | None:
+        """Called by load(): the files that may have changed since the last load, or None if unknown.
+
+        Only a backend whose events are queued synchronously with the write (inotify) can vouch
+        that nothing else changed; the others return None and load() stats every file.
+        """
+        return None
+
+    def load_hints_abort(self, taken: set[str] | None) -> None:
+        """Called when the load that took `taken` failed: those files stay candidates."""
 
     def __enter__(self) -> BaseWatcher:
         return self

@@ -6,6 +6,7 @@ rename-over saves, delete+recreate and new files are seen; everything else is dr
 from __future__ import annotations
 
 import os
+import select
 from typing import TYPE_CHECKING
 
 from inotify_simple import INotify, flags
@@ -30,6 +31,9 @@ class InotifyWatcher(BaseWatcher):
         self._inotify = INotify(nonblocking=True)
         self._wd_dir: dict[int, str] = {}
         self._dir_wd: dict[str, int] = {}
+        self._reliable = False
+        # files that may have changed since the last load(); None: unknown (overflow, watch lost, new)
+        self._since_load: set[str] | None = None
         self._apply(self._set)
 
     def fileno(self) -> int:
@@ -53,6 +57,25 @@ class InotifyWatcher(BaseWatcher):
                 continue
             self._dir_wd[d] = wd
             self._wd_dir[wd] = d
+        self._reliable = all(os.path.dirname(f) in self._dir_wd for f in ws.files)
+
+    def load_hints_begin(self) -> set[str] | None:
+        """Hand load() the files seen changing since the last load (None if we cannot vouch).
+
+        The kernel queues an event before the write returns, so a readable fd means unread
+        events: then we cannot vouch and load() stats everything.
+        """
+        self._refresh()
+        taken, self._since_load = self._since_load, set()
+        if taken is None or not self._reliable or select.select([self], [], [], 0)[0]:
+            return None
+        return taken
+
+    def load_hints_abort(self, taken: set[str] | None) -> None:
+        if taken is None or self._since_load is None:
+            self._since_load = None
+        else:
+            self._since_load |= taken
 
     def _collect(self) -> None:
         if self._read(0):
@@ -65,10 +88,12 @@ class InotifyWatcher(BaseWatcher):
         for event in events:
             if event.mask & flags.Q_OVERFLOW:
                 self._pending.update(self._set.files)  # events were lost: assume everything changed
+                self._since_load = None
                 continue
             folder = self._wd_dir.get(event.wd)
             if event.mask & (flags.IGNORED | flags.DELETE_SELF | flags.MOVE_SELF):
                 lost = True
+                self._since_load = None
                 if folder:
                     self._pending.update(p for p in self._set.files if os.path.dirname(p) == folder)
                 continue
@@ -76,6 +101,8 @@ class InotifyWatcher(BaseWatcher):
                 path = os.path.join(folder, event.name)
                 if self._set.matches(path):
                     self._pending.add(path)
+                    if self._since_load is not None:
+                        self._since_load.add(path)
         if lost:
             self._forget_dead_watches()
         return bool(events)

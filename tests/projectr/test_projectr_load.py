@@ -298,3 +298,31 @@ def test_load_in_a_forked_child(tree):
     assert loaded == _files(tree, "version", "util", "views/home") and page == 7
     assert sys.modules[f"{tree.pkg}.views.home"].PAGE == 1
     assert p.load() == loaded
+
+
+def test_an_inotify_watcher_spares_load_the_stat_of_every_file(tree):
+    p = _chain(tree)
+    p.load()
+    version = str(tree.path("PKG/version.py"))
+    with p.watch_changes(backend="inotify") as w:
+        bump_mtime(version)
+        assert p.load() == _files(tree, "version", "util", "views/home")  # fd unread: stat everything
+        assert p._tracker.checked == len(p.source_files)
+        tree.write("PKG/version.py", "V = 2\n")
+        assert w.changed_files() == [version]
+        assert p.load() == _files(tree, "version", "util", "views/home")
+        assert p._tracker.checked == 1  # only what the watcher saw
+        assert sys.modules[f"{tree.pkg}.views.home"].PAGE == 2
+        assert p.load() == [] and p._tracker.checked == 0
+        tree.write("PKG/version.py", "V = (\n")
+        w.changed_files()
+        with pytest.raises(LoadError):
+            p.load()
+        with pytest.raises(LoadError):
+            p.load()  # still a candidate after the failure
+        tree.write("PKG/version.py", "V = 3\n")
+        assert p.load() == _files(tree, "version", "util", "views/home")
+        assert sys.modules[f"{tree.pkg}.views.home"].PAGE == 3
+    bump_mtime(version)
+    assert p.load() == _files(tree, "version", "util", "views/home")  # closed: stat everything again
+    assert p._tracker.checked == len(p.source_files)

@@ -53,13 +53,13 @@ def _source(name: str, value: int) -> str:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(edit, min_size=1, max_size=12))
-def test_any_edit_sequence_ends_like_a_fresh_import(edits):
+@given(st.lists(edit, min_size=1, max_size=12), st.booleans())
+def test_any_edit_sequence_ends_like_a_fresh_import(edits, with_watcher):
     pkg = f"prop{uuid.uuid4().hex[:10]}"
     saved_path, saved_registry = list(sys.path), dict(project_module._REGISTRY)
     with tempfile.TemporaryDirectory() as root:
         try:
-            _run(root, pkg, edits)
+            _run(root, pkg, edits, with_watcher)
         finally:
             for key in [k for k in sys.modules if k == pkg or k.startswith(pkg + ".")]:
                 del sys.modules[key]
@@ -68,7 +68,7 @@ def test_any_edit_sequence_ends_like_a_fresh_import(edits):
             project_module._REGISTRY.update(saved_registry)
 
 
-def _run(root: str, pkg: str, edits: list[tuple[str, int, bool, bool]]) -> None:
+def _run(root: str, pkg: str, edits: list[tuple[str, int, bool, bool]], with_watcher: bool) -> None:
     os.mkdir(os.path.join(root, pkg))
     paths = {n: os.path.join(root, pkg, f"{n}.py") for n in TEMPLATES}
     _write(os.path.join(root, pkg, "__init__.py"), "", False)
@@ -81,10 +81,23 @@ def _run(root: str, pkg: str, edits: list[tuple[str, int, bool, bool]]) -> None:
         for n in sorted(TEMPLATES):
             p.file(n)
     p.load()
+    # an open inotify watcher lets load() check only the files it saw change
+    watcher = p.watch_changes(backend="inotify") if with_watcher else None
+    try:
+        _edit(p, paths, values, edits, watcher)
+    finally:
+        if watcher is not None:
+            watcher.close()
+    _compare(root, pkg)
+
+
+def _edit(p, paths, values, edits, watcher) -> None:
     for name, value, keep_mtime, load_now in edits:
         values[name] = value
         _write(paths[name], _source(name, value), keep_mtime)
         if load_now:
+            if watcher is not None and value % 2:
+                watcher.changed_files()  # as a server does before load(); else the fd is still readable
             try:
                 p.load()
             except LoadError:
@@ -93,7 +106,12 @@ def _run(root: str, pkg: str, edits: list[tuple[str, int, bool, bool]]) -> None:
         if value < 0:
             values[name] = 5
             _write(paths[name], _source(name, 5), False)
+    if watcher is not None:
+        watcher.changed_files()
     p.load()
+
+
+def _compare(root: str, pkg: str) -> None:
     mods = {n: sys.modules[f"{pkg}.{n}"] for n in TEMPLATES}
     ours = [mods["a"].A, mods["b"].B, mods["c"].C, mods["d"].D]
     fresh = run_python(REPORT.format(pkg=pkg), cwd=root, extra_args=["-B"])
