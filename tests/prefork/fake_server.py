@@ -59,6 +59,8 @@ class FakeServer:
         if command == "stats":
             return {w.index: {"pid": w.pid, "port": w.port, "requests_served": 10 * w.index,
                               "requests_in_flight": w.index, "rss": 25 * 1024 * 1024} for w in self.workers}
+        if command == "ping":
+            return {w.index: "pong" for w in self.workers}
         if command == "echo":
             return {w.index: list(args) for w in self.workers}
         return {w.index: LookupError(f"unknown command {command!r}") for w in self.workers}

@@ -534,3 +534,68 @@ def hostile_round(path: str) -> None:
             sock.shutdown(socket.SHUT_WR)
             while sock.recv(65536):
                 pass
+
+
+# --- docs/operations.md: every block is run or checked ---------------------------------------------
+
+import configparser  # noqa: E402
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import re  # noqa: E402
+import shlex  # noqa: E402
+
+from prefork.ctl import format_status  # noqa: E402
+
+OPERATIONS = ROOT / "docs" / "operations.md"
+DOC_PID = "/run/myapp/app.pid"
+
+
+def doc_blocks(language: str) -> list[str]:
+    pattern = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+    return [m.group(2) for m in pattern.finditer(OPERATIONS.read_text()) if m.group(1) == language]
+
+
+def test_operations_doc_blocks(served) -> None:
+    server, ctl = served
+    pid_file = ctl.path[: -len(".ctl")]
+
+    (commands,) = doc_blocks("sh")
+    for line in commands.splitlines():
+        argv = shlex.split(line.replace(DOC_PID, pid_file))
+        assert argv[:2] == ["prefork", "ctl"]
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert ctl_main(argv[2:]) == 0, line
+    assert server.reloads == 1 and server.worker_counts == [4]
+
+    (table,) = doc_blocks("text")
+    rows = [{"slot": 0, "pid": 4790, "port": 8000, "generation": 3, "uptime": 125.4, "served": 1520,
+             "in_flight": 1, "rss": int(31.6 * 2**20)},
+            {"slot": 1, "pid": 4791, "port": 8001, "generation": 3, "uptime": 125.9, "served": 1498,
+             "in_flight": 0, "rss": int(31.2 * 2**20)}]
+    assert format_status({"master_pid": 4711, "generation": 3, "workers": rows}) + "\n" == table
+
+    client, raw = doc_blocks("python")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(client.replace(DOC_PID, pid_file), {})
+        exec(raw.replace(DOC_PID, pid_file), {})
+    assert out.getvalue() == ("[(0, 40000, 8000), (1, 40001, 8001)]\n"
+                              "workers N: N must be an integer >= 0, got 'many'\n")
+    assert server.worker_counts == [4, 3]
+
+    (unit_text,) = doc_blocks("ini")
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.optionxform = str
+    unit.read_string(unit_text)
+    service = unit["Service"]
+    assert service["Type"] == "notify" and service["KillSignal"] == "SIGQUIT"
+    start = shlex.split(service["ExecStart"])
+    assert start[start.index("--pid") + 1] == DOC_PID
+    from prefork.cli import build_parser
+    parsed = build_parser().parse_args(start[1:])  # the CLI accepts the unit's ExecStart
+    assert (parsed.workers, parsed.port, parsed.pid) == (4, 8000, DOC_PID)
+    reload_argv = shlex.split(service["ExecReload"].replace(DOC_PID, pid_file))
+    assert reload_argv[1:3] == ["ctl", "--pid"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert ctl_main(reload_argv[2:]) == 0
+    assert server.reloads == 2
