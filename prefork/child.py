@@ -33,6 +33,9 @@ log = logging.getLogger("prefork.worker")
 
 PR_SET_PDEATHSIG = 1
 LOOP_TIMEOUT = 1.0  # waitress's own housekeeping interval (idle-channel cleanup); nothing of ours waits on it
+# While draining, a connection accepted but not yet used is probably carrying a request right now:
+# give it this long to arrive before treating the connection as idle.
+FRESH_GRACE = 2.0
 
 
 def set_parent_death_signal(signum: int = signal.SIGTERM) -> bool:
@@ -179,12 +182,13 @@ class Runtime:
         server.del_channel()
         # Our copy only: the master (and a successor) keep the socket and its backlog.
         server.socket.close()
-        for channel in list(server.active_channels.values()):
-            if _idle(channel):
-                channel.handle_close()
+        self._check_drained()
 
     def _check_drained(self) -> None:
-        """Finish once no connection is left."""
+        """Close the connections that became idle; finish once no connection is left."""
+        for channel in list(self.server.active_channels.values()):
+            if _idle(channel):
+                channel.handle_close()
         if not self.server.active_channels:
             self.finished = True
 
@@ -212,6 +216,8 @@ def _idle(channel: HTTPChannel) -> bool:
     """True for a keep-alive connection with nothing in progress and nothing sent by the client."""
     if channel.requests or channel.request is not None or channel.total_outbufs_len:
         return False
+    if not getattr(channel, "prefork_used", False) and time.time() - channel.creation_time < FRESH_GRACE:
+        return False  # accepted a moment ago: its first request is on its way
     try:
         pending = channel.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
@@ -240,6 +246,11 @@ def _channel_class(runtime: Runtime) -> type[HTTPChannel]:
 
     class Channel(HTTPChannel):
         task_class = CountingTask
+        prefork_used = False  # set once the client sent something: only then can it be idle
+
+        def received(self, data: bytes) -> bool:
+            self.prefork_used = True
+            return super().received(data)
 
     return Channel
 
