@@ -31,6 +31,8 @@ class Tracker:
     scans: dict[str, tuple[bytes, frozenset[str]]] = field(default_factory=dict)
     loaded: bool = False
     checked: int = 0  # files stat-checked by the last load() (diagnostics, tests, benchmarks)
+    _unloaded: set[str] = field(default_factory=set)
+    _complete_version: int = -1
     _graph: DependencyGraph | None = None
     _graph_key: object = None
     _dirty: bool = True
@@ -49,7 +51,7 @@ class Tracker:
         full = force or not self.loaded
         hints = project._hints_begin()
         try:
-            return self._load(project, specs, full, _candidates(hints, specs, self.snapshots))
+            return self._load(project, specs, full, self._candidates(project, hints))
         except BaseException:
             for watcher, taken in hints:
                 watcher.load_hints_abort(taken)  # type: ignore[attr-defined]
@@ -60,7 +62,7 @@ class Tracker:
         if full:
             changed = list(specs)
         elif candidates is not None:  # a watcher vouches for every other file
-            changed = [p for p in specs if p in candidates and self._changed(p)]
+            changed = [p for p in candidates if p in specs and self._changed(p)]
         else:
             changed = [p for p in specs if self._changed(p)]
         self.checked = len(specs) if full or candidates is None else len(candidates)
@@ -94,6 +96,17 @@ class Tracker:
                     self._rescan(project, path, *changes.read(path))
                 except OSError:
                     continue
+
+    def _candidates(self, project: Project, hints: list[tuple[object, set[str] | None]]) -> set[str] | None:
+        """Files load() must check: what a vouching watcher saw plus files never loaded; None: all."""
+        vouched = [taken for _, taken in hints if taken is not None]
+        if not vouched:
+            return None
+        if self._complete_version != project._version:  # declarations changed: find new files once
+            self._unloaded = {p for p in project._by_path if p not in self.snapshots}
+            self._complete_version = project._version
+        self._unloaded = {p for p in self._unloaded if p not in self.snapshots}
+        return vouched[0] | self._unloaded
 
     def _changed(self, path: str) -> bool:
         """Check one file against its snapshot, refreshing the snapshot when unchanged."""
@@ -176,15 +189,6 @@ class Tracker:
                 self.resources.pop(path, None)
             else:
                 self.resources[path] = snap
-
-
-def _candidates(hints: list[tuple[object, set[str] | None]], specs: dict[str, FileSpec],
-                snapshots: dict[str, changes.Snapshot]) -> set[str] | None:
-    """Files load() must check: what a vouching watcher saw, plus files never loaded; None: all."""
-    vouched = [taken for _, taken in hints if taken is not None]
-    if not vouched:
-        return None
-    return vouched[0] | {p for p in specs if p not in snapshots}
 
 
 def _build_graph(specs: list[FileSpec], scans: dict[str, frozenset[str]]) -> DependencyGraph:
