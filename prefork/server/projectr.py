@@ -42,6 +42,7 @@ log = logging.getLogger("prefork.reload")
 
 _FRAME_LINE = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+) in (?P<func>.*)$')
 _TRACEBACK_FRAMES = 6   # frames of the failing code shown in the log block
+_MAX_RETRIALS = 3       # trials restarted because files changed under them, before loading anyway
 _DUMP_GRACE = 0.2       # seconds a timed-out trial gets to write its stack before SIGKILL
 
 
@@ -338,6 +339,7 @@ class ReloadRecord:
     load_ms: float = 0.0
     roll_started: float = 0.0
     roll_ms: float = 0.0
+    retrials: int = 0
     loaded: list[str] = field(default_factory=list)
 
 
@@ -408,6 +410,17 @@ class ProjectrServer(Server):
         """A watcher's fd is readable: reload when it reports project changes (master)."""
         if watcher.changed_files():
             self.reload()
+
+    def handle_stop(self, graceful: bool = True) -> None:
+        """Stop: a trial load still running is killed first, its reload dropped (master)."""
+        trial = self._trial
+        if trial is not None and self._current is not None:
+            log.info("reload #%d abandoned: the server is stopping (trial pid %d killed)",
+                     self._current.number, trial.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(trial.pid, signal.SIGKILL)
+            self._again = False
+        super().handle_stop(graceful)
 
     # -- the reload state machine (master) ------------------------------------------------------
 
@@ -489,16 +502,25 @@ class ProjectrServer(Server):
         self._trial = None
         record = self._current
         assert record is not None
-        record.trial_ms = (time.perf_counter() - trial.started) * 1000.0
+        record.trial_ms += (time.perf_counter() - trial.started) * 1000.0
         text = trial.buffer.decode("utf-8", "replace")
         report = _last_json_line(text)
-        if trial.timed_out and (report is None or not report.get("ok")):
+        if self.state != "running":
+            self._current = None  # stopping: handle_stop logged the abandoned reload
+        elif trial.timed_out and (report is None or not report.get("ok")):
             self._reload_failed(self._hang_report(text))
         elif report is None:
             self._reload_failed({"error": "the trial load died without a report", "file": None,
                                  "line": None, "traceback": text.strip()})
         elif not report.get("ok"):
             self._reload_failed(report)
+        elif self._again and record.retrials < _MAX_RETRIALS:
+            # Files changed while the trial ran: what it vouched for may be stale, so trial again
+            # (this reload absorbs the changes instead of loading untried code in the master).
+            self._again = False
+            record.retrials += 1
+            log.debug("reload #%d: files changed during the trial; trying again", record.number)
+            self._start_trial()
         else:
             self._apply(record)
 
@@ -552,9 +574,10 @@ class ProjectrServer(Server):
         what = describe_loaded(self.project, record.loaded)
         replaced = int(info.get("replaced", len(self.workers)))
         roll_ms = float(info.get("elapsed", 0.0)) * 1000.0
-        log.info("reload #%d: %s in %.1f ms; %d worker%s replaced in %.0f ms (trial %.1f ms; generation %d)",
+        trials = f"{record.retrials + 1} trials" if record.retrials else "trial"
+        log.info("reload #%d: %s in %.1f ms; %d worker%s replaced in %.0f ms (%s %.1f ms; generation %d)",
                  record.number, what, record.load_ms, replaced, "s" if replaced != 1 else "",
-                 roll_ms, record.trial_ms, info.get("generation", self.generation))
+                 roll_ms, trials, record.trial_ms, info.get("generation", self.generation))
         record.roll_ms = roll_ms
         self.last_reload = record
 

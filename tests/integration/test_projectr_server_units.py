@@ -1,0 +1,162 @@
+"""Fast unit tests of ProjectrServer's pure helpers and of the CLI's argument parsing."""
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from projectr import LoadError, Project
+from prefork import cli
+from prefork.server.projectr import (
+    ProjectrServer,
+    _last_json_line,
+    describe_loaded,
+    describe_load_error,
+    discover_project,
+    parse_stack_dump,
+    resolve_app,
+    resolve_project,
+)
+
+DUMP = '''\
+Current thread 0x00007f (most recent call first):
+  File "/usr/lib/python3.11/time.py", line 3 in sleep
+  File "/site/pkg/settings.py", line 4 in <module>
+  File "/work/projectr/loader.py", line 90 in _execute_one
+'''
+
+
+def test_parse_stack_dump_prefers_the_innermost_project_frame():
+    assert parse_stack_dump(DUMP, ["/site/pkg/settings.py"]) == ("/site/pkg/settings.py", 4)
+    assert parse_stack_dump(DUMP, []) == ("/usr/lib/python3.11/time.py", 3)
+    assert parse_stack_dump("garbage", []) == (None, None)
+
+
+def test_last_json_line_skips_dump_text_and_bad_json():
+    text = 'Thread 0x1:\n{"ok": true, "n": 1}\n  File "x", line 1 in y\n{broken\n'
+    assert _last_json_line(text) == {"ok": True, "n": 1}
+    assert _last_json_line("nothing here") is None
+
+
+@pytest.fixture
+def small_project(tmp_path: Path) -> Project:
+    pkg = tmp_path / "unitpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "leaf.py").write_text("VALUE = 1\n")
+    (pkg / "top.py").write_text("from unitpkg import leaf\n\ndef app(environ, start_response):\n"
+                                "    return [str(leaf.VALUE).encode()]\n")
+    (pkg / "page.html").write_text("<p>hi</p>")
+    (tmp_path / "project.py").write_text(textwrap.dedent('''\
+        from projectr import Project
+        p = Project("unitpkg-project")
+        with p.directory("unitpkg"):
+            p.file("__init__")
+            p.file("leaf")
+            p.file("top")
+            p.resource("*.html")
+        '''))
+    project = Project.from_file(tmp_path / "project.py")
+    yield project
+    for name in [m for m in sys.modules if m == "unitpkg" or m.startswith("unitpkg.")]:
+        del sys.modules[name]
+
+
+def test_resolve_project_accepts_a_project_a_name_and_a_path(small_project, tmp_path):
+    assert resolve_project(small_project) is small_project
+    assert resolve_project("unitpkg-project") is small_project
+    assert resolve_project(str(tmp_path / "project.py")).name == "unitpkg-project"
+    with pytest.raises(KeyError, match="no project named"):
+        resolve_project("no-such-project")
+
+
+def test_resolve_app_reads_the_reloaded_module(small_project):
+    small_project.load()
+    first = resolve_app("unitpkg.top:app")
+    assert first(None, None) == [b"1"]
+    leaf = Path(small_project.root) / "unitpkg" / "leaf.py"
+    leaf.write_text("VALUE = 22\n")
+    assert [os.path.basename(p) for p in small_project.load()] == ["leaf.py", "top.py"]
+    second = resolve_app("unitpkg.top:app")
+    assert second is not first and second(None, None) == [b"22"]
+    assert resolve_app(first) is second  # a callable is looked up again by module and name
+    with pytest.raises(ValueError, match="module:attr"):
+        resolve_app("unitpkg.top")
+    with pytest.raises(TypeError, match="not a WSGI callable"):
+        resolve_app("unitpkg.leaf:VALUE")
+
+
+def test_describe_loaded_names_modules_and_resources(small_project):
+    loaded = small_project.load()
+    text = describe_loaded(small_project, loaded)
+    assert text == "3 modules (unitpkg, unitpkg.leaf, unitpkg.top) + 1 resource (unitpkg/page.html)"
+    assert describe_loaded(small_project, []) == "0 modules"
+
+
+def test_describe_load_error_gives_file_line_error_and_short_traceback(small_project):
+    small_project.load()
+    leaf = Path(small_project.root) / "unitpkg" / "leaf.py"
+    leaf.write_text("A = 1\nB = missing_name\n")
+    with pytest.raises(LoadError) as caught:
+        small_project.load()
+    report = describe_load_error(caught.value)
+    assert report["file"] == str(leaf) and report["line"] == 2
+    assert report["error"] == "NameError: name 'missing_name' is not defined"
+    assert "leaf.py\", line 2" in report["traceback"] and "/projectr/" not in report["traceback"]
+
+
+def test_discover_project_declares_the_apps_local_modules(tmp_path, monkeypatch):
+    (tmp_path / "discpkg").mkdir()
+    (tmp_path / "discpkg" / "__init__.py").write_text("")
+    (tmp_path / "discpkg" / "util.py").write_text("import json\nX = 1\n")
+    (tmp_path / "discapp.py").write_text("from discpkg import util\napp = lambda e, s: [b'']\n")
+    monkeypatch.chdir(tmp_path)
+    project = discover_project("discapp:app")
+    assert "discapp" not in sys.modules  # imported in a throwaway child only
+    names = sorted(os.path.relpath(p, tmp_path) for p in project.source_files)
+    assert names == ["discapp.py", "discpkg/__init__.py", "discpkg/util.py"]
+    with pytest.raises(ImportError, match="No module named 'nothere'"):
+        discover_project("nothere:app")
+
+
+def test_projectr_server_adds_the_environment_mixin(small_project):
+    class Mine:
+        pass
+
+    server = ProjectrServer(project=small_project, app="unitpkg.top:app", worker_mixins=[Mine])
+    from prefork.worker import Worker
+
+    mro = server.worker_class.__mro__
+    names = [c.__name__ for c in mro]
+    assert names.index("Mine") < names.index("WorkerEnvironment") < mro.index(Worker)
+    assert server.reload_timeout == 5.0 and server.project is small_project
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["a:b"], dict(host="127.0.0.1", port=8000, workers=3, threads=1, shared_port=False)),
+    (["a:b", "--bind", "0.0.0.0:9000", "-w", "4"], dict(host="0.0.0.0", port=9000, workers=4)),
+    (["a:b", "--bind", "[::1]:9001"], dict(host="::1", port=9001)),
+    (["a:b", "-p", "7000", "--host", "localhost", "--threads", "8"], dict(host="localhost", port=7000, threads=8)),
+    (["a:b", "--project", "p.py", "--reload", "--reload-timeout", "2.5"],
+     dict(project="p.py", reload=True, reload_timeout=2.5)),
+    (["a:b", "--log-level", "debug", "--timeout", "3", "--graceful-timeout", "9"],
+     dict(log_level="DEBUG", timeout=3.0, graceful_timeout=9.0)),
+])
+def test_cli_parse_args(argv, expected):
+    args = cli.parse_args(argv)
+    for key, value in expected.items():
+        assert getattr(args, key) == value, key
+
+
+def test_cli_server_kwargs_match_server_parameters():
+    import inspect
+
+    from prefork.server import Server
+
+    kwargs = cli.server_kwargs(cli.parse_args(["a:b", "--pid", "x.pid"]))
+    accepted = inspect.signature(Server).parameters
+    assert set(kwargs) <= set(accepted)
+    assert kwargs["pid_file"] == "x.pid"
