@@ -269,8 +269,12 @@ def process_alive(pid: int) -> bool:
 
 
 def port_free(port: int) -> bool:
-    """True when ``port`` can be bound on 127.0.0.1 (nobody listens on it)."""
+    """True when ``port`` can be bound on 127.0.0.1 (nobody listens on it).
+
+    SO_REUSEADDR as any server sets it: closed connections in TIME_WAIT do not hold the port.
+    """
     sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", port))
         return True

@@ -14,12 +14,15 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from tests.prefork.prefork_testutil import Master, http_get, try_pid
 from tests.reliability.harness import (
-    EXAMPLES, PYTHON, Launcher, Load, Result, Running, ctl, monotonic_per_port, timed_ctl, wait_for)
+    EXAMPLES, PYTHON, Launcher, Load, Result, Running, children_of, cpu_seconds, ctl, free_ports,
+    monotonic_per_port, port_free, process_alive, timed_ctl, wait_for)
 
 HERE = Path(__file__).resolve().parent
 SERVE = HERE / "serve_project.py"
@@ -252,4 +255,214 @@ def bad_edits_under_load(launcher: Launcher, rounds: int = 1, workers: int = 4, 
     result.check(result.failures == 0, f"{result.failures} failed requests: {[r.error for r in load.failures[:5]]}")
     result.check(probe.worst < 1.0, f"the master took {probe.worst:.2f} s to answer")
     result.check(server.proc.poll() is None, "the master exited")
+    return result
+
+
+# -- plain Server scenarios (the prefork test app: answers its pid, /sleep/S sleeps S seconds) -------
+
+
+def start_master(launcher: Launcher, body: str, workers: int, name: str = "server") -> Master:
+    """A prefork master running ``body`` on ``workers`` free ports; killed with the launcher."""
+    server = Master(launcher.tmp_path, body, free_ports(workers), name)
+    launcher.procs.append(server.proc)  # the launcher kills its process group at close
+    return server
+
+
+def master_ports(server: Master, workers: int) -> list[int]:
+    return [server.port + i for i in range(workers)]
+
+
+def attributable(failure: Any, kills: list[tuple[float, int, int]]) -> bool:
+    """A failed request is explained by a kill when its connection was open to the killed slot."""
+    return any(port == failure.port and failure.conn_opened <= when <= failure.done for when, port, _ in kills)
+
+
+def chaos(launcher: Launcher, seconds: float = 5.0, interval: float = 0.1, workers: int = 4,
+          clients: int = 8, seed: int | None = None) -> Result:
+    """SIGKILL a random serving worker every ``interval`` s under load; count forks and failures."""
+    result = Result("chaos: SIGKILL a worker every 100 ms", f"{workers} workers, {clients} keep-alive clients")
+    rng = random.Random(seed)
+    server = start_master(launcher, f"""
+        Server(app, workers={workers}, host="127.0.0.1", port=PORT,
+               pid_file=os.path.join(HERE, "server.pid")).start()
+    """, workers)
+    server.wait_ready()
+    ports = master_ports(server, workers)
+    kills: list[tuple[float, int, int]] = []  # (when, port, pid)
+    killed: set[int] = set()
+    skipped = 0
+    started = time.monotonic()
+    with Load(ports, clients=clients, path="/", parse=int) as load:
+        load.wait_requests(clients)
+        next_kill = time.monotonic()
+        while time.monotonic() - started < seconds:
+            latest: dict[int, int] = {}
+            for request in list(load.requests)[-200:]:
+                if request.ok:
+                    latest[request.port] = request.body
+            candidates = [(port, pid) for port, pid in latest.items() if pid not in killed]
+            if candidates:
+                port, pid = rng.choice(candidates)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    kills.append((time.monotonic(), port, pid))
+                    killed.add(pid)
+                except ProcessLookupError:
+                    pass
+            else:
+                skipped += 1  # every slot's worker is already a victim that has not been replaced yet
+            next_kill += interval
+            time.sleep(max(0.0, next_kill - time.monotonic()))  # the kill schedule, not a synchronisation
+        chaos_end = time.monotonic()
+        # Every slot serves again after the last kill.
+        for port in ports:
+            wait_for(lambda: [r for r in load.ok_after(chaos_end, port)], 10, f"port {port} serving after chaos")
+    result.duration = time.monotonic() - started
+    result.requests = load.count
+    result.failures = len(load.failures)
+    for when, port, pid in kills:
+        answers = [r.done for r in load.requests if r.ok and r.port == port and r.done > when and r.body != pid]
+        if answers:
+            result.recovered(min(answers) - when)
+        else:
+            result.problems.append(f"port {port} never served after the kill of {pid}")
+    unexplained = [f for f in load.failures if not attributable(f, kills)]
+    spawned = len(re.findall(r"spawned worker", server.log()))
+    backoffs = len(re.findall(r"before it was ready", server.log()))
+    status = ctl(server.dir / "server.pid", "status")
+    result.extra.update({"kills": len(kills), "forks": spawned, "in-flight failures": len(load.failures),
+                         "dropped idle retried": load.retries, "boot backoffs": backoffs})
+    result.check(len(kills) >= seconds / interval * 0.5, f"only {len(kills)} kills")
+    result.check(not unexplained, f"{len(unexplained)} failures not on a killed worker: "
+                                  f"{[f.error for f in unexplained[:3]]}")
+    result.check(spawned <= workers + len(kills), f"{spawned} forks for {len(kills)} kills: a fork storm")
+    result.check(status["master_pid"] == server.pid and server.proc.poll() is None, "the master changed")
+    result.check(sorted(w["port"] for w in status["workers"] if w["ready"]) == ports,
+                 f"slots after chaos: {status['workers']}")
+    result.check(result.max_recovery is not None and result.max_recovery < 1.0,
+                 f"a slot took {result.max_recovery} s to serve again")
+    return result
+
+
+def crash_loop(launcher: Launcher, crash_seconds: float = 4.0) -> Result:
+    """A worker that dies on start: backoff in the log, master CPU bounded, serving soon after the fix."""
+    result = Result("crash-looping app", "1 worker crashing in on_start, then fixed")
+    server = start_master(launcher, """
+        class MaybeCrash:
+            def on_start(self):
+                if os.path.exists(os.path.join(HERE, "broken")):
+                    os._exit(3)
+        Server(app, workers=1, host="127.0.0.1", port=PORT, worker_mixins=[MaybeCrash]).start()
+    """, 1)
+    (server.dir / "broken").write_text("")
+    started = time.monotonic()
+    server.wait_log(r"starting|spawned worker", timeout=10)
+    cpu_before = cpu_seconds(server.pid)
+    wall_before = time.monotonic()
+    wait_for(lambda: time.monotonic() - wall_before >= crash_seconds or server.proc.poll() is not None,
+             crash_seconds + 5, "the crash loop to run")
+    cpu = (cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - wall_before)
+    delays = [float(d) for d in re.findall(r"before it was ready; retrying in ([\d.]+) s", server.log())]
+    forks = len(re.findall(r"spawned worker", server.log()))
+    # The fix: the next boot succeeds; the slot's backoff (capped) decides when that is.
+    (server.dir / "broken").unlink()
+    fixed = time.monotonic()
+    pending = delays[-1] if delays else 0.0
+    wait_for(lambda: try_pid(server.port, timeout=5), 15, "the fixed worker to serve")
+    served = time.monotonic() - fixed
+    result.recovered(served)
+    result.duration = time.monotonic() - started
+    result.extra.update({"boot failures": len(delays), "forks": forks,
+                         "backoff delays": "/".join(f"{d:g}" for d in delays[:8]),
+                         "master CPU": f"{cpu * 100:.1f}%", "last backoff": f"{pending:g} s"})
+    result.check(server.proc.poll() is None, "the master exited")
+    result.check(len(delays) >= 3 and delays[:3] == sorted(delays[:3]) and delays[1] > delays[0],
+                 f"no growing backoff in the log: {delays}")
+    result.check(forks <= 12, f"{forks} forks in {crash_seconds} s: not backing off")
+    result.check(cpu < 0.2, f"master used {cpu * 100:.0f}% CPU while workers crash-looped")
+    # Serving resumes within a second of the next boot attempt the backoff allows.
+    result.check(served < pending + 1.0, f"served {served:.2f} s after the fix (backoff was {pending:g} s)")
+    return result
+
+
+def master_sigkill(launcher: Launcher, workers: int = 4, clients: int = 4) -> Result:
+    """SIGKILL the master under load: no worker alive after 1 s, every port free."""
+    result = Result("SIGKILL of the master", f"{workers} workers, {clients} clients")
+    server = start_master(launcher, f"""
+        Server(app, workers={workers}, host="127.0.0.1", port=PORT,
+               pid_file=os.path.join(HERE, "server.pid")).start()
+    """, workers)
+    server.wait_ready()
+    ports = master_ports(server, workers)
+    with Load(ports, clients=clients, path="/", parse=int) as load:
+        load.wait_requests(clients * 2)
+        pids = children_of(server.pid)
+        killed = time.monotonic()
+        os.kill(server.pid, signal.SIGKILL)
+        server.proc.wait(5)
+        wait_for(lambda: not any(process_alive(pid) for pid in pids), 5, "the orphaned workers to exit")
+        gone = time.monotonic() - killed
+        wait_for(lambda: all(port_free(port) for port in ports), 5, "every port to be free")
+        freed = time.monotonic() - killed
+    result.duration = time.monotonic() - killed
+    result.requests = load.count
+    result.failures = len(load.failures)
+    result.recovered(freed)
+    result.extra.update({"workers": len(pids), "last worker gone": f"{gone * 1000:.0f} ms",
+                         "ports free": f"{freed * 1000:.0f} ms"})
+    result.check(len(pids) == workers, f"{len(pids)} children before the kill")
+    result.check(gone < 1.0, f"a worker outlived the master by {gone:.2f} s")
+    result.check(freed < 1.0, f"ports free only after {freed:.2f} s")
+    return result
+
+
+def graceful_shutdown(launcher: Launcher, how: str = "QUIT", slow: float = 1.0, in_flight: int = 20,
+                      workers: int = 4) -> Result:
+    """``in_flight`` slow requests, then QUIT (all complete) or TERM (exit within term_timeout)."""
+    from prefork.server import Server
+
+    threads = -(-in_flight // workers)
+    result = Result(f"shutdown by {how} with {in_flight} slow requests",
+                    f"{workers} workers x {threads} threads, requests of {slow:g} s")
+    server = start_master(launcher, f"""
+        Server(app, workers={workers}, host="127.0.0.1", port=PORT, threads={threads}, graceful_timeout=30,
+               pid_file=os.path.join(HERE, "server.pid")).start()
+    """, workers)
+    server.wait_ready()
+    ports = master_ports(server, workers)
+    outcomes: list[Any] = []
+
+    def request(port: int) -> None:
+        try:
+            outcomes.append(http_get(port, f"/sleep/{slow}", timeout=slow + 30)[0])
+        except OSError as exc:
+            outcomes.append(repr(exc))
+
+    clients = [threading.Thread(target=request, args=(ports[i % workers],), daemon=True) for i in range(in_flight)]
+    for client in clients:
+        client.start()
+
+    def busy() -> bool:
+        rows = ctl(server.dir / "server.pid", "status")["workers"]
+        return sum(row["in_flight"] or 0 for row in rows) >= in_flight
+    wait_for(busy, 10, f"{in_flight} requests in flight")
+    sent = time.monotonic()
+    server.signal(signal.SIGQUIT if how == "QUIT" else signal.SIGTERM)
+    limit = slow + 5 if how == "QUIT" else Server.term_timeout + 1
+    code = server.wait_exit(limit + 10)
+    exited = time.monotonic() - sent
+    for client in clients:
+        client.join(slow + 30)
+    result.duration = exited
+    result.requests = len(outcomes)
+    result.failures = sum(1 for o in outcomes if o != 200)
+    result.extra.update({"exit status": code, "exit after": f"{exited * 1000:.0f} ms",
+                         "completed": sum(1 for o in outcomes if o == 200)})
+    result.check(code == 0, f"exit status {code}")
+    result.check(exited < limit, f"exited {exited:.2f} s after {how} (limit {limit:g} s)")
+    if how == "QUIT":
+        result.check(result.failures == 0, f"{result.failures} of {in_flight} in-flight requests failed: "
+                                           f"{[o for o in outcomes if o != 200][:3]}")
+    result.check(not (server.dir / "server.pid").exists(), "pid file left behind")
+    result.check(all(port_free(port) for port in ports), "a port is still bound")
     return result
