@@ -26,6 +26,7 @@ import stat
 import struct
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -45,6 +46,9 @@ log = logging.getLogger("prefork.ctl")
 
 MAX_REQUEST = 64 * 1024  # an operator's request is a command and a few args; anything larger is refused
 MAX_WORKERS = 1024  # `workers N` above this is a typo or an attack, not a fleet
+MAX_IN_FLIGHT = 8  # requests per connection waiting for the workers' answers
+STATS_TIMEOUT = 2.0  # seconds `status`/`stats` wait for a worker's stats
+COMMAND_TIMEOUT = 5.0  # seconds `command` waits for a worker's reply
 _RECV_CHUNK = 64 * 1024
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 
@@ -130,15 +134,29 @@ def _uptime(started_at: Any) -> float | None:
     return round(max(0.0, now - started_at), 3)
 
 
-def _stats_by_worker(server: Any, timeout: float) -> tuple[dict[int, Any], dict[int, Any]]:
-    """Ask every worker for ``stats``; return the answers keyed by pid and by slot index."""
-    by_pid: dict[int, Any] = {}
-    by_index: dict[int, Any] = {}
-    for index, value in server.broadcast("stats", timeout=timeout).items():
-        by_index[index] = value
-        if isinstance(value, dict) and isinstance(value.get("pid"), int):
-            by_pid[value["pid"]] = value
-    return by_pid, by_index
+@dataclass(frozen=True)
+class Deferred:
+    """A command result that arrives later, so the master loop never waits on the workers.
+
+    ``start(callback)`` begins the work and arranges for ``callback(raw)`` to run later in the
+    master loop; ``finish(raw)`` turns ``raw`` into the reply's result.
+    """
+
+    start: Callable[[Callable[[Any], None]], None]
+    finish: Callable[[Any], Any]
+
+
+def _broadcast(server: Any, command: str, args: Sequence[Any], timeout: float,
+               finish: Callable[[dict[int, Any]], Any]) -> Any:
+    """Run a worker command everywhere: without blocking when the server has ``broadcast_async``."""
+    if hasattr(server, "broadcast_async"):
+        return Deferred(
+            lambda callback: server.broadcast_async(command, *args, timeout=timeout, callback=callback), finish)
+    return finish(server.broadcast(command, *args, timeout=timeout))
+
+
+def _stats_by_pid(results: dict[int, Any]) -> dict[int, Any]:
+    return {v["pid"]: v for v in results.values() if isinstance(v, dict) and isinstance(v.get("pid"), int)}
 
 
 def _worker_row(worker: Any, stats: Any) -> dict[str, Any]:
@@ -162,20 +180,24 @@ def _worker_row(worker: Any, stats: Any) -> dict[str, Any]:
     return row
 
 
-def cmd_status(server: Any, args: list[Any]) -> dict[str, Any]:
+def cmd_status(server: Any, args: list[Any]) -> Any:
     """Master and per-worker status (one row per live worker)."""
     _no_args("status", args)
-    by_pid, by_index = _stats_by_worker(server, timeout=2.0)
-    current = {id(w) for w in server.workers}  # the workers broadcast asked
-    # all_workers (prefork.Server) also lists a roll's successors and workers that are stopping.
-    listed = getattr(server, "all_workers", None) or server.workers
-    rows = []
-    for worker in sorted(listed, key=lambda w: (w.index, getattr(w, "generation", 0) or 0)):
-        stats = by_pid.get(worker.pid)
-        if stats is None and id(worker) in current:
-            stats = by_index.get(worker.index)  # an error in place of stats carries no pid
-        rows.append(_worker_row(worker, stats))
-    return {"master_pid": os.getpid(), "generation": getattr(server, "generation", None), "workers": rows}
+    asked = {id(w) for w in server.workers}  # the workers the broadcast asks
+
+    def finish(results: dict[int, Any]) -> dict[str, Any]:
+        by_pid = _stats_by_pid(results)
+        # all_workers (prefork.Server) also lists a roll's successors and workers that are stopping.
+        listed = getattr(server, "all_workers", None) or server.workers
+        rows = []
+        for worker in sorted(listed, key=lambda w: (w.index, getattr(w, "generation", 0) or 0)):
+            stats = by_pid.get(worker.pid)
+            if stats is None and id(worker) in asked:
+                stats = results.get(worker.index)  # an error in place of stats carries no pid
+            rows.append(_worker_row(worker, stats))
+        return {"master_pid": os.getpid(), "generation": getattr(server, "generation", None), "workers": rows}
+
+    return _broadcast(server, "stats", (), STATS_TIMEOUT, finish)
 
 
 def _per_worker(results: dict[int, Any]) -> dict[str, Any]:
@@ -189,10 +211,10 @@ def _per_worker(results: dict[int, Any]) -> dict[str, Any]:
     return out
 
 
-def cmd_stats(server: Any, args: list[Any]) -> dict[str, Any]:
+def cmd_stats(server: Any, args: list[Any]) -> Any:
     """Raw ``stats`` of every worker, keyed by slot."""
     _no_args("stats", args)
-    return _per_worker(server.broadcast("stats", timeout=2.0))
+    return _broadcast(server, "stats", (), STATS_TIMEOUT, _per_worker)
 
 
 def cmd_reload(server: Any, args: list[Any]) -> dict[str, Any]:
@@ -223,11 +245,11 @@ def cmd_workers(server: Any, args: list[Any]) -> dict[str, Any]:
     return {"workers": count}
 
 
-def cmd_command(server: Any, args: list[Any]) -> dict[str, Any]:
+def cmd_command(server: Any, args: list[Any]) -> Any:
     """Send a worker command to every worker; reply per slot."""
     if not args or not isinstance(args[0], str) or not args[0]:
         raise CommandError("usage: command NAME [ARGS...] (NAME a non-empty string)")
-    return _per_worker(server.broadcast(args[0], *args[1:]))
+    return _broadcast(server, args[0], args[1:], COMMAND_TIMEOUT, _per_worker)
 
 
 def cmd_help(server: Any, args: list[Any]) -> dict[str, str]:
@@ -245,19 +267,34 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def dispatch(server: Any, message: dict[str, Any]) -> dict[str, Any]:
-    """Run one request against ``server``; return its reply (never raises). Runs in the master."""
+def dispatch(server: Any, message: dict[str, Any], respond: Callable[[dict[str, Any]], None]) -> None:
+    """Run one request against ``server`` and ``respond(reply)``, now or later. Runs in the master.
+
+    Never raises: a bad request, a failing command or a bug in one becomes an error reply.
+    """
     request_id = message.get("id")
     try:
         request_id, name, args = parse_request(message)
         command = COMMANDS.get(name)
         if command is None:
             raise CommandError(f"unknown command {name[:64]!r}; commands: {', '.join(COMMANDS)}")
-        return reply_ok(request_id, command.handler(server, args))
+        outcome = command.handler(server, args)
+        if isinstance(outcome, Deferred):
+            outcome.start(lambda raw: respond(_finished(request_id, name, outcome.finish, raw)))
+        else:
+            respond(reply_ok(request_id, outcome))
     except (FrameError, CommandError) as exc:
-        return reply_error(request_id, str(exc))
+        respond(reply_error(request_id, str(exc)))
     except Exception as exc:  # a bug in a handler or the server must not take the master down
         log.exception("ctl command %r failed", message.get("command"))
+        respond(reply_error(request_id, f"internal error: {type(exc).__name__}: {exc}"))
+
+
+def _finished(request_id: Any, name: str, finish: Callable[[Any], Any], raw: Any) -> dict[str, Any]:
+    try:
+        return reply_ok(request_id, finish(raw))
+    except Exception as exc:
+        log.exception("ctl command %r failed", name)
         return reply_error(request_id, f"internal error: {type(exc).__name__}: {exc}")
 
 
@@ -281,6 +318,10 @@ class _Connection:
         self.sock = sock
         self.reader = FrameReader(MAX_REQUEST)
         self.outgoing = bytearray()
+        # One entry per request, in order; None until its reply is ready (replies keep request order).
+        self.replies: deque[list[bytes | None]] = deque()
+        self.closed = False
+        self.in_flight = 0  # requests dispatched whose reply is not ready yet
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -416,17 +457,50 @@ class ControlServer:
             self._drop(conn)
 
     def _answer(self, conn: _Connection, data: bytes) -> bool:
-        """Queue a reply for every frame in ``data``; return False when the stream is beyond repair."""
+        """Start a reply for every frame in ``data``; return False when the stream is beyond repair."""
         while True:
             try:
                 for message in conn.reader.feed(data):
-                    conn.outgoing += self._encode_reply(dispatch(self.server, message))
+                    self._start(conn, message)
+                self._collect(conn)
                 return True
             except FrameError as exc:
-                conn.outgoing += encode_frame(reply_error(None, f"bad frame: {exc}"))
+                self._queue(conn, reply_error(None, f"bad frame: {exc}"))
                 if conn.reader.broken:
+                    self._collect(conn)
                     return False
                 data = b""  # go on with what follows the bad frame in the buffer
+
+    def _queue(self, conn: _Connection, reply: dict[str, Any]) -> None:
+        conn.replies.append([self._encode_reply(reply)])
+
+    def _start(self, conn: _Connection, message: dict[str, Any]) -> None:
+        """Dispatch one request; its reply takes its place in line when it is ready."""
+        if conn.in_flight >= MAX_IN_FLIGHT:
+            self._queue(conn, reply_error(message.get("id"), "too many requests in flight on this connection"))
+            return
+        entry: list[bytes | None] = [None]
+        conn.replies.append(entry)
+        conn.in_flight += 1
+
+        def respond(reply: dict[str, Any]) -> None:
+            entry[0] = self._encode_reply(reply)
+            conn.in_flight -= 1
+            if conn.closed or not asynchronous:
+                return  # the client is gone, or _answer collects and flushes after the batch
+            self._collect(conn)
+            if not self._flush(conn):
+                self._drop(conn)
+
+        asynchronous = False
+        dispatch(self.server, message, respond)
+        asynchronous = True  # a reply arriving from now on comes from the master loop, later
+
+    @staticmethod
+    def _collect(conn: _Connection) -> None:
+        """Move the replies that are ready, in request order, to the output buffer."""
+        while conn.replies and conn.replies[0][0] is not None:
+            conn.outgoing += conn.replies.popleft()[0]  # type: ignore[operator]
 
     def _encode_reply(self, reply: dict[str, Any]) -> bytes:
         try:
@@ -462,6 +536,10 @@ class ControlServer:
         return bool(writable)
 
     def _drop(self, conn: _Connection) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        conn.replies.clear()
         if self.connections.pop(conn.fileno(), None) is not None:
             self._unregister(conn)
         conn.sock.close()

@@ -99,3 +99,37 @@ class FakeServer:
 
     def _registered(self) -> set[Any]:
         return {key.fileobj for key in self._selector.get_map().values()}
+
+
+class AsyncFakeServer(FakeServer):
+    """A FakeServer with ``broadcast_async`` whose answers are held until ``release()``.
+
+    The answers are delivered in the loop thread (through a real pipe registered as an io handler),
+    as prefork.Server delivers them from its master loop.
+    """
+
+    def __init__(self, workers: int = 2, port: int = 8000) -> None:
+        super().__init__(workers, port)
+        self.held: list[Callable[[], None]] = []
+        self._release_r, self._release_w = os.pipe()
+        self.add_io_handler(self._release_r, self._deliver)
+
+    def broadcast_async(self, command: str, *args: Any, timeout: float = 5.0,
+                        callback: Callable[[dict[int, Any]], Any]) -> None:
+        results = self.broadcast(command, *args, timeout=timeout)
+        self.held.append(lambda: callback(results))
+
+    def release(self) -> None:
+        """Ask the loop to deliver every held answer (called from the test thread)."""
+        os.write(self._release_w, b"x")
+
+    def _deliver(self, fd: int) -> None:
+        os.read(fd, 4096)
+        held, self.held = self.held, []
+        for deliver in held:
+            deliver()
+
+    def close(self) -> None:
+        super().close()
+        os.close(self._release_r)
+        os.close(self._release_w)

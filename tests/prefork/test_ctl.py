@@ -508,6 +508,22 @@ def test_real_master(master, tmp_path: Path, monkeypatch) -> None:
         wait_until(lambda: {w["generation"] for w in ctl_status(path)["workers"]} == {generation + 1},
                    what="every worker on the new generation")
 
+        # a stopped (hung) worker: status waits for its stats without blocking the master loop
+        frozen = ctl_status(path)["workers"][0]["pid"]
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            slow: dict = {}
+            waiter = threading.Thread(target=lambda: slow.update(ctl_status(path)))
+            waiter.start()
+            start = time.monotonic()
+            assert call(path, "help", timeout=5) and time.monotonic() - start < 1.0
+            waiter.join(15)
+            rows = {row["pid"]: row for row in slow["workers"]}
+            assert "error" in rows[frozen] and rows[frozen]["served"] is None
+            assert all(row["served"] is not None for pid, row in rows.items() if pid != frozen)
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+
         assert "Traceback" not in running.log()
         running.signal(signal.SIGTERM)
         listener.wait_for("STOPPING=1")
@@ -599,3 +615,60 @@ def test_operations_doc_blocks(served) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         assert ctl_main(reload_argv[2:]) == 0
     assert server.reloads == 2
+
+
+# --- asynchronous commands: the master loop never waits for the workers ---------------------------
+
+from tests.prefork.fake_server import AsyncFakeServer  # noqa: E402
+
+
+@pytest.fixture
+def served_async(tmp_path: Path):
+    server = AsyncFakeServer(workers=2)
+    ctl = ControlServer(server, socket_path(tmp_path / "app.pid")).open()
+    server.start()
+    yield server, ctl
+    server.stop()
+    ctl.close()
+    server.close()
+    assert not server.loop_errors
+
+
+def test_async_replies_keep_request_order(served_async) -> None:
+    server, ctl = served_async
+    with connect(ctl.path) as sock:
+        sock.sendall(encode_frame(request(1, "status")) + encode_frame(request(2, "help"))
+                     + encode_frame(request(3, "stats")))
+        wait_for(lambda: len(server.held) == 2)
+        # the loop is free while the workers "think": another client is answered at once
+        assert call(ctl.path, "workers", 2) == {"workers": 2}
+        server.release()
+        reader = FrameReader()
+        replies = [recv_message(sock, reader, timeout=5) for _ in range(3)]
+    assert [(r["id"], r["ok"]) for r in replies] == [(1, True), (2, True), (3, True)]
+    assert replies[0]["result"]["workers"][1]["served"] == 10
+    assert replies[2]["result"]["0"]["result"]["port"] == 8000
+
+
+def test_in_flight_limit_per_connection(served_async) -> None:
+    server, ctl = served_async
+    with connect(ctl.path) as sock:
+        sock.sendall(b"".join(encode_frame(request(i, "stats")) for i in range(12)))
+        wait_for(lambda: len(server.held) == 8)
+        server.release()
+        reader = FrameReader()
+        replies = [recv_message(sock, reader, timeout=5) for _ in range(12)]
+    assert [r["id"] for r in replies] == list(range(12))
+    assert [r["ok"] for r in replies] == [True] * 8 + [False] * 4
+    assert "too many requests in flight" in replies[-1]["error"]
+
+
+def test_client_gone_before_the_workers_answer(served_async) -> None:
+    server, ctl = served_async
+    with connect(ctl.path) as sock:
+        sock.sendall(encode_frame(request(1, "status")))
+        wait_for(lambda: len(server.held) == 1)
+    wait_for(lambda: not ctl.connections)
+    server.release()
+    wait_for(lambda: not server.held)
+    assert call(ctl.path, "help")  # the late answer went nowhere, and nothing broke
