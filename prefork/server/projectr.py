@@ -289,10 +289,22 @@ def describe_exception(exc: BaseException, project: Project | None = None) -> di
     }
 
 
+def _machinery_dirs() -> tuple[str, ...]:
+    """Folders whose frames say nothing about the user's error: projectr's and prefork's own."""
+    import prefork
+    import projectr
+
+    return tuple(os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep
+                 for m in (projectr, prefork, importlib))
+
+
 def short_traceback(exc: BaseException, tb: Any) -> str:
-    """The last few frames and the error line, without projectr's own loader frames."""
-    frames = [f for f in traceback.extract_tb(tb) if "/projectr/" not in f.filename.replace(os.sep, "/")]
-    lines = traceback.format_list(frames[-_TRACEBACK_FRAMES:])
+    """The last few frames and the error line, without the import machinery's frames."""
+    machinery = _machinery_dirs()
+    frames = [f for f in traceback.extract_tb(tb)
+              if not f.filename.startswith("<frozen ") and not f.filename.startswith(machinery)]
+    lines = [f'  File "{f.filename}", line {f.lineno}, in {f.name}\n' + (f"    {f.line}\n" if f.line else "")
+             for f in frames[-_TRACEBACK_FRAMES:]]
     if isinstance(exc, SyntaxError):
         lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines).rstrip()
@@ -528,12 +540,10 @@ class ProjectrServer(Server):
         """Describe a trial killed at reload_timeout: where it was stuck (master)."""
         file, line = parse_stack_dump(dump, self.project.source_files)
         frames = [ln.strip() for ln in dump.splitlines() if _FRAME_LINE.match(ln)]
-        where = f"{file}:{line}" if file and line else (file or "an unknown file")
         return {
             "file": file,
             "line": line,
-            "error": f"the import did not finish within {self.reload_timeout:g} s and was killed; "
-                     f"it hung in {where}",
+            "error": f"hung: the import did not finish within {self.reload_timeout:g} s and was killed",
             "traceback": "\n".join(frames[:_TRACEBACK_FRAMES]),
         }
 

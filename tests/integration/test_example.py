@@ -105,7 +105,11 @@ def test_bad_edits_keep_old_code_serving_and_recover(launcher, project_copy):
         fixed = server.wait_all(lambda s, n=number: s["version"] == f"fixed-{n}", f"recovery from {name}")
         pids = {s["pid"] for s in fixed}
     failure = re.search(r"reload #3 failed: .*\n((?:  .*\n)+)", server.log()).group(0)
-    assert "VERSIN" in failure and "still serving generation 1" in failure  # one readable block
+    assert failure.splitlines()[1:] == [  # one readable block: the user's frame, the line, the state
+        f'    File "{project_copy / VERSION_FILE}", line 2, in <module>',
+        "      VERSION = VERSIN",
+        "  still serving generation 1; the changes stay pending: save a fix to retry them all",
+    ]
 
 
 def test_failed_reload_keeps_changes_pending_until_fixed(launcher, project_copy):
@@ -131,8 +135,8 @@ def test_endless_loop_at_import_is_abandoned_and_master_answers(launcher, projec
                             capture_output=True, text=True, timeout=10)
     assert result.returncode == 0, result.stderr
     assert all(s["version"] == "1.0" for s in server.statuses())
-    server.wait_log(r"reload #1 failed: \S*version\.py:\d: the import did not finish within 1 s "
-                    r"and was killed; it hung in \S*version\.py:[23]")
+    server.wait_log(r"reload #1 failed: \S*version\.py:[23]: hung: the import did not finish within 1 s "
+                    r"and was killed")
     assert {s["pid"] for s in server.statuses()} == pids
     (project_copy / VERSION_FILE).write_text('VERSION = "2.1"\n')
     server.wait_all(lambda s: s["version"] == "2.1", "recovery after the hang")

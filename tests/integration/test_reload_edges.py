@@ -86,7 +86,7 @@ def test_hang_in_a_c_call_names_the_file_and_line(launcher, project_copy):
     server = start(launcher, project_copy)
     (project_copy / "myproject/settings.py").write_text(
         "import time\n\nSITE_NAME = 'x'\ntime.sleep(60)\n")
-    server.wait_log(r"reload #1 failed: \S*settings\.py:4: the import did not finish within 1 s")
+    server.wait_log(r"reload #1 failed: \S*settings\.py:4: hung: the import did not finish within 1 s")
     assert all(s["version"] == "1.0" for s in server.statuses())
 
 
