@@ -49,6 +49,7 @@ MAX_WORKERS = 1024  # `workers N` above this is a typo or an attack, not a fleet
 MAX_IN_FLIGHT = 8  # requests per connection waiting for the workers' answers
 STATS_TIMEOUT = 2.0  # seconds `status`/`stats` wait for a worker's stats
 COMMAND_TIMEOUT = 5.0  # seconds `command` waits for a worker's reply
+ACCEPT_PAUSE = 0.5  # seconds the listener rests after accept failed (EMFILE)
 _RECV_CHUNK = 64 * 1024
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 
@@ -418,8 +419,23 @@ class ControlServer:
                 return
             except OSError as exc:  # EMFILE and friends: log, let the loop go on
                 log.warning("control socket accept failed: %s", exc)
+                self._pause_accepting(listener)
                 return
             self._admit(sock)
+
+    def _pause_accepting(self, listener: socket.socket) -> None:
+        """Stop watching the listener for a moment: while accept fails (out of file descriptors)
+        it stays readable, and the master loop would spin on it."""
+        call_later = getattr(self.server, "call_later", None)
+        if call_later is None:
+            return
+        self._unregister(listener)
+
+        def resume() -> None:
+            if self.listener is listener:
+                self.server.add_io_handler(listener, self._on_accept)
+
+        call_later(ACCEPT_PAUSE, resume)
 
     def _admit(self, sock: socket.socket) -> None:
         sock.setblocking(False)

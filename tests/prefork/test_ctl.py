@@ -672,3 +672,47 @@ def test_client_gone_before_the_workers_answer(served_async) -> None:
     server.release()
     wait_for(lambda: not server.held)
     assert call(ctl.path, "help")  # the late answer went nowhere, and nothing broke
+
+
+EXHAUSTED_MASTER = """
+import resource
+held = []
+
+def exhaust(server):
+    note("exhausted", "yes")  # (before: writing a file needs a descriptor)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (top + 1, hard))
+    while True:
+        try:
+            held.append(os.dup(0))
+        except OSError:
+            break
+
+def release(*_):
+    while held:
+        os.close(held.pop())
+
+signal.signal(signal.SIGUSR2, release)
+Server(app, workers=1, host="127.0.0.1", port=PORT, pid_file=os.path.join(HERE, "app.pid"),
+       when_ready=exhaust).start()
+"""
+
+
+def test_out_of_descriptors_does_not_spin_the_master(master, tmp_path: Path) -> None:
+    running = master(EXHAUSTED_MASTER)
+    running.wait_ready()
+    running.wait_file("exhausted")
+    path = socket_path(tmp_path / "app.pid")
+    answer: dict = {}
+    client = threading.Thread(target=lambda: answer.update(help=call(path, "help", timeout=20)))
+    client.start()
+    try:
+        running.wait_log("control socket accept failed")
+        time.sleep(1.0)  # a measuring window, not synchronisation: a spinning loop fails thousands of times here
+        assert running.log().count("control socket accept failed") <= 5  # one try per pause
+    finally:
+        running.signal(signal.SIGUSR2)  # give the descriptors back
+        client.join(25)
+    assert "status" in answer["help"]  # the waiting client was accepted and answered once fds were free
+    assert http_get(running.port)[0] == 200
