@@ -292,9 +292,9 @@ def _run_definition(path: str, data: bytes) -> list[Project]:
     try:
         code = compile(data, path, "exec", dont_inherit=True)
         exec(code, namespace)
-    except ProjectError:
+    except LoadError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # ProjectError included: the message then names the definition's line
         raise LoadError(path, exc) from exc
     finally:
         _CAPTURES.remove(captured)

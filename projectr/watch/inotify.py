@@ -22,6 +22,9 @@ _DIR_MASK = (flags.CLOSE_WRITE | flags.MODIFY | flags.ATTRIB | flags.CREATE | fl
              | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE_SELF | flags.MOVE_SELF
              | flags.ONLYDIR | flags.EXCL_UNLINK)
 
+# In .git only index.lock's comings and goings matter (git renames the lock over the index).
+_GIT_MASK = flags.CREATE | flags.DELETE | flags.MOVED_FROM | flags.ONLYDIR
+
 
 class InotifyWatcher(BaseWatcher):
     """Watch the project's folders with one inotify instance."""
@@ -32,6 +35,7 @@ class InotifyWatcher(BaseWatcher):
         self._wd_dir: dict[int, str] = {}
         self._dir_wd: dict[str, int] = {}
         self._reliable = False
+        self._pid = os.getpid()  # a forked child shares the inotify instance: it must not touch it
         # files that may have changed since the last load(); None: unknown (overflow, watch lost, new)
         self._since_load: set[str] | None = None
         self._apply(self._set)
@@ -41,7 +45,8 @@ class InotifyWatcher(BaseWatcher):
 
     def _apply(self, ws: WatchSet) -> None:
         """Watch every folder the set needs (and the git dir, for the lock), stop watching the rest."""
-        wanted = ws.directories() | ({ws.git_dir} if ws.git_dir and os.path.isdir(ws.git_dir) else set())
+        git_dir = ws.git_dir if ws.git_dir and os.path.isdir(ws.git_dir) else None
+        wanted = ws.directories() | ({git_dir} if git_dir else set())
         for d in set(self._dir_wd) - wanted:
             wd = self._dir_wd.pop(d)
             self._wd_dir.pop(wd, None)
@@ -51,7 +56,7 @@ class InotifyWatcher(BaseWatcher):
                 pass  # already gone with its folder
         for d in wanted - set(self._dir_wd):
             try:
-                wd = self._inotify.add_watch(d, _DIR_MASK)
+                wd = self._inotify.add_watch(d, _GIT_MASK if d == git_dir and d not in ws.directories() else _DIR_MASK)
             except OSError as exc:
                 log.debug("cannot watch %s: %s", d, exc)
                 continue
@@ -65,6 +70,8 @@ class InotifyWatcher(BaseWatcher):
         The kernel queues an event before the write returns, so a readable fd means unread
         events: then we cannot vouch and load() stats everything.
         """
+        if os.getpid() != self._pid:
+            return None  # in a forked child (a trial load): changing watches would change the parent's
         self._refresh()
         taken, self._since_load = self._since_load, set()
         if taken is None or not self._reliable or select.select([self], [], [], 0)[0]:

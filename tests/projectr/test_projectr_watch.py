@@ -195,3 +195,33 @@ def test_fd_works_with_selectors_and_close_releases_it(tree):
     w.close()
     with pytest.raises(OSError):
         os.fstat(fd) if fd not in (0, 1, 2) else select.select([fd], [], [], 0)
+
+
+@pytest.mark.parametrize("backend", ["inotify", "watchdog"])
+def test_idle_watcher_uses_no_measurable_cpu(tree, backend):
+    import time
+    p = _project(tree, count=2000)
+    with p.watch_changes(backend=backend) as w:
+        cpu = time.process_time()  # all threads of this process, watchdog's observer included
+        assert not wait_readable(w, 0.5)
+        assert time.process_time() - cpu < 0.05
+
+
+def test_a_forked_child_does_not_touch_the_parents_watches(tree):
+    """A trial load in a fork must leave the parent's inotify watches alone."""
+    p = _project(tree)
+    target = str(tree.path("PKG/m0.py"))
+    with p.watch_changes(backend="inotify") as w:
+        p.load()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                p._files, p._by_path = {}, {}  # as a re-read that drops the files would
+                p._version += 1
+                w.load_hints_begin()
+                p.load()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        _truncate_and_write(target)
+        assert collect_changes(w, {target}) == {target}
