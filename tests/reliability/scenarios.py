@@ -13,16 +13,21 @@ import random
 import re
 import shutil
 import signal
+import socket
+import stat
+import struct
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from prefork.control import FrameReader, encode_frame, recv_message, request
 from tests.prefork.prefork_testutil import Master, http_get, try_pid
 from tests.reliability.harness import (
     EXAMPLES, PYTHON, Launcher, Load, Result, Running, children_of, cpu_seconds, ctl, free_ports,
-    monotonic_per_port, port_free, process_alive, timed_ctl, wait_for)
+    monotonic_per_port, port_free, process_alive, rss_kib, timed_ctl, wait_for)
 
 HERE = Path(__file__).resolve().parent
 SERVE = HERE / "serve_project.py"
@@ -261,9 +266,10 @@ def bad_edits_under_load(launcher: Launcher, rounds: int = 1, workers: int = 4, 
 # -- plain Server scenarios (the prefork test app: answers its pid, /sleep/S sleeps S seconds) -------
 
 
-def start_master(launcher: Launcher, body: str, workers: int, name: str = "server") -> Master:
+def start_master(launcher: Launcher, body: str, workers: int, name: str = "server",
+                 where: Path | None = None) -> Master:
     """A prefork master running ``body`` on ``workers`` free ports; killed with the launcher."""
-    server = Master(launcher.tmp_path, body, free_ports(workers), name)
+    server = Master(where or launcher.tmp_path, body, free_ports(workers), name)
     launcher.procs.append(server.proc)  # the launcher kills its process group at close
     return server
 
@@ -465,4 +471,207 @@ def graceful_shutdown(launcher: Launcher, how: str = "QUIT", slow: float = 1.0, 
                                            f"{[o for o in outcomes if o != 200][:3]}")
     result.check(not (server.dir / "server.pid").exists(), "pid file left behind")
     result.check(all(port_free(port) for port in ports), "a port is still bound")
+    return result
+
+
+# -- hostile input -----------------------------------------------------------------------------------
+
+# Runs in the master (a when_ready hook): the master's end of worker 0's channel sends what no
+# master would, reads every reply itself, and writes the counts to hostile.json.
+WORKER_CHANNEL_ATTACK = """
+    import random, struct, threading
+    from prefork.control import MAX_FRAME, FrameReader, encode_frame, recv_message
+
+    def frame(body):
+        return struct.pack(">I", len(body)) + body
+
+    def rss(pid):
+        with open(f"/proc/{{pid}}/status") as handle:
+            return next(int(l.split()[1]) for l in handle if l.startswith("VmRSS:"))
+
+    def exchange(sock, payload, expected):
+        sender = threading.Thread(target=sock.sendall, args=(payload,))
+        sender.start()
+        reader = FrameReader()
+        replies = [recv_message(sock, reader, timeout=10) for _ in range(expected)]
+        sender.join()
+        return replies
+
+    def attack(server):
+        worker = server.workers[0]
+        sock = worker._control
+        sock.setblocking(True)
+        sock.settimeout(10)
+        rng = random.Random({seed})
+        kinds = {{
+            "random bytes": [frame(rng.randbytes(rng.randrange(1, 400))) for _ in range(200)],
+            "invalid JSON": [frame(b"{{not json" + str(i).encode()) for i in range(100)],
+            "not an object": [frame(b"[1, 2]"), frame(b"null"), frame(b"7"), frame(b'"ping"')],
+            "deep nesting": [frame(b"[" * 100000)],
+            "unknown command": [encode_frame({{"id": i, "command": f"nope{{i}}", "args": []}}) for i in range(100)],
+            "wrong argument types": [frame(b'{{"id": 1, "command": 7, "args": []}}'),
+                                     frame(b'{{"id": 2, "command": "ping", "args": {{"a": 1}}}}'),
+                                     frame(b'{{"id": 3, "command": "ping", "args": "x"}}'),
+                                     frame(b'{{"id": 4, "args": []}}'),
+                                     encode_frame({{"id": 5, "command": "ping", "args": [1, 2, 3]}}),
+                                     encode_frame({{"id": 6, "command": "stats", "args": [{{"x": 1}}]}})],
+            "oversized frame": [struct.pack(">I", MAX_FRAME + 1) + b"x" * (MAX_FRAME + 1)],
+        }}
+        counts = {{}}
+        pid = worker.pid
+        for name, frames in kinds.items():
+            replies = exchange(sock, b"".join(frames), len(frames))
+            counts[name] = [len(frames), sum(1 for r in replies if r.get("ok") is False)]
+        # A frame split across writes is reassembled, not an error.
+        whole = encode_frame({{"id": 77, "command": "ping", "args": []}})
+        sock.sendall(whole[:3])
+        sock.sendall(whole[3:9])
+        split = exchange(sock, whole[9:], 1)[0]
+        counts["split frame answered"] = split.get("result") == "pong"
+        burst = b"".join(encode_frame({{"id": i, "command": "nope" if i % 2 else "ping", "args": ["x"] * (i % 3 + 1)}})
+                         for i in range({burst}))
+        rss_values = [rss(pid)]
+        bursts = []
+        for _ in range(3):
+            replies = exchange(sock, burst, {burst})
+            bursts.append([len(replies), sum(1 for r in replies if r.get("ok") is False),
+                           [r.get("id") for r in replies] == list(range({burst}))])
+            rss_values.append(rss(pid))
+        sock.setblocking(False)
+        result = {{"kinds": counts, "bursts": bursts, "rss_kib": rss_values, "pid": pid,
+                   "ping": worker.call("ping"), "alive": os.path.exists(f"/proc/{{pid}}")}}
+        with open(os.path.join(HERE, "hostile.json"), "w") as handle:
+            json.dump(result, handle)
+
+    Server(app, workers=2, host="127.0.0.1", port=PORT, pid_file=os.path.join(HERE, "server.pid"),
+           when_ready=attack).start()
+"""
+
+
+def _ctl_connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(path)
+    return sock
+
+
+def _ctl_exchange(path: str, payload: bytes, expected: int) -> list[dict[str, Any]]:
+    """Send ``payload`` on one ctl connection and read ``expected`` replies."""
+    with _ctl_connect(path) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
+        sender.start()
+        reader = FrameReader()
+        replies = [recv_message(sock, reader, timeout=10) for _ in range(expected)]
+        sender.join(10)
+    return replies
+
+
+def _frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def hostile_input(launcher: Launcher, burst: int = 10_000, seed: int = 1) -> Result:
+    """Hostile input on a worker's control channel and on the ctl socket, under HTTP load."""
+    result = Result("hostile input: worker channel + ctl socket", f"2 workers, 4 clients, bursts of {burst}")
+    # A directory uid 65534 may traverse (pytest's tmp_path is inside a 0700 one), so that only
+    # the socket's mode and its peer-credential check stand in a stranger's way.
+    where = Path(tempfile.mkdtemp(prefix="prefork-reliability-"))
+    os.chmod(where, 0o711)
+    try:
+        return _hostile_input(launcher, where, burst, seed, result)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def _hostile_input(launcher: Launcher, where: Path, burst: int, seed: int, result: Result) -> Result:
+    from prefork.ctl import MAX_REQUEST, socket_path
+    from tests.prefork.test_ctl import run_as_nobody
+
+    server = start_master(launcher, WORKER_CHANNEL_ATTACK.format(seed=seed, burst=burst), 2, where=where)
+    server.wait_log(r"spawned worker")  # the listening sockets are bound: clients queue from now on
+    ports = master_ports(server, 2)
+    started = time.monotonic()
+    rng = random.Random(seed)
+    path = socket_path(server.dir / "server.pid")
+    with Load(ports, clients=4, path="/", parse=int) as load:  # the sockets are bound: clients queue
+        wait_for(lambda: (server.dir / "hostile.json").exists() or server.proc.poll() is not None, 60,
+                 "the worker channel attack to finish")
+        report = json.loads((server.dir / "hostile.json").read_text())
+        load.wait_requests(8)
+        # worker channel counts
+        split = report["kinds"].pop("split frame answered")
+        result.check(split is True, "a split frame was not answered")
+        for name, (sent, errors) in report["kinds"].items():
+            result.check(sent == errors, f"worker channel, {name}: {errors} error replies for {sent}")
+        for replies, errors, ordered in report["bursts"]:
+            result.check(replies == burst and ordered, f"worker burst: {replies} replies for {burst}")
+        grow = report["rss_kib"][-1] - report["rss_kib"][1]
+        result.check(grow < 4096, f"worker RSS grew {grow} KiB over two bursts")
+        result.check(report["ping"] == "pong" and report["alive"], "the attacked worker stopped answering")
+        # ctl socket: mode 0600, every bad request answered with an error
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        result.check(mode == 0o600, f"ctl socket mode {mode:o}")
+        kinds = {
+            "random bytes": [_frame(rng.randbytes(rng.randrange(1, 400))) for _ in range(200)],
+            "invalid JSON": [_frame(b"{not json" + str(i).encode()) for i in range(100)],
+            "unknown command": [encode_frame(request(i, f"nope{i}", [])) for i in range(100)],
+            "wrong argument types": [encode_frame(request(1, "workers", ["x"])),
+                                     encode_frame(request(2, "workers", [-1])),
+                                     encode_frame(request(3, "workers", [10 ** 9])),
+                                     encode_frame(request(4, "workers", [[1]])),
+                                     encode_frame(request(5, "status", [1])),
+                                     _frame(b'{"id": 6, "command": "status", "args": {"a": 1}}'),
+                                     _frame(b'{"id": 7, "command": ["status"], "args": []}')],
+        }
+        ctl_counts = {}
+        for name, frames in kinds.items():
+            replies = _ctl_exchange(path, b"".join(frames), len(frames))
+            errors = sum(1 for r in replies if r.get("ok") is False)
+            ctl_counts[name] = f"{errors}/{len(frames)}"
+            result.check(errors == len(frames), f"ctl, {name}: {errors} error replies for {len(frames)}")
+        oversized = _ctl_exchange(path, struct.pack(">I", MAX_REQUEST + 1) + b"x" * 100, 1)[0]
+        result.check(oversized.get("ok") is False, "ctl: no error for an oversized frame")
+        for cut in (1, 3, 4, 10):  # truncated frames from clients that vanish
+            with _ctl_connect(path) as sock:
+                sock.sendall(encode_frame(request(1, "status"))[:cut])
+        raw_streams = 0
+        for _ in range(30):  # unframed random bytes: an error reply or a close, never a crash
+            with _ctl_connect(path) as sock:
+                sock.sendall(struct.pack(">I", rng.randrange(1 << 32)) + rng.randbytes(rng.randrange(1, 300)))
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(65536):
+                    pass
+            raw_streams += 1
+        batch = b"".join(encode_frame(request(i, "nope" if i % 2 else "workers", ["x"])) for i in range(burst))
+        rss_before = rss_kib(server.pid)
+        rss_after = rss_before
+        for round_ in range(3):
+            replies = _ctl_exchange(path, batch, burst)
+            errors = sum(1 for r in replies if r.get("ok") is False)
+            result.check(errors == burst and replies[-1].get("id") == burst - 1,
+                         f"ctl burst {round_}: {errors} error replies for {burst}")
+            rss_after = rss_kib(server.pid)
+        result.check(rss_after - rss_before < 8192, f"master RSS grew {rss_after - rss_before} KiB")
+        # another uid is refused (the tests run as root: a forked child drops to uid 65534)
+        if os.geteuid() == 0:
+            refused = run_as_nobody(path)
+            result.check(refused == "EACCES", f"uid 65534 got {refused!r} from a 0600 socket")
+            os.chmod(path, 0o666)  # an operator's mistake: the peer credentials still refuse
+            refused = run_as_nobody(path)
+            os.chmod(path, 0o600)
+            result.check(refused.startswith("permission denied"), f"uid 65534 got {refused!r} through SO_PEERCRED")
+            ctl_counts["other uid"] = "refused"
+        status = ctl(server.dir / "server.pid", "status")
+        load.wait_requests(8)
+    result.duration = time.monotonic() - started
+    result.requests = load.count
+    result.failures = len(load.failures)
+    result.extra.update({"worker channel": {k: v for k, v in report["kinds"].items()},
+                         "worker RSS KiB": report["rss_kib"], "ctl": ctl_counts, "raw streams": raw_streams,
+                         "master RSS growth KiB": rss_after - rss_before})
+    result.check(result.failures == 0, f"{result.failures} failed HTTP requests during the attack: "
+                                       f"{[(f.port, f.error) for f in load.failures[:3]]}")
+    result.check(status["master_pid"] == server.pid and len(status["workers"]) == 2, f"after: {status}")
+    result.check(report["pid"] in {w["pid"] for w in status["workers"]}, "the attacked worker was replaced")
+    result.extra["log lines"] = server.log().count("\n")
     return result
