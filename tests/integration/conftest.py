@@ -27,6 +27,13 @@ EXAMPLES = REPO / "examples"
 PYTHON = sys.executable
 DEADLINE = 15.0  # seconds; only matters when something is broken
 
+# The reload log formats (docs/integration.md shows examples; test_readme_idiom checks them).
+SUCCESS_LINE = re.compile(r"^reload #\d+: \d+ modules? \([\w., ]+\) in [\d.]+ ms; \d+ workers? replaced "
+                          r"in \d+ ms \((?:\d )?trials? [\d.]+ ms; generation \d+\)$")
+FAILURE_HEAD = re.compile(r"^reload #\d+ failed: \S+\.py:\d+: (\w+Error: .+|hung: the import did not "
+                          r"finish within \d+ s and was killed)$")
+STILL_SERVING = "  still serving generation {}; the changes stay pending: save a fix to retry them all"
+
 
 def _ephemeral_range() -> tuple[int, int]:
     try:
@@ -114,6 +121,20 @@ class Running:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def messages(self, prefix: str = "prefork.reload: ") -> list[str]:
+        """The reload logger's messages (multi-line blocks kept whole), without timestamps."""
+        found, current = [], None
+        for line in self.log().splitlines():
+            head, sep, message = line.partition(prefix)
+            if sep and re.match(r"^\d{4}-\d\d-\d\d ", head):
+                current = [message]
+                found.append(current)
+            elif current is not None and line.startswith("  "):
+                current.append(line)
+            else:
+                current = None
+        return ["\n".join(block) for block in found]
 
     def wait_log(self, pattern: str, timeout: float = DEADLINE, count: int = 1) -> list[str]:
         """Wait until ``pattern`` (a regex) matches ``count`` times in the server's output."""

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import PYTHON, http_get, rewrite, status, wait_for
+from conftest import FAILURE_HEAD, PYTHON, STILL_SERVING, SUCCESS_LINE, http_get, rewrite, status, wait_for
 
 VERSION_FILE = "myproject/version.py"
 
@@ -40,9 +40,9 @@ def test_edit_leaf_module_is_served_by_every_worker(launcher, project_copy):
     after = server.wait_all(lambda s: s["version"] == "2.0", "every worker on version 2.0")
     assert all(s["generation"] == 1 for s in after)
     assert before.isdisjoint(s["pid"] for s in after)
-    line = server.wait_log(r"reload #1: \d+ modules \(myproject\.version, [^)]*\) in [\d.]+ ms; "
-                           r"2 workers replaced in \d+ ms")
-    assert line
+    server.wait_log(r"reload #1: \d+ modules \(myproject\.version, [^)]*\) in [\d.]+ ms; "
+                    r"2 workers replaced in \d+ ms")
+    assert SUCCESS_LINE.match(server.messages()[0]), server.messages()
 
 
 def test_edit_middle_module_reloads_it_and_its_dependents_only(launcher, project_copy):
@@ -104,6 +104,9 @@ def test_bad_edits_keep_old_code_serving_and_recover(launcher, project_copy):
         (project_copy / VERSION_FILE).write_text(f'VERSION = "fixed-{number}"\n')
         fixed = server.wait_all(lambda s, n=number: s["version"] == f"fixed-{n}", f"recovery from {name}")
         pids = {s["pid"] for s in fixed}
+    blocks = [m.splitlines() for m in server.messages() if " failed: " in m]
+    assert len(blocks) == 3 and all(FAILURE_HEAD.match(b[0]) and b[-1] == STILL_SERVING.format(n)
+                                    for n, b in enumerate(blocks)), blocks
     failure = re.search(r"reload #3 failed: .*\n((?:  .*\n)+)", server.log()).group(0)
     assert failure.splitlines()[1:] == [  # one readable block: the user's frame, the line, the state
         f'    File "{project_copy / VERSION_FILE}", line 2, in <module>',
@@ -137,6 +140,8 @@ def test_endless_loop_at_import_is_abandoned_and_master_answers(launcher, projec
     assert all(s["version"] == "1.0" for s in server.statuses())
     server.wait_log(r"reload #1 failed: \S*version\.py:[23]: hung: the import did not finish within 1 s "
                     r"and was killed")
+    hang = server.messages()[0].splitlines()
+    assert FAILURE_HEAD.match(hang[0]) and hang[-1] == STILL_SERVING.format(0), hang
     assert {s["pid"] for s in server.statuses()} == pids
     (project_copy / VERSION_FILE).write_text('VERSION = "2.1"\n')
     server.wait_all(lambda s: s["version"] == "2.1", "recovery after the hang")

@@ -9,7 +9,7 @@ import re
 import shutil
 import signal
 
-from conftest import EXAMPLES, PYTHON, REPO, rewrite, status, wait_for
+from conftest import EXAMPLES, FAILURE_HEAD, PYTHON, REPO, STILL_SERVING, SUCCESS_LINE, rewrite
 
 DOC = REPO / "docs" / "integration.md"
 
@@ -44,3 +44,14 @@ def test_readme_program_serves_reloads_and_answers_sighup(launcher, tmp_path):
 
     server.signal(signal.SIGTERM)
     assert server.proc.wait(timeout=15) == 0
+
+
+def test_doc_log_examples_have_the_real_format():
+    blocks = re.findall(r"```text\n(.*?)```", DOC.read_text(), re.S)
+    assert len(blocks) == 3
+    success, failure, hang = (block.splitlines() for block in blocks)
+    assert len(success) == 1 and SUCCESS_LINE.match(success[0]), success
+    for block in (failure, hang):
+        assert FAILURE_HEAD.match(block[0]), block[0]
+        assert block[-1] in {STILL_SERVING.format(n) for n in range(10)}, block[-1]
+        assert all(line.startswith("  ") for line in block[1:])
