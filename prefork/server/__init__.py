@@ -615,7 +615,13 @@ class Server:
         """Fork a worker of the current generation for ``slot``; None when fork fails."""
         worker = self.worker_class(self, slot.index, slot.port, self.generation)
         self._call_worker_hook(worker, "on_register")
-        master_end, worker_end = control_pair()
+        try:
+            master_end, worker_end = control_pair()
+        except OSError as exc:  # EMFILE/ENFILE: back off like a failed fork instead of spinning
+            delay = self._slots.boot_failed(slot)
+            log.error("cannot open the control channel of worker %d: %s; retrying in %.2f s",
+                      slot.index, exc, delay)
+            return None
         _flush_output()
         try:
             pid = os.fork()
