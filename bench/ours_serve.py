@@ -1,0 +1,52 @@
+"""ours_serve.py: our server as the README runs it (issue 4's program), with bench flags.
+
+Adds one log line when the watcher wakes the master, so the bench can split watcher wake-up
+from the reload itself. Log lines carry the wall-clock time (`%(created)f`) for that split.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+
+from prefork.server.projectr import ProjectrServer
+from projectr import Project
+
+log = logging.getLogger("bench.ours")
+
+
+def main() -> None:
+    """Load the project, start ProjectrServer on a shared port, reload on every watched change."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--app", required=True)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--backend", default="auto", help="watcher backend: auto, inotify, watchdog, polling")
+    parser.add_argument("--no-reload", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(created).6f %(process)d %(name)s %(levelname)s %(message)s")
+    project = Project.from_file(args.project)
+    project.load()
+    server = ProjectrServer(project=project, app=args.app, workers=args.workers, host="127.0.0.1",
+                            port=args.port, shared_port=True, stderr=sys.stderr)
+    if not args.no_reload:
+        watcher = project.watch_changes(backend=args.backend)
+
+        def on_change(w) -> None:
+            woke = time.time()
+            changed = w.changed_files()
+            log.info("watcher woke at %.6f: %d changed", woke, len(changed))
+            if changed:
+                server.reload()
+
+        server.add_io_handler(watcher, on_change)
+    signal.signal(signal.SIGHUP, lambda *_: server.reload())
+    server.start()
+
+
+if __name__ == "__main__":
+    main()

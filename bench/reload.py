@@ -1,0 +1,251 @@
+"""Reload latency: from the write of a file to the moment every worker serves the new code.
+
+"Every worker" = 2 * workers consecutive responses, each on a fresh connection, all new. A background
+client (bench/bgclient.py, its own process) sends a request every few ms and counts the failures inside
+each window. Peers and ours are started in turn, round after round (alternating), on their own copy of
+the tree; the time from spawn to the first 200 is recorded as the cold start.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from bench.procs import Spawned, free_port, http_get, parse_version, session_pids, spawn
+from bench.refapp import LEAF, ROOT, DEFINITION, RefApp, set_mark, touch_definition
+from bench.runners import HERE, Runner
+
+BG_INTERVAL = 0.005  # background client: one request every 5 ms, about 150/s with its own cost
+
+
+@dataclass
+class ReloadSample:
+    """One edit of one server."""
+
+    runner: str
+    edit: str
+    round: int
+    latency: float | None        # write -> first response of the final all-new streak (s); None: never
+    first_new: float | None      # write -> first new response (s)
+    failed: int                  # background requests that failed inside the window
+    requests: int                # background requests inside the window
+    stall: float                 # longest background request inside the window (s): queued, not failed
+    probe_errors: int            # the prober's own failed requests
+    workers_restarted: bool      # pids serving after the window differ from before
+    phases: dict = field(default_factory=dict)  # ours: parsed from the server log (ms)
+
+
+@dataclass
+class ColdStart:
+    runner: str
+    round: int
+    seconds: float
+
+
+class Edit:
+    """An edit the bench applies to a tree, and how to recognise the new code in a response."""
+
+    def __init__(self, name: str, apply: Callable[[Path, int], None],
+                 is_new: Callable[[tuple[str, str, int], int, set[int]], bool]):
+        self.name, self.apply, self.is_new = name, apply, is_new
+
+
+EDITS = {
+    "leaf": Edit("leaf", lambda tree, n: set_mark(tree / LEAF, f"l{n}", n),
+                 lambda v, n, old: v[1] == f"l{n}"),
+    "root": Edit("root", lambda tree, n: set_mark(tree / ROOT, f"r{n}", n),
+                 lambda v, n, old: v[0] == f"r{n}"),
+    # The definition file changes nothing that is served: new = answered by a process born after the edit.
+    "definition": Edit("definition", lambda tree, n: touch_definition(tree / DEFINITION, n),
+                       lambda v, n, old: v[2] not in old),
+}
+
+
+class BackgroundClient:
+    """bench/bgclient.py against one port; `failures(t0, t1)` reads its record after stop()."""
+
+    def __init__(self, port: int, logdir: Path, name: str):
+        self.out = logdir / f"{name}.bg.txt"
+        self.proc: Spawned = spawn([sys.executable, str(HERE / "bgclient.py"), str(port), "/hello",
+                                    str(self.out), str(BG_INTERVAL)], str(logdir), {}, logdir / "bgclient.log")
+        self.records: list[tuple[float, float, int]] = []
+
+    def stop(self) -> None:
+        self.proc.stop()
+        try:
+            lines = self.out.read_text().split()
+        except FileNotFoundError:
+            lines = []
+        self.records = [(float(lines[i]), float(lines[i + 1]), int(lines[i + 2]))
+                        for i in range(0, len(lines) - 2, 3)]
+
+    def window(self, t0: float, t1: float) -> tuple[int, int, float]:
+        """(failed, total, longest) among the requests started between t0 and t1."""
+        inside = [r for r in self.records if t0 <= r[0] <= t1]
+        longest = max((r[1] - r[0] for r in inside), default=0.0)
+        return sum(1 for r in inside if r[2] != 200), len(inside), longest
+
+
+_RELOAD_LINE = re.compile(r"reload #(\d+): (\d+) modules?.*? in ([\d.]+) ?ms; (\d+) workers? replaced in ([\d.]+) ?ms")
+_TRIAL = re.compile(r"trial ([\d.]+) ?ms")
+_WOKE_LINE = re.compile(r"watcher woke at ([\d.]+)")
+# Log events of one reload, in the order they happen; each phase ends at its event:
+# the write -> the watcher fd wakes the master -> changed_files() returns (debounce) -> trial + load done
+# ("rolling to generation") -> last successor forked -> last successor ready -> reload line -> last old exit.
+PHASES = ["watcher_wake", "changed_files", "load_in_master", "fork", "workers_ready", "reload_logged",
+          "old_retired"]
+
+
+def _reload_line(line: str) -> dict:
+    """The numbers of the server's own `reload #N: ...` line."""
+    m = _RELOAD_LINE.search(line)
+    out: dict = dict(modules=int(m.group(2)), load=float(m.group(3)), replace=float(m.group(5)),
+                     line=line.split(" ", 4)[-1][:160])
+    trial = _TRIAL.search(line)
+    if trial:
+        out["trial"] = float(trial.group(1))
+    return out
+
+
+def parse_phases(log_tail: str, t0_wall: float) -> dict:
+    """Split our reload into named phases from the server log written since the edit (ms since the write).
+
+    Each phase is the time from the previous event to the last line of its kind before the reload line
+    (fork: last "spawned", workers_ready: last "ready"), except old_retired, the last exit after it.
+    """
+    times: dict[str, float] = {}
+    phases: dict = {}
+    for line in log_tail.splitlines():
+        try:
+            created = float(line.split(" ", 1)[0])
+        except ValueError:
+            continue
+        woke = _WOKE_LINE.search(line)
+        logged = "reload_logged" in times
+        if woke:
+            if "watcher_wake" in times:
+                break  # the next edit's reload starts here
+            times.update(watcher_wake=float(woke.group(1)), changed_files=created)
+        elif "rolling to generation" in line:
+            times.setdefault("load_in_master", created)
+        elif "spawned worker" in line and not logged:
+            times["fork"] = created
+        elif ") ready (generation" in line and not logged:
+            times["workers_ready"] = created
+        elif _RELOAD_LINE.search(line) and not logged:
+            times["reload_logged"] = created
+            phases.update(_reload_line(line))
+        elif "exited with status" in line and logged:
+            times["old_retired"] = created
+    previous = t0_wall
+    for name in PHASES:
+        if name in times:
+            phases[f"t_{name}"] = (times[name] - previous) * 1000
+            previous = times[name]
+    return phases
+
+
+def probe(port: int, need: int, is_new: Callable[[tuple[str, str, int]], bool], t0: float,
+          timeout: float) -> tuple[float | None, float | None, int, set[int]]:
+    """Poll / on fresh connections until `need` consecutive new answers or timeout.
+
+    Returns (latency, first_new, errors, pids seen) with times relative to t0.
+    """
+    streak, streak_start, first_new, errors, pids = 0, 0.0, None, 0, set()
+    while time.monotonic() < t0 + timeout:
+        r = http_get(port, "/", timeout=max(0.5, t0 + timeout - time.monotonic()))
+        v = parse_version(r.body) if r.status == 200 else None
+        if v is None:
+            streak, errors = 0, errors + 1
+            time.sleep(0.002)  # a down server: do not spin the shared CPU
+            continue
+        pids.add(v[2])
+        if not is_new(v):
+            streak = 0
+            continue
+        if streak == 0:
+            streak_start = r.done
+        first_new = first_new if first_new is not None else r.done - t0
+        streak += 1
+        if streak >= need:
+            return streak_start - t0, first_new, errors, pids
+    return None, first_new, errors, pids
+
+
+def measure_edit(runner: Runner, app: RefApp, port: int, proc: Spawned, edit: Edit, serial: int, round_no: int, timeout: float) -> tuple[ReloadSample, tuple]:
+    """Apply one edit and time it; returns the sample and its window (for the background client)."""
+    old = set(session_pids(proc.pid))
+    log_offset = len(proc.log_text())
+    t0_wall, t0 = time.time(), time.monotonic()
+    edit.apply(Path(app.tree), serial)
+    latency, first_new, errors, pids = probe(port, 2 * runner.workers,
+                                             lambda v: edit.is_new(v, serial, old), t0, timeout)
+    t1 = time.monotonic()
+    sample = ReloadSample(runner.name, edit.name, round_no, latency, first_new, 0, 0, 0.0, errors,
+                          workers_restarted=bool(set(session_pids(proc.pid)) - old))
+    return sample, (t0, t1, t0_wall, log_offset)
+
+
+def settle(port: int, seconds: float) -> None:
+    """Let a server finish what an edit started (a second watcher, a lazy worker) before the next edit."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        http_get(port, "/hello", timeout=1.0)
+        time.sleep(0.05)
+
+
+def run_server(runner: Runner, app: RefApp, edits: list[str], round_no: int, serial: list[int],
+               logdir: Path, timeout: float, pause: float) -> tuple[ColdStart, list[ReloadSample]]:
+    """Start one server, time its cold start, apply each edit in turn, stop it."""
+    port = free_port()
+    proc, cold = runner.start_ready(app, port, logdir)
+    samples, windows = [], []
+    bg = None
+    try:
+        settle(port, pause)
+        bg = BackgroundClient(port, logdir, runner.name)
+        settle(port, 0.3)
+        for name in edits:
+            serial[0] += 1
+            sample, window = measure_edit(runner, app, port, proc, EDITS[name], serial[0], round_no,
+                                          timeout if not runner.stale else min(timeout, 8.0))
+            settle(port, pause)  # the old workers retire meanwhile: parse the log after it
+            sample.phases = parse_phases(proc.log_text()[window[3]:], window[2])
+            samples.append(sample)
+            windows.append(window)
+    finally:
+        if bg is not None:
+            bg.stop()
+        proc.stop()
+    for sample, (t0, t1, _, _) in zip(samples, windows):
+        sample.failed, sample.requests, sample.stall = bg.window(t0, t1)
+    return ColdStart(runner.name, round_no, cold), samples
+
+
+def run(runners: list[Runner], apps: dict[str, RefApp], edits: dict[str, list[str]], rounds: int,
+        logdir: Path, timeout: float = 20.0, pause: float = 1.0,
+        progress: Callable[[str], None] = print) -> dict:
+    """Alternate the runners for `rounds` rounds; return cold starts and reload samples as dicts."""
+    colds, samples = [], []
+    serial = [1000]
+    for round_no in range(rounds):
+        for runner in runners:
+            try:
+                cold, got = run_server(runner, apps[runner.name], edits[runner.name], round_no, serial,
+                                       logdir, timeout, pause)
+            except RuntimeError as exc:
+                progress(f"  {runner.name}: failed: {str(exc)[:300]}")
+                continue
+            colds.append(cold)
+            samples.extend(got)
+            lat = ", ".join(f"{s.edit}={_ms(s.latency)}" for s in got)
+            progress(f"  round {round_no} {runner.name}: cold {cold.seconds * 1000:.0f} ms; {lat}; "
+                     f"failed {sum(s.failed for s in got)}")
+    return {"cold_start": [asdict(c) for c in colds], "reload": [asdict(s) for s in samples]}
+
+
+def _ms(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds * 1000:.0f} ms"

@@ -1,0 +1,144 @@
+"""One small class per server under test: its command line, its environment, how many workers answer,
+and whether it is expected to keep serving stale code after an edit."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.procs import HOST, Spawned, spawn, wait_http
+from bench.refapp import APP, DEFINITION, RefApp
+
+BIN = Path(sys.executable).parent
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Runner:
+    """A server configuration: subclasses say how to start it."""
+
+    name: str                      # short id used in results
+    label: str                     # what the table shows
+    workers: int = 1               # processes answering requests
+    stale: bool = False            # keeps serving old code after an edit, by design
+    notes: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def command(self, app: RefApp, port: int) -> list[str]:
+        raise NotImplementedError
+
+    def env(self, app: RefApp) -> dict[str, str]:
+        """The environment: ours plus PYTHONPATH on the tree and the vendor layer, unbuffered output."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        env.update(PYTHONPATH=app.pythonpath, PYTHONUNBUFFERED="1", **self.extra_env)
+        return env
+
+    def start(self, app: RefApp, port: int, logdir: Path) -> Spawned:
+        """Spawn the server in its own session, cwd in the tree, output to logdir/<name>.log."""
+        return spawn(self.command(app, port), app.tree, self.env(app), logdir / f"{self.name}.log")
+
+    def start_ready(self, app: RefApp, port: int, logdir: Path,
+                    timeout: float = 60.0) -> tuple[Spawned, float]:
+        """Start the server and wait for /hello to answer 200; return it and the cold-start seconds."""
+        proc = self.start(app, port, logdir)
+        done = wait_http(port, "/hello", proc.started + timeout, proc)
+        if done is None:
+            proc.stop()
+            raise RuntimeError(f"{self.name} did not become ready; log tail:\n{proc.log_text()[-3000:]}")
+        return proc, done - proc.started
+
+
+@dataclass
+class Gunicorn(Runner):
+    """gunicorn's sync workers, optionally with --reload (auto engine: inotify when installed) and --preload."""
+
+    reload: bool = True
+    preload: bool = False
+
+    def command(self, app: RefApp, port: int) -> list[str]:
+        cmd = [str(BIN / "gunicorn"), "-w", str(self.workers), "-b", f"{HOST}:{port}", "--log-level", "warning"]
+        if self.reload:
+            cmd += ["--reload", "--reload-engine", "auto"]
+        if self.preload:
+            cmd.append("--preload")
+        return cmd + [APP]
+
+
+@dataclass
+class Uvicorn(Runner):
+    """uvicorn --reload --interface wsgi: one server process restarted by a watchfiles supervisor."""
+
+    def command(self, app: RefApp, port: int) -> list[str]:
+        return [str(BIN / "uvicorn"), "--interface", "wsgi", "--reload", "--host", HOST, "--port", str(port),
+                "--log-level", "warning", APP]
+
+
+@dataclass
+class Hupper(Runner):
+    """hupper -m waitress: a monitor process restarting one waitress worker process."""
+
+    def command(self, app: RefApp, port: int) -> list[str]:
+        return [str(BIN / "hupper"), "-m", "waitress", f"--listen={HOST}:{port}", "--threads=1", APP]
+
+
+@dataclass
+class Werkzeug(Runner):
+    """werkzeug.run_simple with its reloader ("stat" or "watchdog")."""
+
+    reloader: str = "stat"
+
+    def command(self, app: RefApp, port: int) -> list[str]:
+        return [sys.executable, str(HERE / "peers" / "werkzeug_serve.py"), str(port), self.reloader, APP]
+
+
+@dataclass
+class Watchfiles(Runner):
+    """watchfiles running waitress-serve as a command, restarted on a change to a .py file."""
+
+    def command(self, app: RefApp, port: int) -> list[str]:
+        serve = f"{BIN / 'waitress-serve'} --listen={HOST}:{port} --threads=1 {APP}"
+        return [str(BIN / "watchfiles"), "--filter", "python", serve, "."]
+
+
+@dataclass
+class Waitress(Runner):
+    """A single waitress process with `threads` task threads (no reloader)."""
+
+    threads: int = 4
+
+    def command(self, app: RefApp, port: int) -> list[str]:
+        return [str(BIN / "waitress-serve"), f"--listen={HOST}:{port}", f"--threads={self.threads}", APP]
+
+
+@dataclass
+class Ours(Runner):
+    """ProjectrServer (bench/ours_serve.py): the README's program, on a shared port."""
+
+    backend: str = "auto"
+    reload: bool = True
+
+    def command(self, app: RefApp, port: int) -> list[str]:
+        cmd = [sys.executable, str(HERE / "ours_serve.py"), "--project", DEFINITION, "--app", APP,
+               "--workers", str(self.workers), "--port", str(port), "--backend", self.backend]
+        return cmd + ([] if self.reload else ["--no-reload"])
+
+
+def reload_peers() -> list[Runner]:
+    """The peers of the reload, cold-start and idle-CPU measurements, as a user would run them."""
+    return [
+        Gunicorn("gunicorn", "gunicorn --reload -w 2", workers=2),
+        Gunicorn("gunicorn-preload", "gunicorn --reload --preload -w 2", workers=2, preload=True, stale=True),
+        Uvicorn("uvicorn", "uvicorn --reload --interface wsgi"),
+        Hupper("hupper", "hupper -m waitress"),
+        Werkzeug("werkzeug-stat", "werkzeug run_simple reloader=stat", reloader="stat"),
+        Werkzeug("werkzeug-watchdog", "werkzeug run_simple reloader=watchdog", reloader="watchdog"),
+        Watchfiles("watchfiles", "watchfiles 'waitress-serve ...'"),
+    ]
+
+
+def ours(workers: int = 2, backend: str = "auto", reload: bool = True) -> Ours:
+    """Our server with `workers` workers and the given watcher backend."""
+    suffix = "" if backend == "auto" else f"-{backend}"
+    return Ours(f"ours{suffix}", f"ours: ProjectrServer -w {workers}" + ("" if backend == "auto" else f" ({backend})"),
+                workers=workers, backend=backend, reload=reload)
