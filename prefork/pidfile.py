@@ -55,9 +55,11 @@ class PidFile:
         """
         pid = os.getpid() if pid is None else pid
         temporary = f"{self.path}.{pid}.tmp"
-        with open(temporary, "w", encoding="ascii") as handle:
-            handle.write(f"{pid}\n")
         try:
+            # Inside the try: a write that fails after the file exists (EMFILE while loading the
+            # codec, ENOSPC) must not leave the temporary behind.
+            with open(temporary, "w", encoding="ascii") as handle:
+                handle.write(f"{pid}\n")
             for _ in range(3):
                 try:
                     os.link(temporary, self.path)
@@ -68,7 +70,10 @@ class PidFile:
                 return
             raise PidFileError(f"pid file {self.path} keeps reappearing; another master is starting")
         finally:
-            os.unlink(temporary)
+            try:
+                os.unlink(temporary)
+            except FileNotFoundError:
+                pass
 
     def _remove_if_stale(self, pid: int) -> None:
         """Remove the existing file unless it names a live process other than ``pid``."""
