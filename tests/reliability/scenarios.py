@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from prefork.control import FrameReader, encode_frame, recv_message, request
 from tests.prefork.prefork_testutil import Master, http_get, try_pid
@@ -674,4 +674,187 @@ def _hostile_input(launcher: Launcher, where: Path, burst: int, seed: int, resul
     result.check(status["master_pid"] == server.pid and len(status["workers"]) == 2, f"after: {status}")
     result.check(report["pid"] in {w["pid"] for w in status["workers"]}, "the attacked worker was replaced")
     result.extra["log lines"] = server.log().count("\n")
+    return result
+
+
+# -- the command line: two masters, resource faults ---------------------------------------------------
+
+PLAIN_APP = '''\
+import os
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+'''
+
+
+def cli_site(launcher: Launcher) -> Path:
+    site = launcher.tmp_path / "cli-site"
+    site.mkdir(exist_ok=True)
+    (site / "plain.py").write_text(PLAIN_APP)
+    return site
+
+
+def cli_master(launcher: Launcher, site: Path, port: int, workers: int, pid_file: Path | str,
+               log_name: str, preexec: Any = None, extra: list[str] = ()) -> tuple[subprocess.Popen, Path]:
+    """``python -m prefork plain:app`` in its own session (killed by the launcher at close)."""
+    args = [PYTHON, "-m", "prefork", "plain:app", "--port", str(port), "--workers", str(workers),
+            "--pid", str(pid_file), "--graceful-timeout", "5", *extra]
+    if preexec is None:
+        return launcher.spawn(args, cwd=site, log_name=log_name)
+    log_path = launcher.tmp_path / log_name
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(args, cwd=site, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=preexec,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    launcher.procs.append(proc)
+    return proc, log_path
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (for a stale pid file)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def two_masters(launcher: Launcher, rounds: int = 4, workers: int = 2) -> Result:
+    """Two masters started at once on one pid file: one serves, the other exits non-zero."""
+    result = Result("two masters, one pid file", f"{rounds} rounds, {workers} workers each, half with a stale file")
+    site = cli_site(launcher)
+    started = time.monotonic()
+    early = late = 0
+    for round_ in range(rounds):
+        pid_file = launcher.tmp_path / f"race{round_}.pid"
+        if round_ % 2:
+            pid_file.write_text(f"{dead_pid()}\n")
+        bases = [free_ports(workers), free_ports(workers)]
+        procs = [cli_master(launcher, site, base, workers, pid_file, f"race{round_}-{i}.log")[0]
+                 for i, base in enumerate(bases)]
+        try:
+            wait_for(lambda: any(p.poll() is not None for p in procs), 20, "one of the two masters to exit")
+        except AssertionError:
+            result.problems.append(f"round {round_}: both masters still run; pid file says "
+                                   f"{pid_file.read_text().strip() if pid_file.exists() else None}")
+            for proc in procs:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            continue
+        loser = next(i for i, p in enumerate(procs) if p.poll() is not None)
+        winner = 1 - loser
+        message = (launcher.tmp_path / f"race{round_}-{loser}.log").read_text()
+        result.check(procs[loser].returncode != 0, f"round {round_}: the loser exited {procs[loser].returncode}")
+        result.check("names a live process" in message, f"round {round_}: unclear message: {message[-300:]!r}")
+        if "is a master already running" in message:
+            early += 1
+        else:
+            late += 1
+        wait_for(lambda: all(try_pid(bases[winner] + i, timeout=2) for i in range(workers)), 15,
+                 f"round {round_}: the survivor to serve")
+        result.check(procs[winner].poll() is None, f"round {round_}: the survivor exited too")
+        holder = pid_file.read_text().strip() if pid_file.exists() else None
+        result.check(holder == str(procs[winner].pid), f"round {round_}: pid file names {holder}, "
+                                                       f"survivor is {procs[winner].pid}")
+        status = ctl(pid_file, "status")
+        result.check(status["master_pid"] == procs[winner].pid, f"round {round_}: ctl reaches {status['master_pid']}")
+        result.check(all(port_free(bases[loser] + i) for i in range(workers)), f"round {round_}: loser kept a port")
+        procs[winner].send_signal(signal.SIGTERM)
+        code = procs[winner].wait(15)
+        result.check(code == 0 and not pid_file.exists(), f"round {round_}: survivor exit {code}, "
+                                                          f"pid file left: {pid_file.exists()}")
+        result.recovered(0.0)
+    result.duration = time.monotonic() - started
+    result.extra.update({"lost at the early check": early, "lost at the exclusive link": late})
+    return result
+
+
+def leftovers(where: Path) -> list[str]:
+    """Files a failed start must not leave: pid files, their temporaries, control sockets."""
+    return sorted(p.name for p in where.iterdir() if ".pid" in p.name)
+
+
+def resource_faults(launcher: Launcher) -> Result:
+    """Unwritable pid file directory, port in use, too few file descriptors: a clear error, no residue."""
+    import resource
+
+    result = Result("resource faults", "pid dir unwritable, port in use, RLIMIT_NOFILE 12 and 20")
+    site = cli_site(launcher)
+    started = time.monotonic()
+    faults: dict[str, str] = {}
+
+    def failed_start(name: str, proc: subprocess.Popen, log_path: Path, ports: list[int], expect: str,
+                     where: Path) -> None:
+        try:
+            code = proc.wait(20)
+        except subprocess.TimeoutExpired:
+            result.problems.append(f"{name}: the master did not exit")
+            return
+        message = log_path.read_text()
+        last = message.strip().splitlines()[-1] if message.strip() else ""
+        faults[name] = f"exit {code}: {last[:90]}"
+        result.check(code == 1, f"{name}: exit status {code}")
+        result.check(expect in last and last.startswith("prefork: "), f"{name}: unclear error {last!r}")
+        result.check("Traceback" not in message, f"{name}: a traceback instead of a message")
+        result.check(not leftovers(where), f"{name}: left {leftovers(where)}")
+        result.check(all(port_free(p) for p in ports), f"{name}: a port is still bound")
+
+    # 1. the pid file's directory cannot be written: its "directory" is a regular file (root
+    #    ignores permission bits, so a mode-0500 directory would not stop the test user).
+    blocker = launcher.tmp_path / "not-a-directory"
+    blocker.write_text("")
+    base = free_ports(2)
+    proc, log_path = cli_master(launcher, site, base, 2, blocker / "app.pid", "fault-piddir.log")
+    failed_start("pid dir unwritable", proc, log_path, [base, base + 1], "Not a directory", launcher.tmp_path)
+
+    # 2. a port already in use, for worker 0 and (after worker 0's was bound) for worker 1
+    for taken_offset in (0, 1):
+        base = free_ports(3)
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", base + taken_offset))
+        holder.listen()
+        try:
+            where = launcher.tmp_path / f"port{taken_offset}"
+            where.mkdir()
+            proc, log_path = cli_master(launcher, site, base, 3, where / "app.pid", f"fault-port{taken_offset}.log")
+            failed_start(f"port {taken_offset} in use", proc, log_path,
+                         [p for p in range(base, base + 3) if p != base + taken_offset], "already in use", where)
+        finally:
+            holder.close()
+
+    # 3. too few file descriptors to start: the pid file cannot even be written
+    def limit(n: int) -> Callable[[], None]:
+        return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+    where = launcher.tmp_path / "nofile12"
+    where.mkdir()
+    base = free_ports(8)
+    proc, log_path = cli_master(launcher, site, base, 8, where / "app.pid", "fault-nofile12.log", limit(12))
+    failed_start("RLIMIT_NOFILE 12", proc, log_path, list(range(base, base + 8)), "Too many open files", where)
+
+    # 4. enough descriptors to start but not for every worker: a clear error with backoff, the
+    #    workers that fit serve, the master does not spin, and a stop leaves nothing behind.
+    where = launcher.tmp_path / "nofile20"
+    where.mkdir()
+    base = free_ports(8)
+    proc, log_path = cli_master(launcher, site, base, 8, where / "app.pid", "fault-nofile20.log", limit(20))
+    wait_for(lambda: "Too many open files" in log_path.read_text() or proc.poll() is not None, 15,
+             "the descriptor shortage to be logged")
+    wait_for(lambda: try_pid(base, timeout=2), 15, "worker 0 to serve despite the shortage")
+    cpu_before, wall_before = cpu_seconds(proc.pid), time.monotonic()
+    wait_for(lambda: time.monotonic() - wall_before > 2.0, 5, "two seconds of shortage")
+    cpu = (cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - wall_before)
+    text = log_path.read_text()
+    errors = len(re.findall(r"Too many open files", text))
+    faults["RLIMIT_NOFILE 20"] = f"{errors} errors logged, master CPU {cpu * 100:.0f}%"
+    result.check(cpu < 0.2, f"RLIMIT_NOFILE 20: the master spins at {cpu * 100:.0f}% CPU")
+    result.check("error in this turn" not in text, "RLIMIT_NOFILE 20: the master loop crashed on EMFILE")
+    result.check(errors < 200, f"RLIMIT_NOFILE 20: {errors} error lines in a few seconds")
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(15)
+    result.check(code == 0 and not leftovers(where), f"RLIMIT_NOFILE 20: exit {code}, left {leftovers(where)}")
+
+    result.duration = time.monotonic() - started
+    result.extra.update(faults)
+    result.recoveries = 0
     return result
