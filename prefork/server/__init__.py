@@ -444,21 +444,22 @@ class Server:
     def _run(self) -> None:
         """Turn the loop until stopped and every worker has been reaped."""
         while not (self.state == "stopping" and not self._by_pid):
-            try:
-                self._turn()
-            except Exception:
-                log.exception("master loop: error in this turn (the master carries on)")
+            self._turn()
 
     def _turn(self) -> None:
-        """One turn: reap, dispatch, timers, slots, wait."""
-        self._reap()
-        self._dispatch_events()
+        """One turn: reap, dispatch, timers, slots, wait. Each step's bug is logged, never fatal."""
+        self._guarded(self._reap, "reaping")
+        self._guarded(self._dispatch_events, "dispatching events")
         for timer in self._timers.pop_due():
             self._guarded(timer.callback, "timer")
-        self._keep_slots()
+        self._guarded(self._keep_slots, "keeping the slot count")
         if self.state == "stopping" and not self._by_pid:
             return
-        self._wait()
+        try:
+            self._wait()
+        except Exception:
+            log.exception("master: waiting failed")
+            time.sleep(0.1)  # only on this bug path: do not spin while the error repeats
 
     def _wait(self) -> None:
         """Block until an fd is readable or the next deadline passes, then run the fd callbacks."""
