@@ -172,3 +172,39 @@ def test_no_pid_file_when_the_port_is_taken(master, tmp_path):
     assert "Address already in use" in server.log()
     assert not (tmp_path / "app.pid").exists()
     blocker.close()
+
+
+def test_process_titles_name_the_master_and_each_worker(master):
+    server = master("""
+        Server(app, workers=2, host="127.0.0.1", port=PORT).start()
+    """, ports=2)
+    server.wait_ready()
+
+    def title(pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode().strip()
+
+    assert title(server.pid) == "prefork master"
+    assert title(try_pid(server.port + 1)) == f"prefork worker 1 :{server.port + 1}"
+
+
+def test_systemd_is_told_ready_reloading_stopping(master, tmp_path, monkeypatch):
+    import socket as socketmod
+    address = str(tmp_path / "notify.sock")
+    listener = socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    try:
+        server = master("""
+            Server(app, workers=1, host="127.0.0.1", port=PORT).start()
+        """)
+        assert listener.recv(256) == b"READY=1"
+        server.signal(signal.SIGHUP)
+        assert listener.recv(256) == b"RELOADING=1"
+        assert listener.recv(256) == b"READY=1"
+        server.signal(signal.SIGTERM)
+        assert listener.recv(256) == b"STOPPING=1"
+        assert server.wait_exit() == 0
+    finally:
+        listener.close()
