@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from projectr_testutil import tree  # noqa: F401  (a fixture)
+
 DEFINITION = """
 from projectr import Project
 p = Project("cli-PKG")

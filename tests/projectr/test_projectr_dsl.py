@@ -6,6 +6,7 @@ import os
 import pytest
 
 from projectr import LoadError, Project, ProjectError
+from projectr_testutil import tree  # noqa: F401  (a fixture)
 
 
 def test_source_files_in_declared_order_with_nested_directories(tree):

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from projectr import LoadError, Project, ProjectError
-from projectr_testutil import bump_mtime
+from projectr_testutil import bump_mtime, tree  # noqa: F401  (tree is a fixture)
 
 
 def _chain(tree):

@@ -8,7 +8,7 @@ import pytest
 
 from projectr import Project
 from projectr.watch import BACKENDS, choose_backend
-from projectr_testutil import bump_mtime, collect_changes, wait_readable
+from projectr_testutil import bump_mtime, collect_changes, tree, wait_readable  # noqa: F401  (tree is a fixture)
 
 OPTIONS = {"inotify": {}, "watchdog": {}, "polling": {"interval": 0.02}}
 
