@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+from typing import Iterator
 
 log = logging.getLogger("prefork.pidfile")
 
@@ -38,6 +41,21 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _directory_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive flock on the pid file's directory (master).
+
+    Replacing a stale file is read-check-unlink-link: without the lock, a master that read the
+    stale pid could unlink the file another master had just linked, and both would run.
+    """
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class PidFile:
     """Create, check and remove one pid file (runs in the master)."""
 
@@ -60,14 +78,15 @@ class PidFile:
             # codec, ENOSPC) must not leave the temporary behind.
             with open(temporary, "w", encoding="ascii") as handle:
                 handle.write(f"{pid}\n")
-            for _ in range(3):
-                try:
-                    os.link(temporary, self.path)
-                except FileExistsError:
-                    self._remove_if_stale(pid)
-                    continue
-                self.pid = pid
-                return
+            with _directory_lock(self.path):
+                for _ in range(3):
+                    try:
+                        os.link(temporary, self.path)
+                    except FileExistsError:
+                        self._remove_if_stale(pid)
+                        continue
+                    self.pid = pid
+                    return
             raise PidFileError(f"pid file {self.path} keeps reappearing; another master is starting")
         finally:
             try:
