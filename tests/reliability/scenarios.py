@@ -858,3 +858,68 @@ def resource_faults(launcher: Launcher) -> Result:
     result.extra.update(faults)
     result.recoveries = 0
     return result
+
+
+def pid_file_race(launcher: Launcher, rounds: int = 100) -> Result:
+    """Two processes released at the same instant create one pid file (half over a stale one).
+
+    The CLI race above is decided by interpreter start-up jitter; this one forks two contenders
+    that wait on one pipe, so they reach PidFile.create() within microseconds of each other.
+    """
+    from prefork.pidfile import PidFile, PidFileError
+
+    result = Result("pid file race (forked contenders)", f"{rounds} rounds x 2 processes, half over a stale file")
+    path = launcher.tmp_path / "race.pid"
+    started = time.monotonic()
+    both = none = 0
+    for round_ in range(rounds):
+        if round_ % 2:
+            path.write_text(f"{dead_pid()}\n")
+        gate_r, gate_w = os.pipe()
+        report_r, report_w = os.pipe()
+        done_r, done_w = os.pipe()
+        contenders = []
+        for _ in range(2):
+            pid = os.fork()
+            if pid == 0:  # a contender: own session, waits for the gate, reports W(on) or L(ost)
+                code = 0
+                try:
+                    os.setsid()
+                    os.close(gate_w)
+                    os.close(done_w)
+                    os.read(gate_r, 1)
+                    try:
+                        PidFile(str(path)).create()
+                        os.write(report_w, b"W")
+                    except PidFileError:
+                        os.write(report_w, b"L")
+                    os.read(done_r, 1)  # stay alive (a live holder) until both have tried
+                except BaseException:
+                    code = 1
+                finally:
+                    os._exit(code)
+            contenders.append(pid)
+        for fd in (gate_r, report_w, done_r):
+            os.close(fd)
+        os.close(gate_w)  # EOF releases both at once
+        outcome = b""
+        while len(outcome) < 2:
+            chunk = os.read(report_r, 2)
+            if not chunk:
+                break
+            outcome += chunk
+        os.close(done_w)
+        os.close(report_r)
+        for pid in contenders:
+            os.waitpid(pid, 0)
+        if path.exists():
+            path.unlink()
+        both += outcome.count(b"W") > 1
+        none += outcome.count(b"W") == 0
+    result.duration = time.monotonic() - started
+    result.requests = rounds
+    result.failures = both + none
+    result.extra.update({"both won": both, "neither won": none})
+    result.check(both == 0, f"both contenders won in {both} of {rounds} rounds")
+    result.check(none == 0, f"neither contender won in {none} of {rounds} rounds")
+    return result

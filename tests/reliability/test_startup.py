@@ -19,3 +19,9 @@ def test_resource_faults_give_a_clear_error_and_no_partial_state(processes) -> N
     result = scenarios.resource_faults(processes)
     print(result.row())
     result.assert_ok()
+
+
+def test_pid_file_race_has_exactly_one_winner(processes) -> None:
+    result = scenarios.pid_file_race(processes, rounds=100)
+    print(result.row())
+    result.assert_ok()
