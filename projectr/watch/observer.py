@@ -45,6 +45,7 @@ class WatchdogWatcher(BaseWatcher):
         self._incoming: set[str] = set()
         self._handler = _Handler(self)
         self._watches: dict[str, object] = {}
+        self._owner_pid = os.getpid()
         self._observer = Observer()
         self._observer.daemon = True
         self._apply(self._set)
@@ -84,6 +85,13 @@ class WatchdogWatcher(BaseWatcher):
         return bool(ready) and drain_pipe(self._rfd)
 
     def _close(self) -> None:
+        if os.getpid() != self._owner_pid:
+            # A forked child (a worker) shares the observer's descriptors but has none of its threads:
+            # stopping it here would write to the inotify reader's kill pipe, shared with the parent,
+            # and leave the parent's reader thread spinning on it. Release our own pipe only.
+            os.close(self._rfd)
+            os.close(self._wfd)
+            return
         self._observer.stop()
         self._observer.join(timeout=5)
         os.close(self._rfd)
