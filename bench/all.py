@@ -107,19 +107,20 @@ def settings(args: argparse.Namespace) -> dict:
 def run_sections(args: argparse.Namespace, trees: Trees, cfg: dict, with_ours: bool, logdir: Path) -> dict:
     """Run the selected sections; return their raw results."""
     res: dict = {}
-    only = set(args.only.split(",")) if args.only else {"reload", "scaling", "throughput", "memory", "idle"}
+    only = set(args.only.split(",")) if args.only else {"reload", "scaling", "scale", "throughput", "memory", "idle"}
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     peers = runners.reload_peers()
     contenders = peers + ([runners.ours(2)] if with_ours else [])
     if "reload" in only:
         say("== reload latency + cold start")
-        edits = {r.name: ["leaf", "root"] + (["definition"] if r.name == "ours" else []) for r in contenders}
+        edits = {r.name: (["first-leaf", "leaf", "root", "definition"] if r.name == "ours" else ["leaf", "root"])
+                 for r in contenders}
         res.update(reload.run(contenders, {r.name: trees(r.name) for r in contenders}, edits, cfg["rounds"],
                               logdir, timeout=cfg["timeout"], progress=say))
     if "scaling" in only and with_ours:
         say(f"== scaling: ours at {cfg['big_modules']} modules")
         big = runners.Ours("ours-1000", f"ours: ProjectrServer -w 2, {cfg['big_modules']} modules", workers=2)
-        got = reload.run([big], {big.name: trees("ours", cfg["big_modules"])}, {big.name: ["leaf", "root"]},
+        got = reload.run([big], {big.name: trees("ours", cfg["big_modules"])}, {big.name: ["first-leaf", "leaf", "root"]},
                          cfg["rounds"], logdir, timeout=cfg["timeout"], progress=say)
         res.setdefault("reload", []).extend(got["reload"])
         res.setdefault("cold_start", []).extend(got["cold_start"])
@@ -130,6 +131,14 @@ def run_sections(args: argparse.Namespace, trees: Trees, cfg: dict, with_ours: b
     if "memory" in only:
         say("== memory (4 workers)")
         res["memory"] = memory.run(trees, 4, cfg["memory_rounds"], 3 if with_ours else 0, logdir, progress=say)
+    if "scale" in only and (HERE / "projectr_scale.py").exists():
+        say("== projectr at scale (bench/projectr_scale.py)")
+        sizes = ["100", "1000", "10000"] if cfg["quick"] else ["10", "100", "1000", "10000"]
+        done = subprocess.run([sys.executable, str(HERE / "projectr_scale.py"), "--sizes", *sizes,
+                               "--repeat", "3" if cfg["quick"] else "7"], capture_output=True, text=True,
+                              timeout=900, start_new_session=True)
+        res["projectr_scale"] = done.stdout if done.returncode == 0 else f"failed:\n{done.stderr[-2000:]}"
+        say(res["projectr_scale"])
     if "idle" in only:
         say(f"== idle CPU ({cfg['idle_seconds']:.0f} s)")
         idlers = peers + ([runners.ours(2, b) for b in ("inotify", "watchdog", "polling")] if with_ours else [])
@@ -167,7 +176,7 @@ def main() -> None:
     parser.add_argument("--vendor-mb", type=float, default=24.0, help="memory the vendor layer holds")
     parser.add_argument("--unrelated", type=int, default=5000, help="unrelated files in each tree")
     parser.add_argument("--big-modules", type=int, default=1000, help="project modules for the scaling run")
-    parser.add_argument("--only", help="comma-separated sections: reload,scaling,throughput,memory,idle")
+    parser.add_argument("--only", help="comma-separated sections: reload,scaling,scale,throughput,memory,idle")
     parser.add_argument("--no-ours", action="store_true", help="peers only")
     parser.add_argument("--keep", action="store_true", help="keep the generated trees and logs")
     parser.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md and results.png go")

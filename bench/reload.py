@@ -56,6 +56,10 @@ class Edit:
 EDITS = {
     "leaf": Edit("leaf", lambda tree, n: set_mark(tree / LEAF, f"l{n}", n),
                  lambda v, n, old: v[1] == f"l{n}"),
+    # The same leaf edit as the first reload after start: ours then also checks every project file
+    # once (the watcher cannot vouch for what happened before it existed). Peers restart every time.
+    "first-leaf": Edit("first-leaf", lambda tree, n: set_mark(tree / LEAF, f"l{n}", n),
+                       lambda v, n, old: v[1] == f"l{n}"),
     "root": Edit("root", lambda tree, n: set_mark(tree / ROOT, f"r{n}", n),
                  lambda v, n, old: v[0] == f"r{n}"),
     # The definition file changes nothing that is served: new = answered by a process born after the edit.

@@ -259,7 +259,11 @@ def markdown(results: dict) -> str:
               "requests`: a background client sending a request every 5 ms, counted inside each window. "
               "`longest wait`: the slowest of those requests (connections queued while a server restarts "
               "do not fail but wait). Leaf edit: `refproj/views/index.py` (3 modules reload for us); root edit: "
-              "`refproj/settings.py` (every module that imports it); definition: a comment added to project.py.", ""]
+              "`refproj/settings.py` (every module that imports it); definition: a comment added to project.py; "
+              "first-leaf (ours only): the same leaf edit as the first reload after start, when projectr also "
+              "checks every project file once (its watcher cannot vouch for changes made before it existed; the "
+              "freshly generated files are also \"racily clean\" and get hashed). The peers restart on every edit, "
+              "so every edit is a first one for them.", ""]
     lines += _reload_table(results)
     lines += ["", "## Our reload, phase by phase", "",
               "From the server log (each line carries its time) and the bench's write time; each phase ends at "
