@@ -117,7 +117,7 @@ def _wake_latency(p: Project, pkg: str, leaf: str, n: int, repeat: int) -> tuple
         for v in range(repeat):
             done: list[float] = []
 
-            def write() -> None:
+            def write(done: list[float] = done, v: int = v) -> None:
                 done.append(time.perf_counter())  # the save starts
                 with open(leaf, "w") as f:
                     f.write(_source(pkg, n - 1, 1000 + v))

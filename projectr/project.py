@@ -21,7 +21,7 @@ from .tracker import Tracker
 if TYPE_CHECKING:
     import networkx as nx
 
-    from .watch import Watcher
+    from .watch import BaseWatcher
 
 log = logging.getLogger("projectr")
 
@@ -67,7 +67,7 @@ class Project(metaclass=_Registry):
         self._version = 0
         self._tracker = Tracker()
         self._definition_snapshot: changes.Snapshot | None = None
-        self._watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()  # inotify ones spare load() the stats
+        self._watchers: weakref.WeakSet[BaseWatcher] = weakref.WeakSet()  # inotify ones spare load() the stats
         _REGISTRY[name] = self
         for capture in _CAPTURES:
             capture.append(self)
@@ -211,16 +211,16 @@ class Project(metaclass=_Registry):
             log.warning("projectr %s: load failed: %s", self.name, exc)
             raise
 
-    def watch_changes(self, backend: str = "auto", **options: Any) -> Watcher:
+    def watch_changes(self, backend: str = "auto", **options: Any) -> BaseWatcher:
         """Return a watcher (fileno(), changed_files(), close()) over this project's files."""
         from .watch import watch
         return watch(self, backend, **options)
 
     # ---- internals ------------------------------------------------------------------------------
 
-    def _hints_begin(self) -> list[tuple[Watcher, set[str] | None]]:
+    def _hints_begin(self) -> list[tuple[BaseWatcher, set[str] | None]]:
         """Ask every open watcher which files may have changed since the last load."""
-        return [(w, w.load_hints_begin()) for w in list(self._watchers)]  # type: ignore[attr-defined]
+        return [(w, w.load_hints_begin()) for w in list(self._watchers)]
 
     def _specs(self) -> list[FileSpec]:
         return list(self._files.values())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -54,7 +54,7 @@ class Tracker:
             return self._load(project, specs, full, self._candidates(project, hints))
         except BaseException:
             for watcher, taken in hints:
-                watcher.load_hints_abort(taken)  # type: ignore[attr-defined]
+                watcher.load_hints_abort(taken)
             raise
 
     def _load(self, project: Project, specs: dict[str, FileSpec], full: bool,
@@ -97,7 +97,7 @@ class Tracker:
                 except OSError:
                     continue
 
-    def _candidates(self, project: Project, hints: list[tuple[object, set[str] | None]]) -> set[str] | None:
+    def _candidates(self, project: Project, hints: Sequence[tuple[object, set[str] | None]]) -> set[str] | None:
         """Files load() must check: what a vouching watcher saw plus files never loaded; None: all."""
         vouched = [taken for _, taken in hints if taken is not None]
         if not vouched:
@@ -148,7 +148,7 @@ class Tracker:
 
     def _scan_all(self, specs: list[FileSpec]) -> dict[str, frozenset[str]]:
         """Import scans for every file, reading from disk those never scanned."""
-        result = {}
+        result: dict[str, frozenset[str]] = {}
         for spec in specs:
             if spec.path not in self.scans:
                 try:

@@ -1,6 +1,7 @@
 """The watcher interface and the bookkeeping every backend shares."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -123,10 +124,8 @@ def make_wake_pipe() -> tuple[int, int]:
 
 def wake(fd: int) -> None:
     """Make the pipe readable (a full pipe is already readable)."""
-    try:
+    with contextlib.suppress(OSError):  # BlockingIOError: full, so readable already
         os.write(fd, b"!")
-    except (BlockingIOError, OSError):
-        pass
 
 
 def drain_pipe(fd: int) -> bool:

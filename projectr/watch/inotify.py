@@ -5,6 +5,7 @@ rename-over saves, delete+recreate and new files are seen; everything else is dr
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 from typing import TYPE_CHECKING
@@ -50,10 +51,8 @@ class InotifyWatcher(BaseWatcher):
         for d in set(self._dir_wd) - wanted:
             wd = self._dir_wd.pop(d)
             self._wd_dir.pop(wd, None)
-            try:
+            with contextlib.suppress(OSError):  # already gone with its folder
                 self._inotify.rm_watch(wd)
-            except OSError:
-                pass  # already gone with its folder
         for d in wanted - set(self._dir_wd):
             try:
                 wd = self._inotify.add_watch(d, _GIT_MASK if d == git_dir and d not in ws.directories() else _DIR_MASK)
