@@ -103,6 +103,9 @@ class InotifyWatcher(BaseWatcher):
                 if folder:
                     self._pending.update(p for p in self._set.files if os.path.dirname(p) == folder)
                 continue
+            if event.mask & flags.ISDIR:
+                lost = lost or bool(event.mask & (flags.CREATE | flags.MOVED_TO))  # maybe a folder we want
+                continue
             if folder and event.name:
                 path = os.path.join(folder, event.name)
                 if self._set.matches(path):
@@ -114,7 +117,7 @@ class InotifyWatcher(BaseWatcher):
         return bool(events)
 
     def _forget_dead_watches(self) -> None:
-        """A watched folder vanished or moved: drop its watch, re-add if it is back."""
+        """A watched folder vanished or moved, or a folder appeared: drop dead watches, add wanted ones."""
         for d, wd in list(self._dir_wd.items()):
             if not os.path.isdir(d):
                 del self._dir_wd[d]
