@@ -16,7 +16,9 @@ import signal
 import socket
 import sys
 import threading
+import select
 import time
+from collections import deque
 from typing import Any, Callable, NoReturn
 
 from waitress import wasyncore
@@ -62,7 +64,7 @@ def rss_bytes() -> int:
 
 def run_worker(worker: Worker, *, app: Any, listener: socket.socket, control: socket.socket,
                threads: int, output_fd: int | None, output_path: str | None, master_pid: int,
-               close_inherited: Callable[[], None]) -> NoReturn:
+               close_inherited: Callable[[], None], inline: bool = True) -> NoReturn:
     """Turn this freshly forked process into a worker; never returns (exits with the worker's code)."""
     code = 1
     try:
@@ -75,7 +77,7 @@ def run_worker(worker: Worker, *, app: Any, listener: socket.socket, control: so
         random.seed()
         worker.pid = os.getpid()
         set_title(f"prefork worker {worker.index} :{worker.port}")
-        runtime = Runtime(worker, app, listener, control, threads, output_path)
+        runtime = Runtime(worker, app, listener, control, threads, output_path, inline=inline and threads == 1)
         worker._runtime = runtime
         worker.on_start()
         code = runtime.serve()
@@ -107,7 +109,7 @@ class Runtime:
     """The running worker: waitress server, control channel, counters, graceful drain."""
 
     def __init__(self, worker: Worker, app: Any, listener: socket.socket, control: socket.socket,
-                 threads: int, output_path: str | None) -> None:
+                 threads: int, output_path: str | None, inline: bool = False) -> None:
         self.worker = worker
         self.app = app
         self.listener = listener
@@ -121,19 +123,24 @@ class Runtime:
         self.draining = False
         self.finished = False
         self._lock = threading.Lock()
+        # threads=1: requests run on the loop thread (see InlineDispatcher), else on waitress's threads.
+        self.inline: InlineDispatcher | None = InlineDispatcher() if inline else None
         self.server: Any = None
         self.control: ControlDispatcher | None = None
 
     def serve(self) -> int:
         """Serve until a graceful stop completes; return the exit code."""
         self.server = create_server(self.app, map=self.map, sockets=[self.listener], threads=self.threads,
-                                    asyncore_use_poll=True)
+                                    asyncore_use_poll=True, _dispatcher=self.inline)
         self.server.channel_class = _channel_class(self)
         self.control = ControlDispatcher(self, self.control_socket, self.map)
         # The listener has been listening since the master bound it: we accept from the next poll on.
         self.control.send_message({"event": "ready", "pid": os.getpid()})
         while not self.finished:
-            wasyncore.loop(timeout=LOOP_TIMEOUT, map=self.map, use_poll=True, count=1)
+            pending = self.inline is not None and self.inline.queue
+            wasyncore.loop(timeout=0 if pending else LOOP_TIMEOUT, map=self.map, use_poll=True, count=1)
+            if self.inline is not None:
+                self.inline.run_pending()
             if self.draining:
                 self._check_drained()
         return self._finish()
@@ -161,6 +168,7 @@ class Runtime:
             "in_flight": self.in_flight,
             "rss": rss_bytes(),
             "threads": self.threads,
+            "inline": self.inline is not None,
             "draining": self.draining,
         }
 
@@ -252,7 +260,49 @@ def _channel_class(runtime: Runtime) -> type[HTTPChannel]:
             self.prefork_used = True
             return super().received(data)
 
+        def _flush_outbufs_below_high_watermark(self) -> None:
+            if runtime.inline is None:
+                return super()._flush_outbufs_below_high_watermark()
+            # Inline: we are the loop thread, nobody else will flush; block on the socket instead.
+            while self.connected and self.total_outbufs_len > self.adj.outbuf_high_watermark:
+                select.select([], [self.socket], [], 1.0)
+                _, failed = self._flush_exception(self._flush_some, do_close=False)
+                if failed:
+                    return
+
     return Channel
+
+
+class InlineDispatcher:
+    """Run requests on the I/O loop thread (threads=1): no hand-off between two threads per request.
+
+    waitress queues a channel here from inside ``received()`` (holding the channel's lock), so the
+    request runs right after the poll that completed it, not from ``add_task`` itself.
+    """
+
+    def __init__(self) -> None:
+        self.queue: deque[Any] = deque()
+
+    def add_task(self, task: Any) -> None:
+        self.queue.append(task)
+
+    def run_pending(self) -> None:
+        """Serve every queued request (a pipelined one queues the next as it finishes)."""
+        while self.queue:
+            task = self.queue.popleft()
+            try:
+                task.service()
+            except BaseException:
+                log.exception("exception when serving %r", task)
+
+    def set_thread_count(self, count: int) -> None:
+        """No threads to start: the loop thread serves."""
+
+    def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
+        if cancel_pending:
+            while self.queue:
+                self.queue.popleft().cancel()
+        return True
 
 
 class ControlDispatcher(wasyncore.dispatcher):

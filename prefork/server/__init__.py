@@ -77,6 +77,10 @@ class Server:
     """The prefork master. See ``docs/prefork.md`` for the full API, hooks and signals."""
 
     ready_timeout = 30.0  # seconds a roll waits for all successors to report ready
+    # threads=1: serve requests on the worker's I/O loop thread. A request then costs no hand-off
+    # between waitress's I/O and task threads (measured: 1.4 instead of 2.4 ms of CPU for a 1.4 ms
+    # CPU-bound response); commands are answered between requests. False: waitress's task thread.
+    inline_requests = True
     term_timeout = 5.0  # seconds between SIGTERM (stop now) and SIGKILL
 
     def __init__(self, app: App | str, workers: int = 3, host: str = "0.0.0.0", port: int = 8000,
@@ -638,7 +642,7 @@ class Server:
             master_end.close()
             run_worker(worker, app=self.app, listener=slot.sock, control=worker_end, threads=self.threads,
                        output_fd=self._output_fd, output_path=self._output_path, master_pid=self._master_pid,
-                       close_inherited=lambda: self._close_in_child(slot))
+                       close_inherited=lambda: self._close_in_child(slot), inline=self.inline_requests)
         worker_end.close()
         worker.pid = pid
         worker.started_at = time.time()
