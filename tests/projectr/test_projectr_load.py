@@ -326,3 +326,18 @@ def test_an_inotify_watcher_spares_load_the_stat_of_every_file(tree):
     bump_mtime(version)
     assert p.load() == _files(tree, "version", "util", "views/home")  # closed: stat everything again
     assert p._tracker.checked == len(p.source_files)
+
+
+def test_undeclared_and_namespace_parent_packages(tree):
+    """A parent package that is not a project file is imported normally (here: a namespace package)."""
+    tree.write("PKG/sub/a.py", "A = 1\n")
+    tree.write("PKG/sub/b.py", "from .a import A\nB = A + 1\n")
+    p = tree.project()
+    with p.directory(f"{tree.pkg}/sub"):
+        p.file("a")
+        p.file("b")
+    assert p.load() == [str(tree.path("PKG/sub/a.py")), str(tree.path("PKG/sub/b.py"))]
+    assert sys.modules[f"{tree.pkg}.sub"].b.B == 2
+    tree.write("PKG/sub/a.py", "A = 10\n")
+    p.load()
+    assert sys.modules[f"{tree.pkg}.sub"].b.B == 11

@@ -227,3 +227,38 @@ def test_a_forked_child_does_not_touch_the_parents_watches(tree):
         os.waitpid(pid, 0)
         _truncate_and_write(target)
         assert collect_changes(w, {target}) == {target}
+
+
+def _git(root, *args: str) -> None:
+    import subprocess
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid", GIT_CONFIG_GLOBAL=os.devnull)
+    subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True, timeout=60,
+                   start_new_session=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_real_git_checkout_is_one_batch(tree, backend):
+    """git holds .git/index.lock while it rewrites the tree: the switch is reported as one batch."""
+    count = 60
+    p = _project(tree, count=count)
+    _git(tree.root, "init", "-q", "-b", "main")
+    _git(tree.root, "add", "-A")
+    _git(tree.root, "commit", "-q", "-m", "one")
+    _git(tree.root, "checkout", "-q", "-b", "other")
+    for i in range(count):
+        tree.write(f"PKG/m{i}.py", f"X = 'other {i}'\n")
+    _git(tree.root, "commit", "-q", "-am", "two")
+    targets = {str(tree.path(f"PKG/m{i}.py")) for i in range(count)}
+    with p.watch_changes(backend=backend, **OPTIONS[backend]) as w:
+        _git(tree.root, "checkout", "-q", "main")
+        batches = []
+        seen: set[str] = set()
+        while seen != targets and wait_readable(w, 5):
+            batch = w.changed_files()
+            if batch:
+                batches.append(batch)
+                seen.update(batch)
+        assert seen == targets
+        if backend == "inotify":
+            assert len(batches) == 1
