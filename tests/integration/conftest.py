@@ -267,8 +267,19 @@ def project_copy(tmp_path: Path) -> Path:
     return target
 
 
+def save(path: Path, text: str) -> None:
+    """Save ``text`` atomically (temporary file + rename over), as vim or VS Code's safe write do.
+
+    Tests that count reloads save atomically: a truncate-then-write save can be seen half-way
+    (an empty module), which is a failed reload followed by a good one, and shifts the numbering.
+    """
+    temporary = path.with_name(f".{path.name}.saving")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def rewrite(path: Path, old: str, new: str) -> None:
     """Replace ``old`` by ``new`` in a file (must be present), as an editor save would."""
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1))
+    save(path, text.replace(old, new, 1))

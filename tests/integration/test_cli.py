@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, free_ports, http_get, wait_for
+from conftest import PYTHON, free_ports, http_get, save, wait_for
 
 FLAGS = ["--workers", "-w", "--host", "--port", "-p", "--bind", "--shared-port", "--threads", "--pid",
          "--log-file", "--log-level", "--graceful-timeout", "--timeout", "--project", "--reload",
@@ -84,8 +84,8 @@ def test_app_that_cannot_be_imported_exits_1(site, app, reason):
 
 
 def test_project_with_a_broken_file_exits_1_naming_it(site):
-    (site / "helper.py").write_text("def greeting(:\n")
-    (site / "project.py").write_text('from projectr import Project\np = Project("clibroken")\n'
+    save(site / "helper.py", "def greeting(:\n")
+    save(site / "project.py", 'from projectr import Project\np = Project("clibroken")\n'
                                      'p.file("helper")\np.file("hello")\n')
     result = run_cli("hello:app", "--project", "project.py", "-p", str(free_ports(1)), cwd=site)
     assert result.returncode == 1
@@ -151,7 +151,7 @@ def test_reload_without_project_watches_the_apps_modules(launcher, site):
         return [PYTHON, "-m", "prefork", "hello:app", "-w", "2", "-p", str(port), "--reload"]
 
     server = launcher.start_http(command, workers=2, cwd=site)
-    (site / "helper.py").write_text('def greeting():\n    return "hello 2"\n')
+    save(site / "helper.py", 'def greeting():\n    return "hello 2"\n')
     wait_for(lambda: all(body(p).startswith("hello 2") for p in server.ports), what="the helper edit")
     server.wait_log(r"reload #1: 2 modules \(helper, hello\)")
 
@@ -162,7 +162,7 @@ def test_project_and_reload_on_the_example(launcher, project_copy):
                 str(project_copy / "project.py"), "--reload", "-w", "2", "-p", str(port)]
 
     server = launcher.start(command, workers=2)
-    (project_copy / "myproject/version.py").write_text('VERSION = "cli"\n')
+    save(project_copy / "myproject/version.py", 'VERSION = "cli"\n')
     server.wait_all(lambda s: s["version"] == "cli" and s["generation"] == 1, "the edit via the CLI")
 
 

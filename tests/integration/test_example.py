@@ -14,7 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import FAILURE_HEAD, PYTHON, STILL_SERVING, SUCCESS_LINE, http_get, rewrite, status, wait_for
+from conftest import (FAILURE_HEAD, PYTHON, STILL_SERVING, SUCCESS_LINE, http_get, rewrite, save,
+                      status, wait_for)
 
 VERSION_FILE = "myproject/version.py"
 
@@ -30,7 +31,7 @@ def test_home_page_names_worker_port_version_generation(launcher, project_copy):
         assert '<b id="generation">0</b>' in page
         pid = int(re.search(r"worker pid <b>(\d+)</b>", page).group(1))
         assert pid == status(port)["pid"]
-    assert re.search(r"http://127\.0\.0\.1:%d/" % server.port, server.log())
+    server.wait_log(r"http://127\.0\.0\.1:%d/" % server.port)  # the URLs are printed when all are ready
 
 
 def test_edit_leaf_module_is_served_by_every_worker(launcher, project_copy):
@@ -61,13 +62,14 @@ def test_edit_declared_dependency_reloads_through_needs_edge(launcher, project_c
     server = launcher.example(project_copy)
     rewrite(project_copy / "myproject/settings.py", '"EUR"', '"CHF"')
     server.wait_all(lambda s: s["currency"] == "CHF", "every worker with the new currency")
+    server.wait_log(r"reload #1: ")
     modules = re.search(r"reload #1: \d+ modules \(([^)]*)\)", server.log()).group(1).split(", ")
     assert "myproject.services.catalog" in modules  # only the needs= edge reaches it
 
 
 def test_definition_file_edit_adds_a_module(launcher, project_copy):
     server = launcher.example(project_copy)
-    (project_copy / "myproject/banner.py").write_text('TEXT = "welcome"\n')
+    save(project_copy / "myproject/banner.py", 'TEXT = "welcome"\n')
     # The new module is used (imported plainly) before the project declares it...
     rewrite(project_copy / "myproject/views/api.py", "from myproject.version import VERSION",
             "from myproject.version import VERSION\nfrom myproject import banner")
@@ -80,7 +82,7 @@ def test_definition_file_edit_adds_a_module(launcher, project_copy):
     server.wait_log(r"reload #2: ")
     rewrite(project_copy / "myproject/banner.py", '"welcome"', '"bienvenue"')
     server.wait_all(lambda s: s.get("banner") == "bienvenue", "every worker with the edited banner")
-    assert re.search(r"reload #3: \d+ modules? \(myproject\.banner", server.log())
+    server.wait_log(r"reload #3: \d+ modules? \(myproject\.banner")
 
 
 BAD_EDITS = {
@@ -95,13 +97,13 @@ def test_bad_edits_keep_old_code_serving_and_recover(launcher, project_copy):
     server = launcher.example(project_copy)
     pids = {s["pid"] for s in server.statuses()}
     for number, (name, (source, pattern)) in enumerate(BAD_EDITS.items(), start=1):
-        (project_copy / VERSION_FILE).write_text(source)
+        save(project_copy / VERSION_FILE, source)
         server.wait_log(rf"reload #{number * 2 - 1} failed: \S*{pattern}")
         assert re.search(r"still serving generation %d" % (number - 1), server.log()), name
         current = server.statuses()
         assert {s["pid"] for s in current} == pids, name  # no worker was touched
         assert all(s["version"] == ("1.0" if number == 1 else f"fixed-{number - 1}") for s in current)
-        (project_copy / VERSION_FILE).write_text(f'VERSION = "fixed-{number}"\n')
+        save(project_copy / VERSION_FILE, f'VERSION = "fixed-{number}"\n')
         fixed = server.wait_all(lambda s, n=number: s["version"] == f"fixed-{n}", f"recovery from {name}")
         pids = {s["pid"] for s in fixed}
     blocks = [m.splitlines() for m in server.messages() if " failed: " in m]
@@ -121,18 +123,18 @@ def test_failed_reload_keeps_changes_pending_until_fixed(launcher, project_copy)
     server.wait_all(lambda s: s["label"] == "shop", "the label edit served")
     # A good edit of catalog and a bad edit of version in one batch: nothing is applied...
     rewrite(project_copy / "myproject/services/catalog.py", 'LABEL = "shop"', 'LABEL = "store"')
-    (project_copy / VERSION_FILE).write_text("VERSION = undefined_name\n")
+    save(project_copy / VERSION_FILE, "VERSION = undefined_name\n")
     server.wait_log(r"failed: \S*version\.py:1: NameError")
     assert all(s["label"] == "shop" for s in server.statuses())
     # ...until the fix, which reloads the whole pending set.
-    (project_copy / VERSION_FILE).write_text('VERSION = "3.0"\n')
+    save(project_copy / VERSION_FILE, 'VERSION = "3.0"\n')
     server.wait_all(lambda s: s["label"] == "store" and s["version"] == "3.0", "both edits served")
 
 
 def test_endless_loop_at_import_is_abandoned_and_master_answers(launcher, project_copy):
     server = launcher.example(project_copy, reload_timeout=1.0)
     pids = {s["pid"] for s in server.statuses()}
-    (project_copy / VERSION_FILE).write_text('VERSION = "2.0"\nwhile True:\n    pass\n')
+    save(project_copy / VERSION_FILE, 'VERSION = "2.0"\nwhile True:\n    pass\n')
     # While the trial spins, the master still answers prefork ctl and the old workers serve.
     result = subprocess.run([PYTHON, "-m", "prefork", "ctl", "--pid", str(server.pid_file), "status"],
                             capture_output=True, text=True, timeout=10)
@@ -143,7 +145,7 @@ def test_endless_loop_at_import_is_abandoned_and_master_answers(launcher, projec
     hang = server.messages()[0].splitlines()
     assert FAILURE_HEAD.match(hang[0]) and hang[-1] == STILL_SERVING.format(0), hang
     assert {s["pid"] for s in server.statuses()} == pids
-    (project_copy / VERSION_FILE).write_text('VERSION = "2.1"\n')
+    save(project_copy / VERSION_FILE, 'VERSION = "2.1"\n')
     server.wait_all(lambda s: s["version"] == "2.1", "recovery after the hang")
 
 
@@ -160,8 +162,9 @@ def test_rapid_same_size_edits_end_on_the_last(launcher, project_copy):
     server = launcher.example(project_copy)
     path = project_copy / VERSION_FILE
     for digit in range(1, 10):
-        path.write_text(f'VERSION = "1.{digit}"\n')  # same size, same mtime second
+        path.write_text(f'VERSION = "1.{digit}"\n')  # in place: same size, same mtime tick
     server.wait_all(lambda s: s["version"] == "1.9", "every worker on the last edit")
+    server.wait_log(r"reload #\d+: ")
     # Coalesced: far fewer reloads than edits, and the last one serves 1.9 for good.
     reloads = len(re.findall(r"reload #\d+: ", server.log()))
     assert 1 <= reloads <= 9
@@ -222,7 +225,7 @@ def test_twenty_reloads_under_load_fail_no_request(launcher, project_copy):
         path = project_copy / VERSION_FILE
         for number in range(1, 21):
             if number % 2:
-                path.write_text(f'VERSION = "load-{number:02d}"\n')
+                save(path, f'VERSION = "load-{number:02d}"\n')
             else:
                 server.signal(signal.SIGHUP)
             server.wait_log(rf"reload #{number}: ", timeout=20)

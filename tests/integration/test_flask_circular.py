@@ -9,7 +9,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from conftest import PYTHON, http_get, wait_for
+from conftest import PYTHON, http_get, save, wait_for
 
 APP = '''\
 from flask import Flask
@@ -40,9 +40,9 @@ project.file("views")
 def _serve(launcher, tmp_path: Path):
     site = tmp_path / "site"
     site.mkdir()
-    (site / "app.py").write_text(APP)
-    (site / "views.py").write_text(VIEWS)
-    (site / "project.py").write_text(PROJECT)
+    save(site / "app.py", APP)
+    save(site / "views.py", VIEWS)
+    save(site / "project.py", PROJECT)
 
     def command(port: int) -> list[str]:
         return [PYTHON, "-m", "prefork", "app:app", "--project", "project.py", "--reload",
@@ -67,10 +67,10 @@ def test_flask_circular_app_reloads_edited_and_new_routes(launcher, tmp_path):
     site, server = _serve(launcher, tmp_path)
     _all_serve(server, "/", "hello from version 1")
 
-    (site / "views.py").write_text(VIEWS.replace("version 1", "version 2"))
+    save(site / "views.py", VIEWS.replace("version 1", "version 2"))
     _all_serve(server, "/", "hello from version 2")
 
-    (site / "views.py").write_text(VIEWS.replace("version 1", "version 3") + textwrap.dedent('''
+    save(site / "views.py", VIEWS.replace("version 1", "version 3") + textwrap.dedent('''
 
         @app.route("/about")
         def about():

@@ -7,7 +7,7 @@ import signal
 import textwrap
 from pathlib import Path
 
-from conftest import PYTHON, REPO, wait_for
+from conftest import PYTHON, http_get, save, wait_for
 
 PROGRAM = textwrap.dedent('''\
     import importlib, logging, signal, sys
@@ -48,32 +48,31 @@ def start(launcher, project_copy: Path, app: str = "myproject.app:application"):
 
 def test_watch_helper_and_callable_app_serve_reloaded_code(launcher, project_copy):
     server = start(launcher, project_copy, app="callable")
-    (project_copy / "myproject/version.py").write_text('VERSION = "2.0"\n')
+    save(project_copy / "myproject/version.py", 'VERSION = "2.0"\n')
     server.wait_all(lambda s: s["version"] == "2.0" and s["generation"] == 1, "the edit served")
     # A change of app.py itself: the callable is looked up again in the reloaded module.
     app_py = project_copy / "myproject/app.py"
-    app_py.write_text(app_py.read_text().replace(
+    save(app_py, app_py.read_text().replace(
         '    view = ROUTES.get(', '    environ["PATH_INFO"] = {"/v": "/status.json"}.get(environ.get("PATH_INFO"), '
         'environ.get("PATH_INFO"))\n    view = ROUTES.get('))
-    from conftest import http_get
     wait_for(lambda: all(http_get(p, "/v")[0] == 200 for p in server.ports), what="the new app code")
 
 
 def test_worker_on_start_failure_after_a_good_load_keeps_the_old_generation(launcher, project_copy):
     server = start(launcher, project_copy)
     pids = {s["pid"] for s in server.statuses()}
-    (project_copy / "myproject/version.py").write_text('VERSION = "boom"\n')
+    save(project_copy / "myproject/version.py", 'VERSION = "boom"\n')
     server.wait_log(r"reload #1 failed: \?: the new workers did not start: .*\n"
                     r"  still serving generation 0")
     current = server.statuses()
     assert {s["pid"] for s in current} == pids and all(s["version"] == "1.0" for s in current)
-    (project_copy / "myproject/version.py").write_text('VERSION = "fine"\n')
+    save(project_copy / "myproject/version.py", 'VERSION = "fine"\n')
     server.wait_all(lambda s: s["version"] == "fine", "recovery after the on_start failure")
 
 
 def test_stop_while_a_trial_hangs_exits_cleanly(launcher, project_copy):
     server = start(launcher, project_copy)
-    (project_copy / "myproject/version.py").write_text("import time\ntime.sleep(60)\n")
+    save(project_copy / "myproject/version.py", "import time\ntime.sleep(60)\n")
     workers = {s["pid"] for s in server.statuses()}
     trial = wait_for(lambda: _has_trial_child(server.proc.pid, workers), what="the trial child to start")
     server.signal(signal.SIGTERM)
@@ -84,7 +83,7 @@ def test_stop_while_a_trial_hangs_exits_cleanly(launcher, project_copy):
 
 def test_hang_in_a_c_call_names_the_file_and_line(launcher, project_copy):
     server = start(launcher, project_copy)
-    (project_copy / "myproject/settings.py").write_text(
+    save(project_copy / "myproject/settings.py", 
         "import time\n\nSITE_NAME = 'x'\ntime.sleep(60)\n")
     server.wait_log(r"reload #1 failed: \S*settings\.py:4: hung: the import did not finish within 1 s")
     assert all(s["version"] == "1.0" for s in server.statuses())
@@ -95,11 +94,12 @@ def test_edits_during_a_reload_are_coalesced_into_one_more(launcher, project_cop
     path = project_copy / "myproject/version.py"
     # The first edit hangs its trial for a while; the next edits arrive meanwhile.
     workers = {s["pid"] for s in server.statuses()}
-    path.write_text('import time\ntime.sleep(0.5)\nVERSION = "slow"\n')
+    save(path, 'import time\ntime.sleep(0.5)\nVERSION = "slow"\n')
     wait_for(lambda: _has_trial_child(server.proc.pid, workers), what="the trial child to start")
     for n in range(5):
-        path.write_text(f'VERSION = "after-{n}"\n')
+        save(path, f'VERSION = "after-{n}"\n')
     server.wait_all(lambda s: s["version"] == "after-4", "the last edit served")
+    server.wait_log(r"reload #1: ")  # logged once the roll is complete
     log = server.log()
     assert len(re.findall(r"reload #\d+: ", log)) == 1, log
     assert re.search(r"reload #1: .*\([2-4] trials [\d.]+ ms", log), log  # the trial restarted
