@@ -524,6 +524,12 @@ class ProjectrServer(Server):
         elif report is None:
             self._reload_failed({"error": "the trial load died without a report", "file": None,
                                  "line": None, "traceback": text.strip()})
+        elif not report.get("ok") and self._again:
+            # Files changed while the trial ran: it may have read a half-written save (an editor's
+            # truncate-then-write). Not worth a report: the reload that follows decides.
+            log.debug("reload #%d: trial failed while files were changing (%s); trying again",
+                      record.number, report.get("error"))
+            self._finish()
         elif not report.get("ok"):
             self._reload_failed(report)
         elif self._again and record.retrials < _MAX_RETRIALS:

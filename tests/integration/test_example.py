@@ -199,6 +199,10 @@ def test_worker_command_and_ctl_status(launcher, project_copy):
     assert {r["result"]["pid"] for r in results.values()} == pids
     assert all(r["result"]["lookups"] == 1 for r in results.values())
     server.wait_log(r"resetting the catalogue lookup counter", count=2)
+    reload = subprocess.run(ctl + ["reload"], capture_output=True, text=True, timeout=10)
+    assert reload.returncode == 0, reload.stderr
+    after = server.wait_all(lambda s: s["generation"] == 1, "generation 1 after prefork ctl reload")
+    assert pids.isdisjoint(s["pid"] for s in after)
 
 
 def test_twenty_reloads_under_load_fail_no_request(launcher, project_copy):
