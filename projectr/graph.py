@@ -49,6 +49,32 @@ class DependencyGraph:
                 found.update(nx.descendants(graph, path))
         return sorted(found, key=self.position.__getitem__)
 
+    def replace_imports(self, path: str, old: set[str], new: set[str]) -> bool:
+        """Swap the import edges into `path` (from `old` to `new` sources) in place.
+
+        Returns False when the precomputed order no longer holds (a new edge points backwards,
+        maybe closing a cycle): the caller must rebuild. Removing edges never invalidates it.
+        """
+        graph = self.graph
+        for u in old - new:
+            if graph.has_edge(u, path):
+                data = graph[u][path]
+                data["kinds"].discard(IMPORT)
+                if data["kinds"]:
+                    data["kind"] = NEEDS
+                else:
+                    graph.remove_edge(u, path)
+        still_valid = True
+        for u in new - old:
+            if u == path or u not in graph:
+                continue
+            if graph.has_edge(u, path):
+                graph[u][path]["kinds"].add(IMPORT)
+                continue
+            graph.add_edge(u, path, kind=IMPORT, kinds={IMPORT})
+            still_valid = still_valid and self.position[u] < self.position[path]
+        return still_valid
+
     def units(self) -> list[list[str]]:
         """Return the cycles (strongly connected sets of two or more files), each in load order."""
         return [sorted(c, key=self.position.__getitem__)

@@ -36,12 +36,17 @@ class Tracker:
     _graph: DependencyGraph | None = None
     _graph_key: object = None
     _dirty: bool = True
+    _by_module: dict[str, str] = field(default_factory=dict)
+    _edits: list[tuple[str, set[str], set[str]]] = field(default_factory=list)  # this load's graph edits
 
     def graph(self, project: Project) -> DependencyGraph:
-        """Return the current graph, rebuilding it only if the declarations or import scans changed."""
+        """Return the current graph, rebuilding it only if the declarations changed or an edit
+        added an import that the precomputed order cannot absorb."""
         key = project._version
         if self._graph is None or self._dirty or self._graph_key != key:
-            self._graph = _build_graph(project._specs(), self._scan_all(project._specs()))
+            specs = project._specs()
+            self._graph = _build_graph(specs, self._scan_all(specs))
+            self._by_module = {s.module: s.path for s in specs}
             self._graph_key, self._dirty = key, False
         return self._graph
 
@@ -73,13 +78,15 @@ class Tracker:
             return [path for path, _ in resources]
         importlib.invalidate_caches()  # new files next to project files must be importable
         scans_before = dict(self.scans)
+        self._edits = []
         try:
             contents = self._plan(project, changed, full)
             order = list(contents)
             execute([Unit(p, specs[p].module, specs[p].is_package, contents[p][0]) for p in order])
         except BaseException:
             # the graph must describe what is loaded: a bad edit's imports are forgotten with it
-            self.scans, self._dirty = scans_before, True
+            self.scans = scans_before
+            self._undo_graph_edits()
             raise
         for path in order:
             self.snapshots[path] = contents[path][1]
@@ -143,8 +150,25 @@ class Tracker:
         spec = project._spec(path)
         names = frozenset(imported_names(data, spec.module, spec.is_package))
         self.scans[path] = (snap.digest, names)
-        if cached is None or cached[1] != names:
+        if cached is None or cached[1] == names:
+            self._dirty = self._dirty or cached is None
+            return
+        if self._graph is None or self._dirty or self._graph_key != project._version:
             self._dirty = True
+            return
+        old = {self._by_module[n] for n in cached[1] if n in self._by_module}
+        new = {self._by_module[n] for n in names if n in self._by_module}
+        if old != new:
+            self._edits.append((path, old, new))
+            if not self._graph.replace_imports(path, old, new):
+                self._dirty = True  # a backward edge: recompute the order
+
+    def _undo_graph_edits(self) -> None:
+        """Put back the import edges a failed load's reading changed."""
+        for path, old, new in reversed(self._edits):
+            if self._graph is not None and not self._graph.replace_imports(path, new, old):
+                self._dirty = True
+        self._edits = []
 
     def _scan_all(self, specs: list[FileSpec]) -> dict[str, frozenset[str]]:
         """Import scans for every file, reading from disk those never scanned."""

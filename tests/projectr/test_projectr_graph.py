@@ -103,3 +103,14 @@ def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def test_replace_imports_in_place():
+    g = DependencyGraph(["a", "b", "c"], needs=[("a", "c")], imports=[("a", "b")])
+    assert g.replace_imports("b", {"a"}, set()) is True
+    assert not g.graph.has_edge("a", "b")
+    assert g.replace_imports("c", set(), {"a", "b"}) is True  # forward edges: order still holds
+    assert g.graph["a"]["c"]["kinds"] == {"needs", "import"} and g.graph["b"]["c"]["kind"] == "import"
+    assert g.replace_imports("c", {"a"}, set()) is True
+    assert g.graph["a"]["c"]["kinds"] == {"needs"}  # the declared edge stays
+    assert g.replace_imports("a", set(), {"c"}) is False  # backward: the caller must rebuild

@@ -341,3 +341,24 @@ def test_undeclared_and_namespace_parent_packages(tree):
     tree.write("PKG/sub/a.py", "A = 10\n")
     p.load()
     assert sys.modules[f"{tree.pkg}.sub"].b.B == 11
+
+
+def test_an_edit_that_adds_a_backward_import_reorders(tree):
+    tree.write("PKG/__init__.py", "")
+    tree.write("PKG/a.py", "A = 1\n")
+    tree.write("PKG/b.py", "B = 2\n")
+    p = tree.project()
+    with p.directory(tree.pkg):
+        p.file("__init__")
+        p.file("a")
+        p.file("b")
+    p.load()
+    tree.write("PKG/a.py", "from .b import B\nA = B\n")   # a (declared first) now imports b
+    assert p.load() == _files(tree, "a")
+    tree.write("PKG/b.py", "B = 3\n")
+    assert p.load() == _files(tree, "b", "a")
+    assert sys.modules[f"{tree.pkg}.a"].A == 3
+    tree.write("PKG/a.py", "A = 4\n")                      # the edge goes away again
+    assert p.load() == _files(tree, "a")
+    tree.write("PKG/b.py", "B = 5\n")
+    assert p.load() == _files(tree, "b")
