@@ -382,7 +382,8 @@ class ProjectrServer(Server):
 
     def __init__(self, project: Project | str | os.PathLike[str], app: Any,
                  reload_timeout: float = 5.0, **kwargs: Any) -> None:
-        kwargs["worker_mixins"] = (*kwargs.get("worker_mixins", ()), WorkerEnvironment)
+        # First in the MRO: the environment is set before the user's on_start hooks run.
+        kwargs["worker_mixins"] = (WorkerEnvironment, *kwargs.get("worker_mixins", ()))
         super().__init__(app=app, **kwargs)
         self.project = resolve_project(project)
         self.reload_timeout = reload_timeout

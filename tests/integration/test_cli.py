@@ -1,7 +1,6 @@
 """The `prefork` command line: flags, serving, reloading, and its exit statuses."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal

@@ -11,8 +11,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
-from pathlib import Path
 
 from conftest import (FAILURE_HEAD, PYTHON, STILL_SERVING, SUCCESS_LINE, http_get, rewrite, save,
                       status, wait_for)

@@ -131,7 +131,7 @@ def test_projectr_server_adds_the_environment_mixin(small_project):
 
     mro = server.worker_class.__mro__
     names = [c.__name__ for c in mro]
-    assert names.index("Mine") < names.index("WorkerEnvironment") < mro.index(Worker)
+    assert names.index("WorkerEnvironment") < names.index("Mine") < mro.index(Worker)
     assert server.reload_timeout == 5.0 and server.project is small_project
 
 
