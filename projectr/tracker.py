@@ -38,6 +38,7 @@ class Tracker:
     _dirty: bool = True
     _by_module: dict[str, str] = field(default_factory=dict)
     _edits: list[tuple[str, set[str], set[str]]] = field(default_factory=list)  # this load's graph edits
+    _scan_undo: list[tuple[str, tuple[bytes, frozenset[str]] | None]] = field(default_factory=list)
 
     def graph(self, project: Project) -> DependencyGraph:
         """Return the current graph, rebuilding it only if the declarations changed or an edit
@@ -77,15 +78,18 @@ class Tracker:
             self.loaded = True
             return [path for path, _ in resources]
         importlib.invalidate_caches()  # new files next to project files must be importable
-        scans_before = dict(self.scans)
-        self._edits = []
+        self._edits, self._scan_undo = [], []
         try:
             contents = self._plan(project, changed, full)
             order = list(contents)
             execute([Unit(p, specs[p].module, specs[p].is_package, contents[p][0]) for p in order])
         except BaseException:
             # the graph must describe what is loaded: a bad edit's imports are forgotten with it
-            self.scans = scans_before
+            for path, cached in reversed(self._scan_undo):
+                if cached is None:
+                    self.scans.pop(path, None)
+                else:
+                    self.scans[path] = cached
             self._undo_graph_edits()
             raise
         for path in order:
@@ -103,6 +107,7 @@ class Tracker:
                     self._rescan(project, path, *changes.read(path))
                 except OSError:
                     continue
+        self._edits, self._scan_undo = [], []  # nothing to undo outside a load
 
     def _candidates(self, project: Project, hints: Sequence[tuple[object, set[str] | None]]) -> set[str] | None:
         """Files load() must check: what a vouching watcher saw plus files never loaded; None: all."""
@@ -149,6 +154,7 @@ class Tracker:
             return
         spec = project._spec(path)
         names = frozenset(imported_names(data, spec.module, spec.is_package))
+        self._scan_undo.append((path, cached))
         self.scans[path] = (snap.digest, names)
         if cached is None or cached[1] == names:
             self._dirty = self._dirty or cached is None
