@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from prefork.control import FrameReader, encode_frame, recv_message, request
+from tests.integration.conftest import http_get as integration_get
 from tests.prefork.prefork_testutil import Master, http_get, try_pid
 from tests.reliability.harness import (
     EXAMPLES, PYTHON, Launcher, Load, Result, Running, children_of, cpu_seconds, ctl, free_ports,
@@ -102,14 +103,30 @@ class Site:
     def level_of(body: dict[str, Any]) -> int:
         return max(int(body["version"]), int(body["leaf"]))
 
-    def start(self, launcher: Launcher, workers: int = 4, extra: list[str] = ()) -> Running:
+    def start(self, launcher: Launcher, workers: int = 4, extra: list[str] = (), block: int | None = None) -> Running:
+        """Serve the site with ``workers`` workers (on a block of ``block`` free ports, if given)."""
         pid_file = launcher.tmp_path / "server.pid"
 
         def command(port: int) -> list[str]:
             return [PYTHON, str(SERVE), str(self.project_file), "--port", str(port), "--workers", str(workers),
                     "--pid", str(pid_file), *extra]
 
-        return launcher.start_http(command, workers, cwd=self.root, pid_file=pid_file, path=APP_PATH)
+        if block is None:
+            return launcher.start_http(command, workers, cwd=self.root, pid_file=pid_file, path=APP_PATH)
+        port = free_ports(block)
+        proc, log_path = launcher.spawn(command(port), cwd=self.root, log_name="server-block.log")
+        running = Running(proc, log_path, port, workers, pid_file)
+        running.wait_ready(lambda p: status_of(p))
+        return running
+
+
+def status_of(port: int) -> dict[str, Any] | None:
+    """The /rel.json of the worker on ``port``, or None when it does not answer."""
+    try:
+        code, body = integration_get(port, APP_PATH, timeout=5)
+    except (OSError, ValueError):
+        return None
+    return json.loads(body) if code == 200 else None
 
 
 def wait_level(load: Load, ports: list[int], level: int, since: float, timeout: float = 15.0) -> float:
