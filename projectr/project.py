@@ -129,14 +129,16 @@ class Project(metaclass=_Registry):
             if need not in self._files:
                 raise ProjectError(f"{key}.py needs {need}.py, which is not declared "
                                    f"(declare it before the files that need it)")
-        spec = self._files.get(key) or self._add(key)
+        existing = self._files.get(key)
+        spec = existing or self._add(key)
         before = list(spec.needs)
         for need in need_keys:
             need_path = self._files[need].path
             if need_path not in spec.needs:
                 spec.needs.append(need_path)
         try:
-            self._check_needs_cycle(spec)
+            if existing is not None:  # only a re-declaration can close a cycle: nothing needs a new file
+                self._check_needs_cycle(spec)
         except ProjectError:
             spec.needs[:] = before
             raise
