@@ -940,3 +940,101 @@ def pid_file_race(launcher: Launcher, rounds: int = 100) -> Result:
     result.check(both == 0, f"both contenders won in {both} of {rounds} rounds")
     result.check(none == 0, f"neither contender won in {none} of {rounds} rounds")
     return result
+
+
+# -- a real nginx in front ------------------------------------------------------------------------------
+
+
+def nginx_front(launcher: Launcher, reloads: int = 20, clients: int = 8, max_workers: int = 4) -> Result:
+    """Load through nginx while TTIN, TTOU and code reloads change the workers behind it."""
+    from prefork.upstream import ports_in
+    from tests.prefork.test_upstream import free_port, nginx_command, prepare_prefix
+
+    result = Result("nginx in front", f"{clients} keep-alive clients via nginx, TTIN x2, TTOU x2, {reloads} reloads")
+    prefix = prepare_prefix(launcher.tmp_path / "nginx", free_port())
+    nginx_port = int(re.search(r"listen 127\.0\.0\.1:(\d+);", (prefix / "nginx.conf").read_text()).group(1))
+    upstream = prefix / "upstream.conf"
+    reload_command = " ".join(nginx_command(prefix, "-s", "reload"))
+    site = Site(launcher.tmp_path)
+    running = site.start(launcher, workers=2, block=max_workers,
+                         extra=["--upstream", str(upstream), "--upstream-reload", reload_command])
+    pid_file = launcher.tmp_path / "server.pid"
+    wait_for(lambda: upstream.exists() and ports_in(upstream.read_text()) == set(running.ports), 15,
+             "the upstream file listing the first workers")
+    nginx, _ = launcher.spawn(nginx_command(prefix, "-g", "daemon off;"), cwd=prefix, log_name="nginx.log")
+    wait_for(lambda: status_of(nginx_port), 15, "nginx to answer")
+
+    stale: list[str] = []
+    watching = threading.Event()
+
+    def monitor() -> None:
+        """Every port the upstream file lists must have a listening socket behind it."""
+        while not watching.is_set():
+            try:
+                listed = ports_in(upstream.read_text())
+            except OSError:
+                listed = set()
+            dead = [port for port in listed if port_free(port)]
+            if dead:
+                stale.append(f"{sorted(listed)} lists {dead} with nothing listening")
+            watching.wait(0.05)
+
+    def live_ports() -> set[int]:
+        return {row["port"] for row in ctl(pid_file, "status")["workers"] if row["ready"]}
+
+    workers = 2
+    steps = ["TTIN"] + ["edit"] * (reloads // 2) + ["TTIN", "TTOU"] + ["edit"] * (reloads - reloads // 2) + ["TTOU"]
+    watcher = threading.Thread(target=monitor, daemon=True)
+    step_ports: list[tuple[str, set[int], float]] = []
+    started = time.monotonic()
+    with Load([nginx_port], clients=clients, path=APP_PATH) as load:
+        watcher.start()
+        load.wait_requests(clients)
+        for step in steps:
+            began = time.monotonic()
+            if step == "edit":
+                site.edit(site.level + 1)
+            else:
+                workers += 1 if step == "TTIN" else -1
+                running.signal(getattr(signal, f"SIG{step}"))
+            wanted = {running.port + i for i in range(workers)}
+
+            def converged() -> bool:
+                if live_ports() != wanted or ports_in(upstream.read_text()) != wanted:
+                    return False
+                fresh = [r for r in load.ok_after(began) if Site.level_of(r.body) == site.level]
+                if step == "TTIN" and max(wanted) not in {r.body["port"] for r in fresh}:
+                    return False  # nginx has not loaded the new upstream list yet
+                return len(fresh) >= 10  # nginx serves the new code
+
+            try:
+                wait_for(converged, 20, f"nginx and the upstream file after {step}")
+            except AssertionError as exc:
+                result.problems.append(f"{exc}: live {sorted(live_ports())}, file "
+                                       f"{sorted(ports_in(upstream.read_text()))}")
+                break
+            result.recovered(time.monotonic() - began)
+            step_ports.append((step, wanted, began))
+        watching.set()
+        watcher.join(5)
+    result.duration = time.monotonic() - started
+    result.requests = load.count
+    result.failures = len(load.failures)
+    latencies = sorted(r.done - r.sent for r in load.requests if r.ok)
+    nginx_reloads = len(re.findall(r"upstream reload command|nginx .*-s reload|reloading nginx", running.log()))
+    result.extra.update({"keep-alive retries": load.retries, "stale upstream samples": len(stale),
+                         "max latency": f"{latencies[-1] * 1000:.0f} ms" if latencies else "-",
+                         "p99 latency": f"{latencies[int(len(latencies) * 0.99)] * 1000:.0f} ms" if latencies else "-"})
+    result.check(result.failures == 0, f"{result.failures} failed requests through nginx: "
+                                       f"{[f.error for f in load.failures[:3]]}")
+    result.check(not stale, f"upstream file listed dead ports: {stale[:3]}")
+    # Through nginx, each step's responses came from that step's workers only (a TTIN step
+    # converged only once nginx used the new worker).
+    for (step, wanted, began), (_, _, ended) in zip(step_ports, step_ports[1:] + [("end", set(), time.monotonic())]):
+        seen = {r.body["port"] for r in load.requests if r.ok and began <= r.sent and r.done <= ended}
+        result.check(seen <= wanted | {max(wanted) + 1}, f"after {step}: nginx used ports {sorted(seen - wanted)}")
+    errors = (prefix / "error.log").read_text()
+    result.extra["nginx upstream errors (retried)"] = len(re.findall(r"while reading response header from upstream", errors))
+    result.extra["nginx 'temporarily disabled'"] = errors.count("temporarily disabled")
+    result.check(nginx.poll() is None and running.proc.poll() is None, "nginx or the master exited")
+    return result
