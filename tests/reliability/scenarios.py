@@ -428,9 +428,11 @@ def master_sigkill(launcher: Launcher, workers: int = 4, clients: int = 4) -> Re
         wait_for(lambda: all(port_free(port) for port in ports), 5, "every port to be free")
         freed = time.monotonic() - killed
     result.duration = time.monotonic() - killed
-    result.requests = load.count
-    result.failures = len(load.failures)
+    before = [r for r in load.requests if r.done < killed]  # after the kill nothing is expected to serve
+    result.requests = len(before)
+    result.failures = sum(1 for r in before if not r.ok)
     result.recovered(freed)
+    result.check(result.failures == 0, f"{result.failures} requests failed before the kill")
     result.extra.update({"workers": len(pids), "last worker gone": f"{gone * 1000:.0f} ms",
                          "ports free": f"{freed * 1000:.0f} ms"})
     result.check(len(pids) == workers, f"{len(pids)} children before the kill")
