@@ -8,6 +8,7 @@ global state: safe to call in a forked child.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -67,7 +68,8 @@ def execute(units: Sequence[Unit]) -> None:
         _restore(saved, attr_log)
         raise
     finally:
-        sys.meta_path.remove(finder)
+        with contextlib.suppress(ValueError):  # the batch's own code may have rearranged meta_path
+            sys.meta_path.remove(finder)
     for unit in units:
         linecache.cache.pop(unit.path, None)  # tracebacks must show the new source
 
@@ -95,8 +97,8 @@ class _UnitLoader(importlib.machinery.SourceFileLoader):
 
     def __init__(self, finder: _BatchFinder, unit: Unit, code: types.CodeType) -> None:
         super().__init__(unit.module, unit.path)
-        self._finder = finder
-        self._unit = unit
+        self._finder: _BatchFinder | None = finder
+        self._is_package = unit.is_package  # not the Unit: the module keeps its loader, not its source
         self._code: types.CodeType | None = code
 
     def get_code(self, fullname: str) -> types.CodeType:
@@ -106,14 +108,15 @@ class _UnitLoader(importlib.machinery.SourceFileLoader):
         return code
 
     def exec_module(self, module: types.ModuleType) -> None:
+        finder, self._finder = self._finder, None
         try:
             super().exec_module(module)
         except BaseException:
-            if self._finder.failed is None:
-                self._finder.failed = self._unit.path  # the innermost unit that raised
+            if finder is not None and finder.failed is None:
+                finder.failed = self.path  # the innermost unit that raised
             raise
-        if self._unit.is_package:
-            _attach_children(self._unit.module, module)
+        if self._is_package:
+            _attach_children(self.name, module)
 
 
 def _detach(units: Sequence[Unit]) -> list[tuple[object, str, object]]:

@@ -362,3 +362,16 @@ def test_an_edit_that_adds_a_backward_import_reorders(tree):
     assert p.load() == _files(tree, "a")
     tree.write("PKG/b.py", "B = 5\n")
     assert p.load() == _files(tree, "b")
+
+
+def test_loaded_modules_behave_like_imported_ones(tree):
+    """inspect finds their source; importlib.reload compiles the source, never a .pyc."""
+    import inspect
+    p = _chain(tree)
+    p.load()
+    version = sys.modules[f"{tree.pkg}.version"]
+    assert inspect.getsource(version) == "V = 1\n"
+    assert version.__spec__.origin == str(tree.path("PKG/version.py"))
+    tree.write("PKG/version.py", "V = 9\n")
+    assert importlib.reload(version).V == 9
+    assert not tree.path("PKG/__pycache__").exists()  # we never write bytecode
