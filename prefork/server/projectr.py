@@ -376,17 +376,20 @@ class ProjectrServer(Server):
 
     ``project`` is a Project, a registered project name, or the path of a definition file;
     ``app`` is ``"module:attr"`` (resolved again after every reload) or a WSGI callable;
-    ``reload_timeout`` bounds the seconds a reload's imports may take before it is abandoned.
-    Other keyword arguments are Server's.
+    ``reload_timeout`` bounds the seconds a reload's imports may take before it is abandoned;
+    ``trial=False`` skips the trial child (the load runs in the master directly: faster by the
+    trial's cost, but an import that hangs then hangs the master). Other keyword arguments are
+    Server's.
     """
 
     def __init__(self, project: Project | str | os.PathLike[str], app: Any,
-                 reload_timeout: float = 5.0, **kwargs: Any) -> None:
+                 reload_timeout: float = 5.0, trial: bool = True, **kwargs: Any) -> None:
         # First in the MRO: the environment is set before the user's on_start hooks run.
         kwargs["worker_mixins"] = (WorkerEnvironment, *kwargs.get("worker_mixins", ()))
         super().__init__(app=app, **kwargs)
         self.project = resolve_project(project)
         self.reload_timeout = reload_timeout
+        self.trial = trial
         self.reload_count = 0
         self.last_reload: ReloadRecord | None = None
         self._trial: Trial | None = None
@@ -459,7 +462,10 @@ class ProjectrServer(Server):
             self.on_reload()
         except Exception:  # noqa: BLE001 - a failing hook must not stop the reload
             log.exception("hook on_reload failed")
-        self._start_trial()
+        if self.trial:
+            self._start_trial()
+        else:
+            self._apply(self._current)
 
     def _start_trial(self) -> None:
         """Fork the trial child and watch its pipe (master)."""
@@ -591,10 +597,14 @@ class ProjectrServer(Server):
         what = describe_loaded(self.project, record.loaded)
         replaced = int(info.get("replaced", len(self.workers)))
         roll_ms = float(info.get("elapsed", 0.0)) * 1000.0
-        trials = f"{record.retrials + 1} trials" if record.retrials else "trial"
-        log.info("reload #%d: %s in %.1f ms; %d worker%s replaced in %.0f ms (%s %.1f ms; generation %d)",
+        if not self.trial:
+            trials = "no trial"
+        else:
+            trials = f"{record.retrials + 1} trials" if record.retrials else "trial"
+            trials += f" {record.trial_ms:.1f} ms"
+        log.info("reload #%d: %s in %.1f ms; %d worker%s replaced in %.0f ms (%s; generation %d)",
                  record.number, what, record.load_ms, replaced, "s" if replaced != 1 else "",
-                 roll_ms, trials, record.trial_ms, info.get("generation", self.generation))
+                 roll_ms, trials, info.get("generation", self.generation))
         record.roll_ms = roll_ms
         self.last_reload = record
 

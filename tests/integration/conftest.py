@@ -29,7 +29,7 @@ DEADLINE = 15.0  # seconds; only matters when something is broken
 
 # The reload log formats (docs/integration.md shows examples; test_readme_idiom checks them).
 SUCCESS_LINE = re.compile(r"^reload #\d+: \d+ modules? \([\w., ]+\) in [\d.]+ ms; \d+ workers? replaced "
-                          r"in \d+ ms \((?:\d )?trials? [\d.]+ ms; generation \d+\)$")
+                          r"in \d+ ms \((?:(?:\d )?trials? [\d.]+ ms|no trial); generation \d+\)$")
 FAILURE_HEAD = re.compile(r"^reload #\d+ failed: \S+\.py:\d+: (\w+Error: .+|hung: the import did not "
                           r"finish within \d+ s and was killed)$")
 STILL_SERVING = "  still serving generation {}; the changes stay pending: save a fix to retry them all"

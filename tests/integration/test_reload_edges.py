@@ -7,7 +7,7 @@ import signal
 import textwrap
 from pathlib import Path
 
-from conftest import PYTHON, http_get, save, wait_for
+from conftest import PYTHON, SUCCESS_LINE, http_get, save, wait_for
 
 PROGRAM = textwrap.dedent('''\
     import importlib, logging, signal, sys
@@ -15,7 +15,7 @@ PROGRAM = textwrap.dedent('''\
     from prefork.server.projectr import ProjectrServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    project_file, port, app = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    project_file, port, app, trial = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "trial"
 
 
     class RefuseBoom:
@@ -30,18 +30,19 @@ PROGRAM = textwrap.dedent('''\
     if app == "callable":
         app = importlib.import_module("myproject.app").application
     server = ProjectrServer(project=project, app=app, workers=2, host="127.0.0.1", port=port,
-                            worker_mixins=[RefuseBoom], reload_timeout=1.0)
+                            worker_mixins=[RefuseBoom], reload_timeout=1.0, trial=trial)
     server.watch(project.watch_changes())
     server.start()
     ''')
 
 
-def start(launcher, project_copy: Path, app: str = "myproject.app:application"):
+def start(launcher, project_copy: Path, app: str = "myproject.app:application", trial: bool = True):
     script = project_copy.parent / "program.py"
     script.write_text(PROGRAM)
 
     def command(port: int) -> list[str]:
-        return [PYTHON, str(script), str(project_copy / "project.py"), str(port), app]
+        return [PYTHON, str(script), str(project_copy / "project.py"), str(port), app,
+                "trial" if trial else "no-trial"]
 
     return launcher.start(command, workers=2)
 
@@ -118,3 +119,16 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "gone"
+
+
+def test_without_a_trial_the_master_loads_directly(launcher, project_copy):
+    server = start(launcher, project_copy, trial=False)
+    pids = {s["pid"] for s in server.statuses()}
+    save(project_copy / "myproject/version.py", 'VERSION = "direct"\n')
+    server.wait_all(lambda s: s["version"] == "direct", "the edit served")
+    line = server.wait_log(r"reload #1: .*\(no trial; generation 1\)")
+    assert SUCCESS_LINE.match(server.messages()[0]), line
+    pids = {s["pid"] for s in server.statuses()}
+    save(project_copy / "myproject/version.py", "VERSION = nope\n")  # still transactional
+    server.wait_log(r"reload #2 failed: \S*version\.py:1: NameError")
+    assert {s["pid"] for s in server.statuses()} == pids
