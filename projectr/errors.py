@@ -26,6 +26,21 @@ class LoadError(ProjectError):
         super().__init__(f"{where}: {type(exception).__name__}: {exception}")
 
     @property
+    def original(self) -> BaseException:
+        """The original exception (same as `exception`)."""
+        return self.exception
+
+    @property
+    def path(self) -> str:
+        """The failing file (same as `file`)."""
+        return self.file
+
+    @property
+    def lineno(self) -> int | None:
+        """The failing line (same as `line`)."""
+        return self.line
+
+    @property
     def formatted_traceback(self) -> str:
         """The original exception's traceback as text."""
         return "".join(_traceback.format_exception(type(self.exception), self.exception, self.traceback))

@@ -190,7 +190,8 @@ def test_failed_load_changes_nothing_and_recovers(tree, bad_source, exc_type, li
     err = info.value
     assert err.file == path and err.line == line
     assert f"{path}:{line}" in str(err)
-    assert isinstance(err.exception, exc_type)
+    assert isinstance(err.exception, exc_type) and err.original is err.exception and err.__cause__ is err.exception
+    assert (err.path, err.lineno) == (err.file, err.line)
     assert err.traceback is not None and type(err.exception).__name__ in err.formatted_traceback
     assert dict(sys.modules) == before  # every key, same objects
     assert all(sys.modules[k] is v for k, v in before.items())
