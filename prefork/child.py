@@ -38,6 +38,7 @@ LOOP_TIMEOUT = 1.0  # waitress's own housekeeping interval (idle-channel cleanup
 # While draining, a connection accepted but not yet used is probably carrying a request right now:
 # give it this long to arrive before treating the connection as idle.
 FRESH_GRACE = 2.0
+SEND_TIMEOUT = 60.0  # threads=1: how long a response may wait for a client that reads nothing
 
 
 def set_parent_death_signal(signum: int = signal.SIGTERM) -> bool:
@@ -265,9 +266,13 @@ def _channel_class(runtime: Runtime) -> type[HTTPChannel]:
                 return super()._flush_outbufs_below_high_watermark()
             # Inline: we are the loop thread, nobody else will flush; block on the socket instead.
             while self.connected and self.total_outbufs_len > self.adj.outbuf_high_watermark:
-                select.select([], [self.socket], [], 1.0)
-                _, failed = self._flush_exception(self._flush_some, do_close=False)
-                if failed:
+                _, writable, _ = select.select([], [self.socket], [], SEND_TIMEOUT)
+                flushed, failed = self._flush_exception(self._flush_some, do_close=False)
+                if failed or not flushed:
+                    # Writable but nothing sent (the peer is gone), or no progress in SEND_TIMEOUT:
+                    # give up on the client; write_soon raises ClientDisconnected, the loop closes it.
+                    self.connected = False
+                    self.will_close = True
                     return
 
     return Channel
