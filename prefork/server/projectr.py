@@ -494,6 +494,10 @@ class ProjectrServer(Server):
             return
         if chunk:
             trial.buffer += chunk
+            # The report is the trial's last word: act on it now, not when the child has finished
+            # exiting (tearing down a copy-on-write address space takes milliseconds).
+            if chunk.endswith(b"\n") and _last_json_line(trial.buffer.decode("utf-8", "replace")):
+                self._end_trial(trial)
             return
         self._end_trial(trial)
 
