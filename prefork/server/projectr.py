@@ -321,6 +321,44 @@ def parse_stack_dump(text: str, sources: Iterable[str]) -> tuple[str | None, int
 
 
 # ---------------------------------------------------------------------------------------------
+# the master's own guard against a load that hangs
+
+
+class ReloadTimeout(BaseException):
+    """Raised by SIGALRM in the master when its own load runs past ``reload_timeout``.
+
+    A BaseException, like KeyboardInterrupt, so that module code catching Exception does not
+    swallow it; projectr's loader restores sys.modules and lets it through.
+    """
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Any:
+    """Raise ReloadTimeout in the block if it runs longer than ``seconds`` (master, main thread).
+
+    A pure-Python loop is interrupted between bytecodes; a blocking call is interrupted by EINTR.
+    Code stuck in C without returning to the interpreter is not: the trial child is the full cure.
+    """
+    def ring(signum: int, frame: Any) -> None:
+        raise ReloadTimeout(f"the import did not finish within {seconds:g} s and was interrupted")
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def describe_timeout(exc: ReloadTimeout, project: Project) -> dict[str, Any]:
+    """Where an interrupted load was: the innermost frame in a project file (master)."""
+    report = describe_exception(exc, project)
+    report["error"] = f"hung: {exc}"
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
 # the master side
 
 
@@ -565,11 +603,19 @@ class ProjectrServer(Server):
         }
 
     def _apply(self, record: ReloadRecord) -> None:
-        """The trial succeeded: load in the master, resolve the app, roll the workers (master)."""
+        """The trial succeeded (or is off): load in the master, resolve the app, roll (master).
+
+        The load runs under an alarm of ``reload_timeout``: without a trial it is what stops an
+        import that loops or blocks; after a trial it guards against files that changed since.
+        """
         started = time.perf_counter()
         try:
-            record.loaded = self.project.load()
-            app = self.current_app()
+            with _alarm(self.reload_timeout):
+                record.loaded = self.project.load()
+                app = self.current_app()
+        except ReloadTimeout as exc:
+            self._reload_failed(describe_timeout(exc, self.project))
+            return
         except LoadError as exc:
             self._reload_failed(describe_load_error(exc))
             return

@@ -31,7 +31,7 @@ DEADLINE = 15.0  # seconds; only matters when something is broken
 SUCCESS_LINE = re.compile(r"^reload #\d+: \d+ modules? \([\w., ]+\) in [\d.]+ ms; \d+ workers? replaced "
                           r"in \d+ ms \((?:(?:\d )?trials? [\d.]+ ms|no trial); generation \d+\)$")
 FAILURE_HEAD = re.compile(r"^reload #\d+ failed: \S+\.py:\d+: (\w+Error: .+|hung: the import did not "
-                          r"finish within \d+ s and was killed)$")
+                          r"finish within \d+ s and was (killed|interrupted))$")
 STILL_SERVING = "  still serving generation {}; the changes stay pending: save a fix to retry them all"
 
 

@@ -132,3 +132,15 @@ def test_without_a_trial_the_master_loads_directly(launcher, project_copy):
     save(project_copy / "myproject/version.py", "VERSION = nope\n")  # still transactional
     server.wait_log(r"reload #2 failed: \S*version\.py:1: NameError")
     assert {s["pid"] for s in server.statuses()} == pids
+
+
+def test_without_a_trial_an_endless_loop_is_interrupted_in_the_master(launcher, project_copy):
+    server = start(launcher, project_copy, trial=False)
+    pids = {s["pid"] for s in server.statuses()}
+    save(project_copy / "myproject/version.py", 'VERSION = "2.0"\nwhile True:\n    pass\n')
+    server.wait_log(r"reload #1 failed: \S*version\.py:[23]: hung: the import did not finish within 1 s "
+                    r"and was interrupted")
+    current = server.statuses()
+    assert {s["pid"] for s in current} == pids and all(s["version"] == "1.0" for s in current)
+    save(project_copy / "myproject/version.py", 'VERSION = "2.1"\n')
+    server.wait_all(lambda s: s["version"] == "2.1", "recovery after the interrupted load")
