@@ -43,11 +43,15 @@ def watch(project: Project, backend: str = "auto", **options: Any) -> BaseWatche
     """Start watching `project` with the named backend (options: debounce, debounce_limit, interval)."""
     name = choose_backend(backend)
     log.debug("projectr %s: watching with the %s backend (asked for %s)", project.name, name, backend)
+    watcher: BaseWatcher
     if name == "inotify":
         from .inotify import InotifyWatcher
-        return InotifyWatcher(project, **options)
-    if name == "watchdog":
+        watcher = InotifyWatcher(project, **options)
+    elif name == "watchdog":
         from .observer import WatchdogWatcher
-        return WatchdogWatcher(project, **options)
-    from .polling import PollingWatcher
-    return PollingWatcher(project, **options)
+        watcher = WatchdogWatcher(project, **options)
+    else:
+        from .polling import PollingWatcher
+        watcher = PollingWatcher(project, **options)
+    project._watchers.add(watcher)  # only a fully built watcher may answer load()'s questions
+    return watcher

@@ -52,7 +52,6 @@ class BaseWatcher:
         self._version = project._version
         self._pending: set[str] = set()
         self._closed = False
-        project._watchers.add(self)
 
     def fileno(self) -> int:
         raise NotImplementedError
