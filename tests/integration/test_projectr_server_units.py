@@ -141,7 +141,8 @@ def test_projectr_server_adds_the_environment_mixin(small_project):
     (["a:b", "--bind", "[::1]:9001"], dict(host="::1", port=9001)),
     (["a:b", "-p", "7000", "--host", "localhost", "--threads", "8"], dict(host="localhost", port=7000, threads=8)),
     (["a:b", "--project", "p.py", "--reload", "--reload-timeout", "2.5"],
-     dict(project="p.py", reload=True, reload_timeout=2.5)),
+     dict(project="p.py", reload=True, reload_timeout=2.5, no_trial=False)),
+    (["a:b", "--reload", "--no-trial"], dict(reload=True, no_trial=True)),
     (["a:b", "--log-level", "debug", "--timeout", "3", "--graceful-timeout", "9"],
      dict(log_level="DEBUG", timeout=3.0, graceful_timeout=9.0)),
 ])
