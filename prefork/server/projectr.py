@@ -96,9 +96,9 @@ def _fresh_callable(app: Callable[..., Any]) -> Callable[..., Any]:
 
 def describe_loaded(project: Project, paths: list[str]) -> str:
     """``2 modules (a, b)``, plus ``+ 1 resource (templates/x.html)`` when resources changed."""
-    sources = set(project.modules)
-    modules = module_names(project, [p for p in paths if p in sources])
-    resources = module_names(project, [p for p in paths if p not in sources])
+    # Decided per path (a .py file is a module): the cost follows the reload, not the project size.
+    modules = module_names(project, [p for p in paths if p.endswith(".py")])
+    resources = module_names(project, [p for p in paths if not p.endswith(".py")])
     text = _counted(len(modules), "module", modules)
     if resources:
         text += " + " + _counted(len(resources), "resource", resources)
@@ -113,12 +113,8 @@ def _counted(count: int, noun: str, names: list[str]) -> str:
 def module_names(project: Project, paths: Iterable[str]) -> list[str]:
     """Module names for loaded source paths (resources keep their path relative to the root)."""
     root = Path(project.root)
-    known = project.modules
     names = []
     for path in paths:
-        if path in known:
-            names.append(known[path])
-            continue
         try:
             rel = Path(path).relative_to(root)
         except ValueError:

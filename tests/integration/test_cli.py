@@ -51,6 +51,9 @@ def body(port: int, path: str = "/") -> str:
 def test_help_explains_every_flag():
     result = run_cli("--help")
     assert result.returncode == 0
+    script = Path(PYTHON).parent / "prefork"  # the console script installed next to this python
+    assert subprocess.run([str(script), "--help"], capture_output=True, text=True,
+                          timeout=20).stdout == result.stdout
     for flag in FLAGS:
         assert re.search(rf"(^|[\s,]){re.escape(flag)}\b", result.stdout), flag
     assert "exit status" in result.stdout
