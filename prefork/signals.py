@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 from collections import deque
-from typing import Any, Callable
+from typing import Any
 
 # signal -> (event name, *args) posted to the master loop.
 SIGNAL_EVENTS: dict[int, tuple[Any, ...]] = {

@@ -14,24 +14,24 @@ import inspect
 import itertools
 import logging
 import os
-import select
 import selectors
 import signal
 import socket
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from prefork import signals, stdio
-from prefork.control import FrameError
+from prefork.notify import notify
 from prefork.pidfile import PidFile
 from prefork.proctitle import set_title
+from prefork.server.channels import WorkerChannels
+from prefork.server.rolling import Roll, Rolling
 from prefork.server.slots import Slot, SlotTable
 from prefork.server.timers import TimerHandle, TimerQueue
 from prefork.sockets import bind_listener, bound_port, control_pair, format_address
-from prefork.worker import CommandError, CommandTimeout, Worker, WorkerGone, iter_messages
+from prefork.worker import CommandError, CommandTimeout, Worker, WorkerGone
 
 log = logging.getLogger("prefork")
 
@@ -55,26 +55,12 @@ def resolve_app(spec: str) -> App:
     return target
 
 
-def notify(*states: str) -> None:
-    """Tell systemd about a state change (no-op without NOTIFY_SOCKET)."""
-    from prefork.notify import notify as send
+class Server(Rolling, WorkerChannels):
+    """The prefork master. See ``docs/prefork.md`` for the full API, hooks and signals.
 
-    send(*states)
-
-
-@dataclass
-class Roll:
-    """A rolling replacement in progress: successors of ``generation`` booting next to their predecessors."""
-
-    generation: int
-    previous_generation: int
-    started: float
-    successors: dict[int, Worker] = field(default_factory=dict)
-    deadline: TimerHandle | None = None
-
-
-class Server:
-    """The prefork master. See ``docs/prefork.md`` for the full API, hooks and signals."""
+    Its rolls live in ``prefork.server.rolling`` and its side of the worker channels (broadcast,
+    messages, pings) in ``prefork.server.channels``; both are mixed in here.
+    """
 
     ready_timeout = 30.0  # seconds a roll waits for all successors to report ready
     # threads=1: serve requests on the worker's I/O loop thread. A request then costs no hand-off
@@ -203,50 +189,6 @@ class Server:
         """
         self._child_watchers[pid] = callback
 
-    def broadcast(self, command: str, *args: Any, timeout: float = 5.0) -> dict[int, Any]:
-        """Run ``command`` in every current worker; return ``{index: result}``.
-
-        A worker that fails has a CommandError (CommandTimeout, WorkerGone) as its value instead
-        of a result; results are JSON values, so ``isinstance(value, CommandError)`` tells them
-        apart. Blocks the master loop for at most ``timeout`` seconds.
-        """
-        targets = self.workers
-        results: dict[int, Any] = {}
-        requests: dict[int, int] = {}
-        for worker in targets:
-            requests[worker.index] = worker.call_async(
-                command, *args, timeout=timeout, callback=lambda r, w=worker: results.__setitem__(w.index, r))
-        deadline = time.monotonic() + timeout
-        while len(results) < len(targets):
-            waiting = {w._control: w for w in targets if w.index not in results and w._control is not None}
-            remaining = deadline - time.monotonic()
-            if not waiting or remaining <= 0:
-                break
-            readable, _, _ = select.select(list(waiting), [], [], remaining)
-            for sock in readable:
-                self._read_worker(waiting[sock])
-        for worker in targets:
-            if worker.index not in results:
-                worker._expire(requests[worker.index], command, timeout)
-        return dict(sorted(results.items()))
-
-    def broadcast_async(self, command: str, *args: Any, timeout: float = 5.0,
-                        callback: Callable[[dict[int, Any]], Any]) -> None:
-        """Like ``broadcast`` without blocking: ``callback({index: result or CommandError})`` later."""
-        targets = self.workers
-        results: dict[int, Any] = {}
-        if not targets:
-            callback(results)
-            return
-
-        def collect(worker: Worker, result: Any) -> None:
-            results[worker.index] = result
-            if len(results) == len(targets):
-                callback(dict(sorted(results.items())))
-
-        for worker in targets:
-            worker.call_async(command, *args, timeout=timeout, callback=lambda r, w=worker: collect(w, r))
-
     def start(self, install_signals: bool = True) -> None:
         """Bind, write the pid file, fork the workers and run the loop until stopped (master).
 
@@ -306,53 +248,6 @@ class Server:
             return
         self.roll_workers()
 
-    def roll_workers(self) -> bool:
-        """Start replacing every worker with one forked from the current ``self.app`` (master).
-
-        Successors (a new generation) fork at once and in parallel; when every one has reported
-        ready, the predecessors are stopped gracefully. If a successor dies first or they are not
-        all ready within ``ready_timeout``, the successors are stopped, the old workers keep serving
-        and the failure is logged. Either way ``roll_finished(ok, info)`` runs. Called while a roll
-        is in progress, it schedules one more roll after it and returns False.
-        """
-        if self.state != "running":
-            log.warning("roll requested while %s: ignored", self.state)
-            return False
-        if self._roll is not None:
-            self._roll_again = True
-            return False
-        roll = Roll(self.generation + 1, self.generation, time.monotonic())
-        self._roll = roll
-        self.generation = roll.generation
-        log.info("rolling to generation %d", roll.generation)
-        for slot in self._slots.active():
-            if slot.current is not None and not slot.current.ready:
-                self._terminate(slot.current)  # still booting old code: its successor replaces it
-                slot.current = None
-            successor = self._spawn(slot)
-            if successor is None:
-                self._abandon_roll(f"cannot fork a successor for slot {slot.index}")
-                return False
-            slot.successor = successor
-            roll.successors[slot.index] = successor
-        roll.deadline = self.call_later(self.ready_timeout, lambda: self._abandon_roll(
-            f"successors not ready within {self.ready_timeout:g} s"))
-        self._check_roll()
-        return True
-
-    def roll_finished(self, ok: bool, info: dict[str, Any]) -> None:
-        """Called when a roll completed (``ok``) or was abandoned; override to report it (master).
-
-        ``info``: ``generation``, ``replaced`` (workers replaced), ``elapsed`` (seconds),
-        ``reason`` (why it was abandoned, or None).
-        """
-        if ok:
-            log.info("generation %d serving: %d workers replaced in %.0f ms", info["generation"],
-                     info["replaced"], info["elapsed"] * 1000)
-        else:
-            log.error("roll to generation %d abandoned: %s; generation %d keeps serving",
-                      info["generation"], info["reason"], self.generation)
-
     # -- hooks (override, or pass as keyword callables) ---------------------------------------------
 
     def worker_ready(self, worker: Worker) -> None:
@@ -393,10 +288,6 @@ class Server:
                 self._retire(worker)
             else:
                 self._terminate(worker)
-
-    def handle_roll(self) -> None:
-        """Run ``roll_workers()`` (posted when roll requests were coalesced)."""
-        self.roll_workers()
 
     def handle_set_workers(self, count: int) -> None:
         """Grow or shrink to ``count`` slots (deferred until a roll in progress ends)."""
@@ -707,64 +598,6 @@ class Server:
             except ProcessLookupError:
                 pass
 
-    # -- rolls -------------------------------------------------------------------------------------------
-
-    def _check_roll(self) -> None:
-        """Complete the roll once every successor is ready."""
-        roll = self._roll
-        if roll is None or not all(w.ready for w in roll.successors.values()):
-            return
-        replaced = 0
-        for index, successor in roll.successors.items():
-            slot = self._slots.slots[index]
-            if slot.current is not None:
-                self._retire(slot.current)
-                replaced += 1
-            slot.current, slot.successor = successor, None
-            self._slots.ready(slot)
-        self._serving_app = self.app
-        self._end_roll(True, replaced, None)
-        self._maybe_announce()
-
-    def _abandon_roll(self, reason: str) -> None:
-        """Give up the roll: stop the successors, restore the serving app and generation."""
-        roll = self._roll
-        if roll is None:
-            return
-        for index, successor in roll.successors.items():
-            slot = self._slots.slots.get(index)
-            if slot is not None and slot.successor is successor:
-                slot.successor = None
-            if successor.pid in self._by_pid:
-                self._retire(successor)
-        self.generation = roll.previous_generation
-        self.app = self._serving_app
-        self._end_roll(False, 0, reason)
-
-    def _end_roll(self, ok: bool, replaced: int, reason: str | None) -> None:
-        """Clear the roll, report it, and start what was coalesced meanwhile."""
-        roll = self._roll
-        assert roll is not None
-        if roll.deadline is not None:
-            roll.deadline.cancel()
-        self._roll = None
-        info = {"generation": roll.generation, "replaced": replaced,
-                "elapsed": time.monotonic() - roll.started, "reason": reason}
-        self._guarded(lambda: self.roll_finished(ok, info), "roll_finished")
-        if ok:
-            notify("READY=1")
-        if self.state != "running":
-            return
-        if self._deferred_target is not None:
-            self.post_event("set_workers", self._deferred_target)
-            self._deferred_target = None
-        if self._reload_again:
-            self._reload_again = self._roll_again = False
-            self.post_event("reload")
-        elif self._roll_again:
-            self._roll_again = False
-            self.post_event("roll")
-
     def _maybe_announce(self) -> None:
         """Run when_ready (and tell systemd) once every slot first has a ready worker."""
         if self._announced or self.state != "running":
@@ -776,75 +609,6 @@ class Server:
         log.info("all %d workers ready", len(slots))
         notify("READY=1")
         self._call_hook("when_ready")
-
-    # -- worker channels -------------------------------------------------------------------------------
-
-    def _next_request_id(self) -> int:
-        return next(self._request_ids)
-
-    def _read_worker(self, worker: Worker) -> None:
-        """Read what ``worker`` sent on its control channel and handle each message."""
-        sock = worker._control
-        if sock is None:
-            return
-        try:
-            data = sock.recv(65536)
-        except (BlockingIOError, InterruptedError, TimeoutError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close_channel(worker)
-            self._signal(worker, signal.SIGKILL)  # a worker without its channel is out of our control
-            return
-        for item in iter_messages(worker._reader, data):
-            if isinstance(item, FrameError):
-                log.warning("%s sent a bad control frame: %s", worker.describe(), item)
-                if worker._reader.broken:
-                    self._close_channel(worker)
-                    self._signal(worker, signal.SIGKILL)
-                    return
-            else:
-                self._on_worker_message(worker, item)
-
-    def _on_worker_message(self, worker: Worker, message: dict[str, Any]) -> None:
-        """Dispatch one message from a worker: an event, or a reply to a request."""
-        event = message.get("event")
-        if event == "ready":
-            self.post_event("worker_ready", worker)
-        elif event is not None:
-            log.warning("%s sent unknown event %r", worker.describe(), event)
-        elif not worker._resolve(message):
-            if message.get("ok") is False:
-                log.warning("%s reported an error: %s", worker.describe(), message.get("error"))
-            else:
-                log.debug("%s: reply to no pending request: %r", worker.describe(), message)
-
-    def _close_channel(self, worker: Worker) -> None:
-        """Unregister and close a worker's channel; its pending requests fail with WorkerGone."""
-        if worker._control is not None and self._selector is not None:
-            try:
-                self._selector.unregister(worker._control)
-            except (KeyError, ValueError):
-                pass
-        worker._detach()
-
-    def _schedule_ping(self, worker: Worker) -> None:
-        """Hung-worker detection: ping every ``timeout`` seconds; no answer in time means SIGKILL."""
-        assert self.timeout is not None
-
-        def answered(result: Any) -> None:
-            if isinstance(result, CommandTimeout) and not worker.stopping:
-                log.warning("%s did not answer ping within %g s; killing it", worker.describe(), self.timeout)
-                self._signal(worker, signal.SIGKILL)
-            elif not isinstance(result, CommandError):
-                self._schedule_ping(worker)
-
-        def ping() -> None:
-            if worker.pid in self._by_pid and not worker.stopping:
-                worker.call_async("ping", timeout=self.timeout, callback=answered)
-
-        self.call_later(self.timeout, ping)
 
     # -- hooks ----------------------------------------------------------------------------------------
 
