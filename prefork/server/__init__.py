@@ -62,6 +62,7 @@ class Server(Rolling, WorkerChannels):
     messages, pings) in ``prefork.server.channels``; both are mixed in here.
     """
 
+    worker_class: type[Worker] = Worker  # the class every worker object is made from (plus the mixins)
     ready_timeout = 30.0  # seconds a roll waits for all successors to report ready
     # threads=1: serve requests on the worker's I/O loop thread. A request then costs no hand-off
     # between waitress's I/O and task threads (measured: 1.4 instead of 2.4 ms of CPU for a 1.4 ms
@@ -87,7 +88,8 @@ class Server(Rolling, WorkerChannels):
         self.stderr = stderr
         self.pid_file = None if pid_file is None else os.fspath(pid_file)
         mixins = tuple(worker_mixins)
-        self.worker_class: type[Worker] = type("Worker", (*mixins, Worker), {}) if mixins else Worker
+        base = type(self).worker_class  # a subclass may name its own Worker subclass
+        self.worker_class: type[Worker] = type(base.__name__, (*mixins, base), {}) if mixins else base
         self.slow_start = slow_start
         self.threads = threads
         self.shared_port = shared_port

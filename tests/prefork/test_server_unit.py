@@ -58,3 +58,17 @@ def test_a_port_in_use_fails_start_with_a_bind_error_naming_it(tmp_path):
             server.start()
     assert not (tmp_path / "app.pid").exists()
     assert server.state == "stopped"
+
+
+def test_a_subclass_may_name_its_own_worker_class():
+    class MyWorker(Worker):
+        pass
+
+    class Mixin:
+        pass
+
+    class MyServer(Server):
+        worker_class = MyWorker
+
+    assert MyServer(app).worker_class is MyWorker
+    assert MyServer(app, worker_mixins=[Mixin]).worker_class.__mro__[1:3] == (Mixin, MyWorker)
