@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable
 
 from projectr import LoadError, Project
 
+from prefork.proctitle import set_title
 from prefork.server import Server, notify
 
 log = logging.getLogger("prefork.reload")
@@ -234,6 +235,7 @@ def _trial_isolate(write_fd: int) -> None:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
     _die_with_parent()
+    set_title("prefork reload trial")  # what `ps` shows while a slow import is being tried
     # SIGUSR1 asks for the stack: written from C, so a trial stuck in a C call answers too.
     faulthandler.register(signal.SIGUSR1, file=write_fd, all_threads=True, chain=False)
     # The master prints what module code prints; the trial must not print it a second time.
