@@ -1,7 +1,8 @@
 """The README's program (docs/integration.md, "The program") runs exactly as written.
 
-The code block is taken from the document itself; the only change is the port (a free one instead
-of 8000). It runs in a folder holding a copy of examples/myproject, so its relative path works.
+The code block is taken from the document itself; the only change is the address (127.0.0.1 and a
+free port instead of the default 0.0.0.0 and 8000). It runs in a folder holding a copy of
+examples/myproject, so its relative path works.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def test_readme_program_serves_reloads_and_answers_sighup(launcher, tmp_path):
     script = tmp_path / "readme_program.py"
 
     def command(port: int) -> list[str]:
-        script.write_text(program.replace("port=8000", f"port={port}"))
+        # The only changes: a free port, and loopback (tests never listen on other addresses).
+        script.write_text(program.replace("port=8000", f'host="127.0.0.1", port={port}'))
         return [PYTHON, str(script)]
 
     server = launcher.start(command, workers=2, cwd=tmp_path)
