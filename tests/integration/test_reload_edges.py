@@ -144,3 +144,13 @@ def test_without_a_trial_an_endless_loop_is_interrupted_in_the_master(launcher, 
     assert {s["pid"] for s in current} == pids and all(s["version"] == "1.0" for s in current)
     save(project_copy / "myproject/version.py", 'VERSION = "2.1"\n')
     server.wait_all(lambda s: s["version"] == "2.1", "recovery after the interrupted load")
+
+
+def test_a_hung_trial_dies_with_a_killed_master(launcher, project_copy):
+    server = start(launcher, project_copy)
+    workers = {s["pid"] for s in server.statuses()}
+    save(project_copy / "myproject/version.py", "while True:\n    pass\n")
+    trial = wait_for(lambda: _has_trial_child(server.proc.pid, workers), what="the trial child to start")
+    server.signal(signal.SIGKILL)
+    server.proc.wait(timeout=10)
+    wait_for(lambda: _state(trial) in ("gone", "Z"), what="the orphaned trial to die")
