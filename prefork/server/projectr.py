@@ -23,6 +23,7 @@ import ctypes
 import faulthandler
 import importlib
 import json
+import linecache
 import logging
 import os
 import re
@@ -318,6 +319,25 @@ def parse_stack_dump(text: str, sources: Iterable[str]) -> tuple[str | None, int
     return frames[0] if frames else (None, None)
 
 
+def _user_frames_of_dump(dump: str) -> str:
+    """The frames of a faulthandler dump above the import machinery, formatted like a traceback."""
+    machinery = _machinery_dirs()
+    frames = []
+    for match in map(_FRAME_LINE.match, dump.splitlines()):  # most recent call first
+        if match is None:
+            continue
+        file = match["file"]
+        if file.startswith(machinery) or file.startswith("<frozen "):
+            break  # below here: projectr's loader and the master that called it
+        frames.append((file, int(match["line"]), match["func"]))
+    lines = []
+    for file, line, func in reversed(frames[:_TRACEBACK_FRAMES]):
+        linecache.checkcache(file)  # the file may have changed since it was last read
+        source = linecache.getline(file, line).strip()
+        lines.append(f'  File "{file}", line {line}, in {func}' + (f"\n    {source}" if source else ""))
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # the master's own guard against a load that hangs
 
@@ -592,12 +612,12 @@ class ProjectrServer(Server):
     def _hang_report(self, dump: str) -> dict[str, Any]:
         """Describe a trial killed at reload_timeout: where it was stuck (master)."""
         file, line = parse_stack_dump(dump, self.project.source_files)
-        frames = [ln.strip() for ln in dump.splitlines() if _FRAME_LINE.match(ln)]
+        frames = _user_frames_of_dump(dump)
         return {
             "file": file,
             "line": line,
             "error": f"hung: the import did not finish within {self.reload_timeout:g} s and was killed",
-            "traceback": "\n".join(frames[:_TRACEBACK_FRAMES]),
+            "traceback": frames,
         }
 
     def _apply(self, record: ReloadRecord) -> None:
