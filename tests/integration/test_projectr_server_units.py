@@ -161,3 +161,17 @@ def test_cli_server_kwargs_match_server_parameters():
     accepted = inspect.signature(Server).parameters
     assert set(kwargs) <= set(accepted)
     assert kwargs["pid_file"] == "x.pid"
+
+
+def test_user_frames_of_dump_stop_at_the_loader(tmp_path):
+    import projectr
+    from prefork.server.projectr import _user_frames_of_dump
+
+    module = tmp_path / "slow.py"
+    module.write_text("import time\n\ntime.sleep(60)\n")
+    loader = os.path.join(os.path.dirname(projectr.__file__), "loader.py")
+    dump = (f'Current thread 0x1 (most recent call first):\n'
+            f'  File "{module}", line 3 in <module>\n'
+            f'  File "{loader}", line 90 in _execute_one\n'
+            f'  File "/srv/server.py", line 64 in main\n')
+    assert _user_frames_of_dump(dump) == f'  File "{module}", line 3, in <module>\n    time.sleep(60)'
