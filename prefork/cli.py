@@ -171,22 +171,11 @@ def configure_logging(args: argparse.Namespace) -> None:
 
 def check_pid_file(path: str | None) -> None:
     """Refuse to start when the pid file names a live process (the master re-checks atomically)."""
-    if not path or not os.path.exists(path):
-        return
-    try:
-        with open(path, encoding="ascii") as handle:
-            pid = int(handle.read().strip() or 0)
-    except (OSError, ValueError):
-        return  # unreadable or garbage: stale, the server replaces it
-    if pid <= 0 or pid == os.getpid():
-        return
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return
-    except PermissionError:
-        pass  # alive, owned by someone else
-    raise StartError(f"pid file {path} names a live process {pid}; is a master already running?")
+    from prefork.pidfile import process_alive, read_pid
+
+    pid = read_pid(path) if path else None
+    if pid is not None and pid != os.getpid() and process_alive(pid):
+        raise StartError(f"pid file {path} names a live process {pid}; is a master already running?")
 
 
 def server_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -234,6 +223,8 @@ def build_server(args: argparse.Namespace) -> Any:
     """Create the server the flags ask for; raise StartError when the app cannot be loaded."""
     kwargs = server_kwargs(args)
     if args.project or args.reload:
+        from projectr import ProjectError
+
         from prefork.server.projectr import ProjectrServer, discover_project
 
         if args.project:
@@ -241,9 +232,9 @@ def build_server(args: argparse.Namespace) -> Any:
         else:
             try:
                 project = discover_project(args.app)
-            except ImportError as exc:
-                raise StartError(f"cannot import {args.app}: {exc}") from exc
-            project.load()
+                project.load()
+            except (ImportError, ProjectError) as exc:  # LoadError is a ProjectError
+                raise StartError(f"cannot import the app {args.app}: {exc}") from exc
         server = ProjectrServer(project=project, app=args.app, reload_timeout=args.reload_timeout,
                                 trial=not args.no_trial, **kwargs)
         _check_app(server.current_app, args.app)
@@ -276,9 +267,11 @@ def serve(args: argparse.Namespace) -> int:
     except PidFileError as exc:
         raise StartError(str(exc)) from exc
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise StartError(f"cannot listen on {args.host}:{args.port}: address already in use") from exc
-        raise StartError(f"cannot start: {exc}") from exc
+        # BindError's text names the exact address ("cannot listen on 127.0.0.1:8001: ...").
+        reason = exc.strerror if isinstance(exc.strerror, str) and exc.strerror else str(exc)
+        if exc.errno == errno.EADDRINUSE and not reason.startswith("cannot listen"):
+            reason = f"cannot listen on {args.host}:{args.port}: address already in use"
+        raise StartError(reason) from exc
     return EXIT_OK
 
 

@@ -102,7 +102,7 @@ def test_port_in_use_exits_1(site):
         result = run_cli("hello:app", "-w", "1", "-p", str(port), cwd=site)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last == f"prefork: cannot listen on 127.0.0.1:{port}: address already in use", result.stderr
+    assert last.lower() == f"prefork: cannot listen on 127.0.0.1:{port}: address already in use", result.stderr
 
 
 def test_live_pid_file_exits_1(site, tmp_path):
@@ -181,3 +181,13 @@ def test_upstream_file_lists_the_worker_ports(launcher, site, tmp_path):
                     and upstream.read_text(), what="the upstream file")
     assert "upstream" in text
     assert " INFO " not in server.log()  # --log-level warning
+
+
+def test_port_in_use_for_a_later_worker_names_that_port(site):
+    with socket.socket() as holder:
+        base = free_ports(2)
+        holder.bind(("127.0.0.1", base + 1))
+        holder.listen()
+        result = run_cli("hello:app", "-w", "2", "-p", str(base), cwd=site)
+    assert result.returncode == 1
+    assert f"127.0.0.1:{base + 1}" in result.stderr.strip().splitlines()[-1], result.stderr
