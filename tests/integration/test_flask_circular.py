@@ -79,7 +79,16 @@ def test_flask_circular_app_reloads_edited_and_new_routes(launcher, tmp_path):
     _all_serve(server, "/about", "about this site")
     _all_serve(server, "/", "hello from version 3")
 
+    server.wait_log(r"reload #2: 2 modules \((app, views|views, app)\)")
     log = server.log()
     assert "overwriting an existing endpoint" not in log
     assert "failed" not in log, log
-    server.wait_log(r"reload #2: 2 modules \((app, views|views, app)\)")
+
+    # A broken view keeps the old routes serving; the fix brings the new code.
+    save(site / "views.py", VIEWS.replace("version 1", "version 4") + "\nundefined_decorator\n")
+    server.wait_log(r"reload #3 failed: \S*views\.py:\d+: NameError")
+    _all_serve(server, "/about", "about this site")
+    save(site / "views.py", VIEWS.replace("version 1", "version 5"))
+    _all_serve(server, "/", "hello from version 5")
+    assert all(http_get(port, "/about")[0] == 404 for port in server.ports)  # the route is gone
+    assert "overwriting an existing endpoint" not in server.log()
