@@ -239,3 +239,15 @@ def test_twenty_reloads_under_load_fail_no_request(launcher, project_copy):
     assert sum(counts) > 40
     final = server.wait_all(lambda s: s["version"] == "load-19", "the last version")
     assert all(s["generation"] == 20 for s in final)
+
+
+def test_broken_definition_file_keeps_serving_and_recovers(launcher, project_copy):
+    server = launcher.example(project_copy)
+    definition = project_copy / "project.py"
+    good = definition.read_text()
+    save(definition, good.replace('project.file("version")', 'project.file("version"'))
+    server.wait_log(r"reload #1 failed: \S*project\.py:\d+: SyntaxError")
+    assert all(s["version"] == "1.0" and s["generation"] == 0 for s in server.statuses())
+    save(definition, good)
+    save(project_copy / VERSION_FILE, 'VERSION = "after-definition-fix"\n')
+    server.wait_all(lambda s: s["version"] == "after-definition-fix", "recovery after the definition fix")
