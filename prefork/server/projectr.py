@@ -656,6 +656,9 @@ class ProjectrServer(Server):
         if ok:
             self._log_success(record, info)
             self._finish()
+        elif self.state != "running":
+            log.info("reload #%d abandoned: the server is stopping", record.number)
+            self._current = None
         else:
             self._reload_failed({"error": f"the new workers did not start: {info.get('reason')}",
                                  "file": None, "line": None, "traceback": ""})
