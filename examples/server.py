@@ -29,11 +29,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", "-p", type=int, default=8000,
                         help="port of worker 0; worker i listens on PORT+i (default: 8000)")
-    parser.add_argument("--workers", "-w", type=int, default=2, help="worker processes (default: 2)")
-    parser.add_argument("--pid", help="pid file; enables `prefork ctl --pid FILE ...`")
-    parser.add_argument("--reload-timeout", type=float, default=5.0,
+    parser.add_argument("--workers", "-w", type=int, default=2, metavar="N", help="worker processes (default: 2)")
+    parser.add_argument("--pid", metavar="FILE", help="pid file; enables `prefork ctl --pid FILE ...`")
+    parser.add_argument("--reload-timeout", type=float, default=5.0, metavar="S",
                         help="abandon a reload whose imports take longer (default: 5 s)")
-    parser.add_argument("--project", default=str(DEFAULT_PROJECT),
+    parser.add_argument("--project", default=str(DEFAULT_PROJECT), metavar="FILE",
                         help="the project definition file (default: examples/myproject/project.py)")
     return parser.parse_args(argv)
 
