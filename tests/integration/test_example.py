@@ -251,3 +251,14 @@ def test_broken_definition_file_keeps_serving_and_recovers(launcher, project_cop
     save(definition, good)
     save(project_copy / VERSION_FILE, 'VERSION = "after-definition-fix"\n')
     server.wait_all(lambda s: s["version"] == "after-definition-fix", "recovery after the definition fix")
+
+
+def test_example_project_is_clean_with_declared_and_discovered_edges(project_copy):
+    definition = str(project_copy / "project.py")
+    check = subprocess.run([PYTHON, "-m", "projectr", "check", definition], capture_output=True,
+                           text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    graph = subprocess.run([PYTHON, "-m", "projectr", "graph", definition], capture_output=True,
+                           text=True, timeout=30).stdout
+    assert "myproject/settings.py -> myproject/services/catalog.py [needs]" in graph
+    assert "myproject/views/pages.py -> myproject/app.py [import]" in graph
