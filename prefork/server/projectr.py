@@ -434,8 +434,9 @@ class ProjectrServer(Server):
     ``app`` is ``"module:attr"`` (resolved again after every reload) or a WSGI callable;
     ``reload_timeout`` bounds the seconds a reload's imports may take before it is abandoned;
     ``trial=False`` skips the trial child (the load runs in the master directly: faster by the
-    trial's cost, but an import that hangs then hangs the master). Other keyword arguments are
-    Server's.
+    trial's cost, still transactional and interrupted by an alarm after ``reload_timeout``, but a
+    bad import's side effects outside the reload set stay in the master). Other keyword arguments
+    are Server's.
     """
 
     def __init__(self, project: Project | str | os.PathLike[str], app: Any,
@@ -518,10 +519,22 @@ class ProjectrServer(Server):
             self.on_reload()
         except Exception:  # noqa: BLE001 - a failing hook must not stop the reload
             log.exception("hook on_reload failed")
-        if self.trial:
-            self._start_trial()
-        else:
-            self._apply(self._current)
+        record = self._current
+        self._safely(self._start_trial if self.trial else lambda: self._apply(record))
+
+    def _safely(self, step: Callable[[], Any]) -> None:
+        """Run one step of the reload; a bug or an OS error in it fails the reload (master).
+
+        Without this, an unexpected exception would leave the reload marked as running for ever,
+        and every later reload request would be coalesced into nothing.
+        """
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - logged with its traceback, the master carries on
+            log.exception("reload step %s failed", getattr(step, "__name__", step))
+            if self._current is not None:
+                self._reload_failed({"error": f"{type(exc).__name__}: {exc}", "file": None,
+                                     "line": None, "traceback": ""})
 
     def _start_trial(self) -> None:
         """Fork the trial child and watch its pipe (master)."""
@@ -530,7 +543,12 @@ class ProjectrServer(Server):
         for stream in (sys.stdout, sys.stderr):  # a fork must not duplicate buffered output
             with contextlib.suppress(Exception):
                 stream.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
         if pid == 0:
             os.close(read_fd)
             _trial_main(self.project, self.app_spec, write_fd)
@@ -553,9 +571,9 @@ class ProjectrServer(Server):
             # The report is the trial's last word: act on it now, not when the child has finished
             # exiting (tearing down a copy-on-write address space takes milliseconds).
             if chunk.endswith(b"\n") and _last_json_line(trial.buffer.decode("utf-8", "replace")):
-                self._end_trial(trial)
+                self._safely(lambda: self._end_trial(trial))
             return
-        self._end_trial(trial)
+        self._safely(lambda: self._end_trial(trial))
 
     def _trial_overdue(self, trial: Trial) -> None:
         """The trial ran past reload_timeout: ask for its stack, then kill it (master)."""
@@ -649,10 +667,13 @@ class ProjectrServer(Server):
 
     def roll_finished(self, ok: bool, info: dict[str, Any]) -> None:
         """Server's report that a roll ended: log the reload's one line or its failure (master)."""
-        record = self._current
-        if record is None:
+        if self._current is None:
             super().roll_finished(ok, info)  # a roll this class did not start
             return
+        self._safely(lambda: self._roll_done(self._current, ok, info))
+
+    def _roll_done(self, record: ReloadRecord, ok: bool, info: dict[str, Any]) -> None:
+        """End the reload whose roll ended: success line, stop, or failure block (master)."""
         if ok:
             self._log_success(record, info)
             self._finish()

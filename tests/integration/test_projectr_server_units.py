@@ -175,3 +175,15 @@ def test_user_frames_of_dump_stop_at_the_loader(tmp_path):
             f'  File "{loader}", line 90 in _execute_one\n'
             f'  File "/srv/server.py", line 64 in main\n')
     assert _user_frames_of_dump(dump) == f'  File "{module}", line 3, in <module>\n    time.sleep(60)'
+
+
+def test_a_bug_in_a_reload_step_fails_that_reload_only(small_project, caplog):
+    from prefork.server.projectr import ReloadRecord
+
+    server = ProjectrServer(project=small_project, app="unitpkg.top:app")
+    server._current = ReloadRecord(number=4, requested=0.0)
+    with caplog.at_level("INFO", logger="prefork.reload"):
+        server._safely(lambda: 1 / 0)
+    assert not server.reloading  # the next reload request starts a new reload
+    assert "reload #4 failed: ?: ZeroDivisionError: division by zero" in caplog.text
+    assert "still serving generation 0" in caplog.text
