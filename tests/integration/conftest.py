@@ -283,3 +283,17 @@ def rewrite(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
     save(path, text.replace(old, new, 1))
+
+
+def trial_child(master_pid: int, workers: set[int]) -> int | None:
+    """The pid of a child of the master that is not one of ``workers`` (Linux /proc), or None."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    return next((int(pid) for pid in children if int(pid) not in workers), None)
+
+
+def process_state(pid: int) -> str:
+    """The process state letter from /proc (Z: a zombie, dead but not reaped), or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"

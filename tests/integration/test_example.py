@@ -13,7 +13,7 @@ import subprocess
 import threading
 
 from conftest import (FAILURE_HEAD, PYTHON, STILL_SERVING, SUCCESS_LINE, http_get, rewrite, save,
-                      status, wait_for)
+                      status, trial_child, wait_for)
 
 VERSION_FILE = "myproject/version.py"
 
@@ -130,16 +130,21 @@ def test_failed_reload_keeps_changes_pending_until_fixed(launcher, project_copy)
 
 
 def test_endless_loop_at_import_is_abandoned_and_master_answers(launcher, project_copy):
-    server = launcher.example(project_copy, reload_timeout=1.0)
+    server = launcher.example(project_copy, reload_timeout=2.0)
     pids = {s["pid"] for s in server.statuses()}
     save(project_copy / VERSION_FILE, 'VERSION = "2.0"\nwhile True:\n    pass\n')
-    # While the trial spins, the master still answers prefork ctl and the old workers serve.
+    wait_for(lambda: trial_child(server.proc.pid, pids), what="the trial child to start")
+    # While the trial spins, the master still answers prefork ctl and signals, the old workers serve.
     result = subprocess.run([PYTHON, "-m", "prefork", "ctl", "--pid", str(server.pid_file), "status"],
                             capture_output=True, text=True, timeout=10)
     assert result.returncode == 0, result.stderr
+    server.signal(signal.SIGUSR1)
+    server.wait_log(r"reopened log files")
     assert all(s["version"] == "1.0" for s in server.statuses())
-    server.wait_log(r"reload #1 failed: \S*version\.py:[23]: hung: the import did not finish within 1 s "
+    server.wait_log(r"reload #1 failed: \S*version\.py:[23]: hung: the import did not finish within 2 s "
                     r"and was killed")
+    log = server.log()
+    assert log.index("reopened log files") < log.index("reload #1 failed")  # answered during the hang
     hang = server.messages()[0].splitlines()
     assert FAILURE_HEAD.match(hang[0]) and hang[-1] == STILL_SERVING.format(0), hang
     assert {s["pid"] for s in server.statuses()} == pids

@@ -7,7 +7,7 @@ import signal
 import textwrap
 from pathlib import Path
 
-from conftest import PYTHON, SUCCESS_LINE, http_get, save, wait_for
+from conftest import PYTHON, SUCCESS_LINE, http_get, process_state, save, trial_child, wait_for
 
 PROGRAM = textwrap.dedent('''\
     import importlib, logging, signal, sys
@@ -75,11 +75,11 @@ def test_stop_while_a_trial_hangs_exits_cleanly(launcher, project_copy):
     server = start(launcher, project_copy)
     save(project_copy / "myproject/version.py", "import time\ntime.sleep(60)\n")
     workers = {s["pid"] for s in server.statuses()}
-    trial = wait_for(lambda: _has_trial_child(server.proc.pid, workers), what="the trial child to start")
+    trial = wait_for(lambda: trial_child(server.proc.pid, workers), what="the trial child to start")
     server.signal(signal.SIGTERM)
     assert server.proc.wait(timeout=10) == 0
     assert f"reload #1 abandoned: the server is stopping (trial pid {trial} killed)" in server.log()
-    wait_for(lambda: not Path(f"/proc/{trial}").exists() or "Z" in _state(trial), what="the trial gone")
+    wait_for(lambda: not Path(f"/proc/{trial}").exists() or "Z" in process_state(trial), what="the trial gone")
 
 
 def test_hang_in_a_c_call_names_the_file_and_line(launcher, project_copy):
@@ -96,7 +96,7 @@ def test_edits_during_a_reload_are_coalesced_into_one_more(launcher, project_cop
     # The first edit hangs its trial for a while; the next edits arrive meanwhile.
     workers = {s["pid"] for s in server.statuses()}
     save(path, 'import time\ntime.sleep(0.5)\nVERSION = "slow"\n')
-    wait_for(lambda: _has_trial_child(server.proc.pid, workers), what="the trial child to start")
+    wait_for(lambda: trial_child(server.proc.pid, workers), what="the trial child to start")
     for n in range(5):
         save(path, f'VERSION = "after-{n}"\n')
     server.wait_all(lambda s: s["version"] == "after-4", "the last edit served")
@@ -105,20 +105,6 @@ def test_edits_during_a_reload_are_coalesced_into_one_more(launcher, project_cop
     assert len(re.findall(r"reload #\d+: ", log)) == 1, log
     assert re.search(r"reload #1: .*\([2-4] trials [\d.]+ ms", log), log  # the trial restarted
     assert "failed" not in log
-
-
-def _has_trial_child(master_pid: int, workers: set[int]) -> int | None:
-    """The pid of a child of the master that is not one of ``workers`` (Linux /proc), or None."""
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-    return next((int(pid) for pid in children if int(pid) not in workers), None)
-
-
-def _state(pid: int) -> str:
-    """The process state letter from /proc (Z: a zombie, dead but not reaped)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "gone"
 
 
 def test_without_a_trial_the_master_loads_directly(launcher, project_copy):
@@ -150,7 +136,7 @@ def test_a_hung_trial_dies_with_a_killed_master(launcher, project_copy):
     server = start(launcher, project_copy)
     workers = {s["pid"] for s in server.statuses()}
     save(project_copy / "myproject/version.py", "while True:\n    pass\n")
-    trial = wait_for(lambda: _has_trial_child(server.proc.pid, workers), what="the trial child to start")
+    trial = wait_for(lambda: trial_child(server.proc.pid, workers), what="the trial child to start")
     server.signal(signal.SIGKILL)
     server.proc.wait(timeout=10)
-    wait_for(lambda: _state(trial) in ("gone", "Z"), what="the orphaned trial to die")
+    wait_for(lambda: process_state(trial) in ("gone", "Z"), what="the orphaned trial to die")
