@@ -1,7 +1,8 @@
 """Signals for the master: handlers only record, a wakeup pipe wakes the loop.
 
 The unicorn/gunicorn convention (see :data:`SIGNAL_EVENTS`). Handlers are installed only where the
-process still has the default disposition, so a handler the user set before ``start()`` wins.
+process has no Python handler of the user's (default or ignored), so a handler the user set before
+``start()`` wins.
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ SIGNAL_EVENTS: dict[int, tuple[Any, ...]] = {
 
 
 def is_default(signum: int) -> bool:
-    """Return True when ``signum`` still has the disposition Python started with."""
+    """Return True when ``signum`` has no handler of the user's: default, Python's, or ignored.
+
+    An inherited SIG_IGN counts as no handler: a shell starts background jobs (``prefork app &``)
+    with INT and QUIT ignored, and ``nohup`` ignores HUP; the operator still expects them to work.
+    """
     current = signal.getsignal(signum)
-    return current in (signal.SIG_DFL, None) or current is signal.default_int_handler
+    return current in (signal.SIG_DFL, signal.SIG_IGN, None) or current is signal.default_int_handler
 
 
 class WakeupPipe:

@@ -33,6 +33,20 @@ def test_int_stops_now(master):
     assert server.wait_exit() == 0
 
 
+def test_inherited_ignore_does_not_disable_quit(master):
+    # A shell starts a background job (`prefork app &`) with INT and QUIT ignored; the operator's
+    # `kill -QUIT` must still drain the master.
+    server = master("""
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        Server(app, workers=1, host="127.0.0.1", port=PORT, graceful_timeout=10).start()
+    """)
+    server.wait_ready()
+    server.signal(signal.SIGQUIT)
+    assert server.wait_exit() == 0
+    assert "stopping gracefully" in server.log()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_quit_stops_gracefully_finishing_a_slow_request(master, threads):
     server = master(f"""
