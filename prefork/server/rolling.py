@@ -138,8 +138,10 @@ class Rolling:
         if self.state != "running":
             return
         if self._deferred_target is not None:
-            self.post_event("set_workers", self._deferred_target)
-            self._deferred_target = None
+            # Applied now, not posted: a TTIN/TTOU already queued behind this turn's events adds
+            # to the target, and must add to the deferred one (two TTINs during a roll are +2).
+            target, self._deferred_target = self._deferred_target, None
+            self.handle_set_workers(target)
         if self._reload_again:
             self._reload_again = self._roll_again = False
             self.post_event("reload")
