@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -76,13 +77,24 @@ def run_one(name: str, scenario: Callable[[Launcher], Result]) -> Result:
     """Run one scenario in a fresh directory; its processes die with it."""
     where = Path(tempfile.mkdtemp(prefix=f"soak-{name}-"))
     launcher = Launcher(where)
+    result = Result(name, "-")
     try:
-        return scenario(launcher)
+        result = scenario(launcher)
     except Exception as exc:  # noqa: BLE001 - a crashed scenario is a row with its error, not a stop
-        return Result(name, "-", problems=[f"{type(exc).__name__}: {str(exc)[:500]}"])
+        result.problems.append(f"{type(exc).__name__}: {str(exc)[:500]}")
     finally:
         launcher.close()
+        if result.problems:  # keep the evidence: the logs of a failed run
+            kept = Path(tempfile.mkdtemp(prefix=f"soak-failed-{name}-"))
+            for log in where.rglob("*.log"):
+                shutil.copy(log, kept / f"{log.parent.name}-{log.name}")
+            result.extra["logs"] = str(kept)
         shutil.rmtree(where, ignore_errors=True)
+    return result
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only this scenario (repeatable); names: " + ", ".join(long_versions(1)))
     parser.add_argument("--markdown", action="store_true", help="print only the table")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # TERM cleans up like Ctrl-C: every scenario's processes die
     chosen = {name: run for name, run in long_versions(args.minutes).items() if not args.only or name in args.only}
     deadline = time.monotonic() + args.minutes * 60
     totals: dict[str, Result] = {}

@@ -8,6 +8,7 @@ clients saw, and returns a ``Result`` whose ``problems`` list says what went wro
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -904,6 +905,7 @@ def pid_file_race(launcher: Launcher, rounds: int = 100) -> Result:
                 code = 0
                 try:
                     os.setsid()
+                    logging.getLogger("prefork.pidfile").disabled = True  # "replacing stale": expected
                     os.close(gate_w)
                     os.close(done_w)
                     os.read(gate_r, 1)

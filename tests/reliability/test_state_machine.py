@@ -12,7 +12,7 @@ import signal
 import time
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test)
@@ -112,29 +112,36 @@ class MasterMachine(RuleBasedStateMachine):
         base = running.port
         wanted_ports = [base + i for i in range(self.workers)]
 
+        why: list[str] = [""]
+
+        def not_yet(reason: str) -> bool:
+            why[0] = reason
+            return False
+
         def converged() -> bool:
             status = ctl(pid_file, "status")
             rows = status["workers"]
             generation = self.generation
             if status["generation"] != generation or len(rows) != self.workers:
-                return False
+                return not_yet(f"generation {status['generation']} (want {generation}), {len(rows)} workers")
             if sorted(r["slot"] for r in rows) != list(range(self.workers)) or not all(r["ready"] for r in rows):
-                return False
+                return not_yet(f"slots/ready: {[(r['slot'], r['ready']) for r in rows]}")
             if sorted(r["port"] for r in rows) != wanted_ports or gone in {r["pid"] for r in rows}:
-                return False
+                return not_yet(f"ports {sorted(r['port'] for r in rows)} or the killed pid still listed")
             if {r["generation"] for r in rows} != {generation}:
-                return False
+                return not_yet(f"worker generations {[r['generation'] for r in rows]}")
             for port in wanted_ports:
                 body = scenarios.status_of(port)
                 if body is None or scenarios.Site.level_of(body) != self.level or body["generation"] != generation:
-                    return False
-            return all(port_free(base + i) for i in range(self.workers, MAX_WORKERS))
+                    return not_yet(f"port {port} answers {body} (want level {self.level}, generation {generation})")
+            busy = [base + i for i in range(self.workers, MAX_WORKERS) if not port_free(base + i)]
+            return not busy or not_yet(f"removed ports still bound: {busy}")
 
         started = time.monotonic()
         try:
             wait_for(converged, 20, f"convergence after {step}")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; steps so far: {self.steps}\n{ctl(pid_file, 'status')}\n"
+            raise AssertionError(f"{exc}: {why[0]}; steps so far: {self.steps}\n{ctl(pid_file, 'status')}\n"
                                  f"{running.log()[-3000:]}") from None
         self.times.append(time.monotonic() - started)
 
@@ -158,7 +165,9 @@ def state_machine(launcher, examples: int = 8, steps: int = 10, derandomize: boo
     try:
         run_state_machine_as_test(MasterMachine, settings=settings(
             max_examples=examples, stateful_step_count=steps, deadline=None, derandomize=derandomize,
-            suppress_health_check=list(HealthCheck), database=None))
+            suppress_health_check=list(HealthCheck), database=None,
+            # no shrinking: each replay of real processes costs seconds; the failure names its steps
+            phases=[Phase.explicit, Phase.reuse, Phase.generate]))
     except AssertionError as exc:
         result.problems.append(str(exc)[:2000])
     result.duration = time.monotonic() - started
