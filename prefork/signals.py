@@ -123,8 +123,30 @@ def _ignore(signum: int, frame: Any) -> None:
     """A handler that does nothing but lets the wakeup fd fire (used for SIGCHLD)."""
 
 
+# Signals blocked around fork(): the child inherits the master's Python handlers, and a signal
+# caught by one before reset_in_child() (a TERM sent to a worker that is still booting) would be
+# swallowed. Blocked, it stays pending until the child has default handlers, then acts.
+FORK_BLOCKED = frozenset({*SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR2, signal.SIGWINCH})
+
+
+class blocked_for_fork:
+    """``with blocked_for_fork(): pid = os.fork()``: the parent's mask is restored on exit (master);
+    the child unblocks in reset_in_child() (worker)."""
+
+    def __enter__(self) -> "blocked_for_fork":
+        self.previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)
+
+
 def reset_in_child() -> None:
-    """Give a freshly forked worker default handlers and no wakeup fd (runs in the worker)."""
+    """Give a freshly forked worker default handlers and no wakeup fd (runs in the worker).
+
+    Signals that arrived since the fork were held pending (blocked_for_fork) and act now, with
+    the default handlers.
+    """
     try:
         signal.set_wakeup_fd(-1)
     except ValueError:  # not the main thread: nothing was set here
@@ -132,3 +154,4 @@ def reset_in_child() -> None:
     for signum in (*SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR2, signal.SIGWINCH):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # Python's own default: EPIPE instead of death
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_BLOCKED)

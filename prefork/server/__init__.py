@@ -522,7 +522,8 @@ class Server(Rolling, WorkerChannels):
             return None
         _flush_output()
         try:
-            pid = os.fork()
+            with signals.blocked_for_fork():  # a TERM sent while the child boots must not be lost
+                pid = os.fork()
         except OSError as exc:
             master_end.close()
             worker_end.close()
