@@ -157,6 +157,11 @@ def notes(res: dict, logdir: Path, with_ours: bool) -> list[str]:
             out.append(f"{log.stem}: watchdog's inotify queue overflowed ({text.count('Inotify queue overflowed')} "
                        "times): it watches every sys.path folder recursively (site-packages included), and on a "
                        "shared machine other processes' file activity floods it; changes are then lost.")
+    wf = logdir / "watchfiles.log"
+    if wf.exists() and "change detected" in wf.read_text(errors="replace"):
+        out.append("watchfiles: on a change it sends SIGINT to waitress-serve and waits up to its default "
+                   "sigint timeout (5 s) before SIGKILL; waitress-serve does not exit on SIGINT promptly, so most of "
+                   "watchfiles' reload time is that wait (watchfiles --sigint-timeout shortens it).")
     if any(s["runner"] == "gunicorn-preload" for s in res.get("reload", [])):
         out.append("gunicorn --reload --preload: the reloader restarts the workers, but they fork from the "
                    "master's preloaded (stale) code, so the edit is never served (gunicorn documents the two as "

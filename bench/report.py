@@ -158,39 +158,46 @@ def _cold_table(results: dict) -> list[str]:
     return out
 
 
-def _throughput_medians(results: dict) -> dict[tuple, float]:
+def _throughput_medians(results: dict, field: str = "rps") -> dict[tuple, float]:
     groups: dict[tuple, list[float]] = defaultdict(list)
     for t in results.get("throughput", []):
-        groups[(t["workers"], t["path"], t["mode"], t["runner"])].append(t["rps"])
+        if field in t:
+            groups[(t["workers"], t["path"], t["mode"], t["runner"])].append(t[field])
     return {k: median_or_none(v) for k, v in groups.items()}
 
 
 def _throughput_ratios(results: dict) -> list[tuple[str, str, bool]]:
-    med = _throughput_medians(results)
+    med, cpu = _throughput_medians(results), _throughput_medians(results, "cpu_ms")
     out = []
     for (workers, path, mode, runner), rps in sorted(med.items()):
-        if runner == "ours" and (workers, path, mode, "gunicorn-sync") in med:
-            ratio = rps / med[(workers, path, mode, "gunicorn-sync")]
-            out.append((f"throughput >= gunicorn sync: {workers} workers, {path}, {mode}",
-                        f"{ratio:.2f}x ({rps:.0f} vs {med[(workers, path, mode, 'gunicorn-sync')]:.0f} req/s)",
-                        ratio >= 1.0))
+        peer = (workers, path, mode, "gunicorn-sync")
+        if runner == "ours" and peer in med:
+            ratio = rps / med[peer]
+            text = f"{ratio:.2f}x ({rps:.0f} vs {med[peer]:.0f} req/s)"
+            ours_cpu, peer_cpu = cpu.get((workers, path, mode, runner)), cpu.get(peer)
+            if ours_cpu and peer_cpu:
+                text += f"; CPU per request {ours_cpu:.2f} vs {peer_cpu:.2f} ms"
+            out.append((f"throughput >= gunicorn sync: {workers} workers, {path}, {mode}", text, ratio >= 1.0))
     return out
 
 
 def _throughput_table(results: dict) -> list[str]:
-    med = _throughput_medians(results)
+    med, cpu = _throughput_medians(results), _throughput_medians(results, "cpu_ms")
     errors: dict[tuple, int] = defaultdict(int)
     for t in results.get("throughput", []):
         errors[(t["workers"], t["path"], t["mode"], t["runner"])] += t["errors"]
     configs = sorted({k[:3] for k in med})
-    out = ["| workers | path | connections | ours req/s | gunicorn sync req/s | waitress (1 process) req/s | ours / gunicorn |",
-           "|---:|---|---|---:|---:|---:|---:|"]
+    names = ("ours", "gunicorn-sync", "waitress")
+    out = ["| workers | path | connections | ours req/s | gunicorn sync req/s | waitress (1 process) req/s "
+           "| ours / gunicorn | CPU ms per request: ours / gunicorn / waitress |",
+           "|---:|---|---|---:|---:|---:|---:|---:|"]
     for cfg in configs:
-        vals = [med.get(cfg + (r,)) for r in ("ours", "gunicorn-sync", "waitress")]
+        vals = [med.get(cfg + (r,)) for r in names]
         cells = ["-" if v is None else f"{v:.0f}" + (f" ({errors[cfg + (r,)]} err)" if errors[cfg + (r,)] else "")
-                 for v, r in zip(vals, ("ours", "gunicorn-sync", "waitress"))]
+                 for v, r in zip(vals, names)]
         ratio = f"{vals[0] / vals[1]:.2f}" if vals[0] and vals[1] else "-"
-        out.append(f"| {cfg[0]} | {cfg[1]} | {cfg[2]} | " + " | ".join(cells) + f" | {ratio} |")
+        cpus = " / ".join("-" if cpu.get(cfg + (r,)) is None else f"{cpu[cfg + (r,)]:.2f}" for r in names)
+        out.append(f"| {cfg[0]} | {cfg[1]} | {cfg[2]} | " + " | ".join(cells) + f" | {ratio} | {cpus} |")
     return out
 
 
@@ -272,11 +279,17 @@ def markdown(results: dict) -> str:
     lines += ["", "## Throughput", "",
               f"{results['settings'].get('load_tool', 'wrk')}, 16 connections, "
               f"{results['settings'].get('duration', '?')} s per cell, median over rounds. `close`: a fresh "
-              "connection per request. waitress runs one process with as many threads as the others have workers.",
+              "connection per request. waitress runs one process with as many threads as the others have workers. "
+              "CPU ms per request: CPU time of all the server's processes divided by the requests completed; on "
+              "a machine shared with other jobs it is steadier than requests/s (which depends on the CPU the "
+              "others leave us).",
               ""] + _throughput_table(results)
     lines += ["", "## Memory (total PSS of master + 4 workers, heavy vendor layer)", ""] + _memory_table(results)
     lines += ["", f"## Idle CPU (nothing changes; {results['app']['unrelated']} unrelated files in the tree)", ""]
     lines += _idle_table(results)
+    profile = HERE / "PROFILE.md"
+    if profile.exists():
+        lines += ["", profile.read_text().strip()]
     if results.get("projectr_scale"):
         lines += ["", "## projectr at scale (bench/projectr_scale.py)", "", "```", results["projectr_scale"].strip(), "```"]
     return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.procs import HOST, free_port
+from bench.procs import HOST, cpu_seconds, free_port, session_pids
 from bench.refapp import RefApp
 from bench.runners import Gunicorn, Runner, Waitress, ours
 
@@ -33,10 +33,11 @@ class Throughput:
     rps: float
     errors: int
     tool: str
+    cpu_ms: float = 0.0  # server CPU (all its processes) per completed request: robust to a busy machine
 
 
-def _wrk(url: str, duration: float, close: bool) -> tuple[float, int]:
-    """Run wrk; return (requests/s, errors)."""
+def _wrk(url: str, duration: float, close: bool) -> tuple[float, int, int]:
+    """Run wrk; return (requests/s, errors, requests)."""
     cmd = [WRK, "-t2", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s", url]
     if close:
         cmd[1:1] = ["-H", "Connection: close"]
@@ -45,21 +46,22 @@ def _wrk(url: str, duration: float, close: bool) -> tuple[float, int]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, errors + (int(non2xx.group(1)) if non2xx else 0)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, errors + (int(non2xx.group(1)) if non2xx else 0), total
 
 
-def _loadgen(url: str, duration: float, close: bool) -> tuple[float, int]:
-    """Run bench/loadgen.py in its own process; return (requests/s, errors)."""
+def _loadgen(url: str, duration: float, close: bool) -> tuple[float, int, int]:
+    """Run bench/loadgen.py in its own process; return (requests/s, errors, requests)."""
     cmd = [sys.executable, "-m", "bench.loadgen", url, "--connections", str(CONNECTIONS),
            "--duration", str(duration)] + (["--close"] if close else [])
     root = str(Path(__file__).resolve().parent.parent)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, cwd=root,
                          start_new_session=True).stdout
     res = json.loads(out)
-    return res["rps"], res["errors"]
+    return res["rps"], res["errors"], res["requests"]
 
 
-def load(url: str, duration: float, close: bool) -> tuple[float, int]:
+def load(url: str, duration: float, close: bool) -> tuple[float, int, int]:
     """Measure url with wrk, or the asyncio load generator when wrk is missing."""
     return (_wrk if WRK else _loadgen)(url, duration, close)
 
@@ -83,6 +85,11 @@ def run(apps: Callable[[str], RefApp], worker_counts: list[int], rounds: int, du
     return [asdict(s) for s in samples]
 
 
+def _session_cpu(sid: int) -> float:
+    """CPU seconds used so far by the live processes of a server's session."""
+    return sum(cpu_seconds(session_pids(sid)).values())
+
+
 def _measure_server(key: str, runner: Runner, app: RefApp, workers: int, round_no: int, duration: float,
                     logdir: Path, progress: Callable[[str], None]) -> list[Throughput]:
     """Start one server and run every (path, mode) against it, after a short warm-up."""
@@ -98,12 +105,14 @@ def _measure_server(key: str, runner: Runner, app: RefApp, workers: int, round_n
         load(f"http://{HOST}:{port}/hello", 1.0, False)  # warm-up
         for path in ("/hello", "/cpu"):
             for close in (False, True):
-                rps, errors = load(f"http://{HOST}:{port}{path}", duration, close)
+                before = _session_cpu(proc.pid)
+                rps, errors, total = load(f"http://{HOST}:{port}{path}", duration, close)
+                cpu_ms = (_session_cpu(proc.pid) - before) * 1000 / max(1, total)
                 mode = "close" if close else "keep-alive"
                 out.append(Throughput(key, workers, path, mode, round_no,
-                                      rps, errors, "wrk" if WRK else "loadgen"))
-                progress(f"  w={workers} round {round_no} {runner.name} {path} {mode}: {rps:.0f} req/s"
-                         f"{f', {errors} errors' if errors else ''}")
+                                      rps, errors, "wrk" if WRK else "loadgen", cpu_ms))
+                progress(f"  w={workers} round {round_no} {runner.name} {path} {mode}: {rps:.0f} req/s, "
+                         f"{cpu_ms:.2f} CPU ms/request{f', {errors} errors' if errors else ''}")
     finally:
         proc.stop()
     return out
