@@ -390,6 +390,7 @@ class Trial:
     buffer: bytearray = field(default_factory=bytearray)
     report: dict[str, Any] | None = None
     timed_out: bool = False
+    superseded: bool = False
     timers: list[Any] = field(default_factory=list)
 
     def fileno(self) -> int:
@@ -509,8 +510,7 @@ class ProjectrServer(Server):
         arrive during the trial and the load.
         """
         if self._current is not None:
-            self._again = True
-            log.debug("reload requested while reload #%d runs: one more will follow", self._current.number)
+            self._coalesce(self._current)
             return
         self.reload_count += 1
         self._current = ReloadRecord(number=self.reload_count, requested=time.perf_counter())
@@ -521,6 +521,23 @@ class ProjectrServer(Server):
             log.exception("hook on_reload failed")
         record = self._current
         self._safely(self._start_trial if self.trial else lambda: self._apply(record))
+
+    def _coalesce(self, record: ReloadRecord) -> None:
+        """A reload was asked for while ``record`` runs: supersede its trial, or run once more after.
+
+        A running trial is trying files that have just changed again, so its verdict would be
+        stale: it is killed and a fresh trial starts when its pipe closes. This is also what makes
+        the save that fixes an endless loop take effect at once, not after ``reload_timeout``.
+        """
+        trial = self._trial
+        if trial is not None and not trial.superseded and record.retrials < _MAX_RETRIALS:
+            trial.superseded = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(trial.pid, signal.SIGKILL)
+            log.debug("reload #%d: files changed during the trial; starting it again", record.number)
+            return
+        self._again = True
+        log.debug("reload requested while reload #%d runs: one more will follow", record.number)
 
     def _safely(self, step: Callable[[], Any]) -> None:
         """Run one step of the reload; a bug or an OS error in it fails the reload (master).
@@ -604,6 +621,10 @@ class ProjectrServer(Server):
         report = _last_json_line(text)
         if self.state != "running":
             self._current = None  # stopping: handle_stop logged the abandoned reload
+        elif trial.superseded:
+            self._again = False  # the new trial reads every change made so far
+            record.retrials += 1
+            self._start_trial()
         elif trial.timed_out and (report is None or not report.get("ok")):
             self._reload_failed(self._hang_report(text))
         elif report is None:

@@ -267,3 +267,15 @@ def test_example_project_is_clean_with_declared_and_discovered_edges(project_cop
                            text=True, timeout=30).stdout
     assert "myproject/settings.py -> myproject/services/catalog.py [needs]" in graph
     assert "myproject/views/pages.py -> myproject/app.py [import]" in graph
+
+
+def test_saving_a_fix_during_a_hang_applies_it_at_once(launcher, project_copy):
+    # reload_timeout 60 s: the fix must not wait for the hung trial to be killed at the timeout.
+    server = launcher.example(project_copy, reload_timeout=60.0)
+    pids = {s["pid"] for s in server.statuses()}
+    save(project_copy / VERSION_FILE, 'VERSION = "2.0"\nwhile True:\n    pass\n')
+    wait_for(lambda: trial_child(server.proc.pid, pids), what="the trial child to start")
+    save(project_copy / VERSION_FILE, 'VERSION = "fixed"\n')
+    server.wait_all(lambda s: s["version"] == "fixed", "the fix served while the timeout is far off")
+    server.wait_log(r"reload #1: .*\(2 trials [\d.]+ ms; generation 1\)")
+    assert "failed" not in server.log()
