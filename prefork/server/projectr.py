@@ -388,7 +388,6 @@ class Trial:
     fd: int
     started: float
     buffer: bytearray = field(default_factory=bytearray)
-    report: dict[str, Any] | None = None
     timed_out: bool = False
     superseded: bool = False
     timers: list[Any] = field(default_factory=list)
@@ -400,7 +399,7 @@ class Trial:
 
 @dataclass
 class ReloadRecord:
-    """Timings and outcome of one reload, for the one log line."""
+    """Timings and outcome of one reload, for the one log line (``server.last_reload``)."""
 
     number: int
     requested: float
@@ -408,6 +407,7 @@ class ReloadRecord:
     load_ms: float = 0.0
     roll_started: float = 0.0
     roll_ms: float = 0.0
+    total_ms: float = 0.0   # from the request to the roll's end
     retrials: int = 0
     loaded: list[str] = field(default_factory=list)
 
@@ -719,6 +719,7 @@ class ProjectrServer(Server):
                  record.number, what, record.load_ms, replaced, "s" if replaced != 1 else "",
                  roll_ms, trials, info.get("generation", self.generation))
         record.roll_ms = roll_ms
+        record.total_ms = (time.perf_counter() - record.requested) * 1000.0
         self.last_reload = record
 
     def _reload_failed(self, report: dict[str, Any]) -> None:
