@@ -568,6 +568,7 @@ class ProjectrServer(Server):
             raise
         if pid == 0:
             os.close(read_fd)
+            self._release_listeners()
             _trial_main(self.project, self.app_spec, write_fd)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
@@ -576,6 +577,20 @@ class ProjectrServer(Server):
         self.watch_child(pid, lambda status: None)  # the loop's reaper collects it; EOF drives us
         self.add_io_handler(trial, self._on_trial_readable)
         trial.timers.append(self.call_later(self.reload_timeout, lambda: self._trial_overdue(trial)))
+
+    def _release_listeners(self) -> None:
+        """Close the trial's copies of the listening sockets (trial child).
+
+        Otherwise a slot removed while a trial runs (TTOU, then TTIN) cannot bind its port again
+        until the trial exits: EADDRINUSE, and the master gives the new worker up.
+        """
+        for slot in self._slots:
+            if slot.sock is not None:
+                with contextlib.suppress(OSError):
+                    slot.sock.close()
+        if self._shared_sock is not None:
+            with contextlib.suppress(OSError):
+                self._shared_sock.close()
 
     def _on_trial_readable(self, trial: Trial) -> None:
         """Collect the trial's report; on EOF, act on it (master)."""
