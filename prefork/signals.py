@@ -134,11 +134,13 @@ class blocked_for_fork:
     the child unblocks in reset_in_child() (worker)."""
 
     def __enter__(self) -> "blocked_for_fork":
+        self.parent = os.getpid()
         self.previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)
+        if os.getpid() == self.parent:  # the child leaves the block too: it stays blocked
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)
 
 
 def reset_in_child() -> None:
