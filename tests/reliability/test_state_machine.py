@@ -179,6 +179,9 @@ def state_machine(launcher, examples: int = 8, steps: int = 10, derandomize: boo
         kind = step.split()[0]
         kinds[kind] = kinds.get(kind, 0) + 1
     result.extra.update(kinds)
+    # Convergence is a matter of milliseconds; seconds mean a worker lingered (a lost TERM was 5 s).
+    result.check(result.max_recovery is None or result.max_recovery < 2.0,
+                 f"a step took {result.max_recovery:.2f} s to converge")
     return result
 
 
