@@ -567,9 +567,12 @@ class ProjectrServer(Server):
             os.close(write_fd)
             raise
         if pid == 0:
-            os.close(read_fd)
-            self._release_listeners()
-            _trial_main(self.project, self.app_spec, write_fd)
+            try:  # the child must never return into the master's code
+                os.close(read_fd)
+                self._release_listeners()
+                _trial_main(self.project, self.app_spec, write_fd)
+            finally:
+                os._exit(1)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         trial = Trial(pid=pid, fd=read_fd, started=time.perf_counter())
