@@ -46,6 +46,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--upstream")
     parser.add_argument("--upstream-reload")
+    parser.add_argument("--upstream-server-options", default=None,
+                        help="options of each server line (default: NginxUpstream's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s")
 
@@ -56,7 +58,8 @@ def main() -> int:
         from prefork.upstream import NginxUpstream
 
         reload_command = shlex.split(args.upstream_reload) if args.upstream_reload else None
-        hooks = NginxUpstream(args.upstream, host="127.0.0.1", reload_command=reload_command).hooks()
+        options = {} if args.upstream_server_options is None else {"server_options": args.upstream_server_options}
+        hooks = NginxUpstream(args.upstream, host="127.0.0.1", reload_command=reload_command, **options).hooks()
     server = ProjectrServer(project=project, app="myproject.app:application", workers=args.workers,
                             host="127.0.0.1", port=args.port, pid_file=args.pid, worker_mixins=[StartHook],
                             reload_timeout=args.reload_timeout, graceful_timeout=args.graceful_timeout,
