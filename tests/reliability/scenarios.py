@@ -1042,6 +1042,12 @@ def nginx_front(launcher: Launcher, reloads: int = 20, clients: int = 8, max_wor
         seen = {r.body["port"] for r in load.requests if r.ok and began <= r.sent and r.done <= ended}
         result.check(seen <= wanted | {max(wanted) + 1}, f"after {step}: nginx used ports {sorted(seen - wanted)}")
     result.extra["nginx upstream errors (retried)"] = len(re.findall(r"while reading response header from upstream", errors))
-    result.extra["nginx 'temporarily disabled'"] = errors.count("temporarily disabled")
+    disabled = errors.count("temporarily disabled")
+    result.extra["nginx 'temporarily disabled'"] = disabled
+    # A listed port always has the master's socket behind it: nginx must never take one out of
+    # rotation (with max_fails=1, the default, one retried error per port during a reload does,
+    # for fail_timeout, and with every port out nginx answers 502 "no live upstreams").
+    result.check(disabled == 0, f"nginx took live worker ports out of rotation {disabled} times "
+                                f"(server options {server_options or 'default'!r})")
     result.check(nginx.poll() is None and running.proc.poll() is None, "nginx or the master exited")
     return result

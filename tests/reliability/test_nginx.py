@@ -14,6 +14,14 @@ pytestmark = [pytest.mark.reliability, pytest.mark.nginx,
 
 
 def test_nginx_in_front_through_ttin_ttou_and_20_reloads(processes) -> None:
+    """prefork.upstream as shipped (NginxUpstream's default server options, as `prefork --upstream`)."""
     result = scenarios.nginx_front(processes, reloads=20)
+    print(result.row())
+    result.assert_ok()
+
+
+def test_nginx_in_front_with_max_fails_0(processes) -> None:
+    """The same with `server ... max_fails=0;`: the setting the default should be (see docs/reliability.md)."""
+    result = scenarios.nginx_front(processes, reloads=20, server_options="max_fails=0")
     print(result.row())
     result.assert_ok()
