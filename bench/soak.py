@@ -48,6 +48,7 @@ def long_versions(minutes: float) -> dict[str, Callable[[Launcher], Result]]:
         "resource-faults": lambda l: scenarios.resource_faults(l),
         "state-machine": lambda l: state_machine(l, examples=30, steps=15, derandomize=False),
         "nginx": lambda l: scenarios.nginx_front(l, reloads=60),
+        "nginx-max-fails-0": lambda l: scenarios.nginx_front(l, reloads=60, server_options="max_fails=0"),
     }
 
 

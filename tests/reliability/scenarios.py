@@ -954,7 +954,8 @@ def nginx_front(launcher: Launcher, reloads: int = 20, clients: int = 8, max_wor
     from prefork.upstream import ports_in
     from tests.prefork.test_upstream import free_port, nginx_command, prepare_prefix
 
-    result = Result("nginx in front", f"{clients} keep-alive clients via nginx, TTIN x2, TTOU x2, {reloads} reloads")
+    result = Result("nginx in front" + (f" ({server_options})" if server_options else ""),
+                    f"{clients} keep-alive clients via nginx, TTIN x2, TTOU x2, {reloads} reloads")
     prefix = prepare_prefix(launcher.tmp_path / "nginx", free_port())
     nginx_port = int(re.search(r"listen 127\.0\.0\.1:(\d+);", (prefix / "nginx.conf").read_text()).group(1))
     upstream = prefix / "upstream.conf"
