@@ -433,7 +433,7 @@ def master_sigkill(launcher: Launcher, workers: int = 4, clients: int = 4) -> Re
     result.failures = sum(1 for r in before if not r.ok)
     result.recovered(freed)
     result.check(result.failures == 0, f"{result.failures} requests failed before the kill")
-    result.extra.update({"workers": len(pids), "last worker gone": f"{gone * 1000:.0f} ms",
+    result.extra.update({"workers": str(len(pids)), "last worker gone": f"{gone * 1000:.0f} ms",
                          "ports free": f"{freed * 1000:.0f} ms"})
     result.check(len(pids) == workers, f"{len(pids)} children before the kill")
     result.check(gone < 1.0, f"a worker outlived the master by {gone:.2f} s")
@@ -481,7 +481,7 @@ def graceful_shutdown(launcher: Launcher, how: str = "QUIT", slow: float = 1.0, 
     result.duration = exited
     result.requests = len(outcomes)
     result.failures = sum(1 for o in outcomes if o != 200)
-    result.extra.update({"exit status": code, "exit after": f"{exited * 1000:.0f} ms",
+    result.extra.update({"exit status": str(code), "exit after": f"{exited * 1000:.0f} ms",
                          "completed": sum(1 for o in outcomes if o == 200)})
     result.check(code == 0, f"exit status {code}")
     result.check(exited < limit, f"exited {exited:.2f} s after {how} (limit {limit:g} s)")
