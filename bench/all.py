@@ -108,9 +108,15 @@ def run_sections(args: argparse.Namespace, trees: Trees, cfg: dict, with_ours: b
     """Run the selected sections; return their raw results."""
     res: dict = {}
     only = set(args.only.split(",")) if args.only else {"reload", "scaling", "scale", "throughput", "memory", "idle"}
-    say = lambda msg: print(msg, flush=True)  # noqa: E731
+    loads = res.setdefault("load_by_section", {})
+
+    def say(msg: str) -> None:
+        if msg.startswith("== "):
+            loads[msg[3:].split(" ")[0]] = _loadavg()  # the noise each section ran in
+        print(msg, flush=True)
+
     peers = runners.reload_peers()
-    contenders = peers + ([runners.ours(2)] if with_ours else [])
+    contenders = peers + ([runners.ours(2)] + runners.ours_variants() if with_ours else [])
     if "reload" in only:
         say("== reload latency + cold start")
         edits = {r.name: (["first-leaf", "leaf", "root", "definition"] if r.name == "ours" else ["leaf", "root"])
@@ -218,7 +224,7 @@ def main() -> None:
 
 def _all_labels() -> dict[str, str]:
     """Display names of every runner the sections use."""
-    rs = runners.reload_peers() + [runners.ours(2)] + [runners.ours(2, b) for b in ("inotify", "watchdog", "polling")]
+    rs = runners.reload_peers() + [runners.ours(2)] + runners.ours_variants() + [runners.ours(2, b) for b in ("inotify", "watchdog", "polling")]
     labels = {r.name: r.label for r in rs}
     labels.update({"ours-1000": "ours: ProjectrServer -w 2, 1,000 modules", "gunicorn-sync": "gunicorn sync",
                    "waitress": "waitress (1 process)"})

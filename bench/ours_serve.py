@@ -26,13 +26,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend", default="auto", help="watcher backend: auto, inotify, watchdog, polling")
     parser.add_argument("--no-reload", action="store_true")
+    parser.add_argument("--no-trial", action="store_true", help="load in the master without a trial child")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(created).6f %(process)d %(name)s %(levelname)s %(message)s")
     project = Project.from_file(args.project)
     project.load()
+    extra = {"trial": False} if args.no_trial else {}
     server = ProjectrServer(project=project, app=args.app, workers=args.workers, host="127.0.0.1",
-                            port=args.port, shared_port=True, stderr=sys.stderr)
+                            port=args.port, shared_port=True, stderr=sys.stderr, **extra)
     if not args.no_reload:
         watcher = project.watch_changes(backend=args.backend)
 

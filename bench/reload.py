@@ -7,6 +7,7 @@ the tree; the time from spawn to the first 200 is recorded as the cold start.
 """
 from __future__ import annotations
 
+import datetime
 import re
 import sys
 import time
@@ -69,7 +70,7 @@ EDITS = {
 
 
 class BackgroundClient:
-    """bench/bgclient.py against one port; `failures(t0, t1)` reads its record after stop()."""
+    """bench/bgclient.py against one port; `window(t0, t1)` reads its record after stop()."""
 
     def __init__(self, port: int, logdir: Path, name: str):
         self.out = logdir / f"{name}.bg.txt"
@@ -114,6 +115,20 @@ def _reload_line(line: str) -> dict:
     return out
 
 
+def _line_time(line: str) -> float | None:
+    """The time a log line was written: bench/ours_serve.py's `%(created)f`, or logging's default asctime
+    (`2026-11-27 04:03:59,210`, local time, as the prefork CLI writes it)."""
+    head = line.split(" ", 2)
+    try:
+        return float(head[0])
+    except ValueError:
+        pass
+    try:
+        return datetime.datetime.strptime(" ".join(head[:2]), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return None
+
+
 def parse_phases(log_tail: str, t0_wall: float) -> dict:
     """Split our reload into named phases from the server log written since the edit (ms since the write).
 
@@ -123,9 +138,8 @@ def parse_phases(log_tail: str, t0_wall: float) -> dict:
     times: dict[str, float] = {}
     phases: dict = {}
     for line in log_tail.splitlines():
-        try:
-            created = float(line.split(" ", 1)[0])
-        except ValueError:
+        created = _line_time(line)
+        if created is None:
             continue
         woke = _WOKE_LINE.search(line)
         logged = "reload_logged" in times
@@ -134,7 +148,9 @@ def parse_phases(log_tail: str, t0_wall: float) -> dict:
                 break  # the next edit's reload starts here
             times.update(watcher_wake=float(woke.group(1)), changed_files=created)
         elif "rolling to generation" in line:
-            times.setdefault("load_in_master", created)
+            if "load_in_master" in times:
+                break  # the next reload (the CLI logs no "watcher woke" line)
+            times["load_in_master"] = created
         elif "spawned worker" in line and not logged:
             times["fork"] = created
         elif ") ready (generation" in line and not logged:

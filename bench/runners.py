@@ -117,11 +117,16 @@ class Ours(Runner):
 
     backend: str = "auto"
     reload: bool = True
+    trial: bool = True
+    cli: bool = False  # run the `prefork` command line instead of the README's program
 
     def command(self, app: RefApp, port: int) -> list[str]:
+        if self.cli:
+            return [str(BIN / "prefork"), APP, "--project", DEFINITION, "--reload", "-w", str(self.workers),
+                    "--bind", f"{HOST}:{port}", "--shared-port"] + ([] if self.trial else ["--no-trial"])
         cmd = [sys.executable, str(HERE / "ours_serve.py"), "--project", DEFINITION, "--app", APP,
                "--workers", str(self.workers), "--port", str(port), "--backend", self.backend]
-        return cmd + ([] if self.reload else ["--no-reload"])
+        return cmd + ([] if self.reload else ["--no-reload"]) + ([] if self.trial else ["--no-trial"])
 
 
 def reload_peers() -> list[Runner]:
@@ -135,6 +140,12 @@ def reload_peers() -> list[Runner]:
         Werkzeug("werkzeug-watchdog", "werkzeug run_simple reloader=watchdog", reloader="watchdog"),
         Watchfiles("watchfiles", "watchfiles 'waitress-serve ...'"),
     ]
+
+
+def ours_variants() -> list[Ours]:
+    """Our server as the CLI runs it, and without the trial child (what the trial costs)."""
+    return [Ours("ours-cli", "ours: prefork --project --reload -w 2 (CLI)", workers=2, cli=True),
+            Ours("ours-notrial", "ours: ProjectrServer -w 2, trial=False", workers=2, trial=False)]
 
 
 def ours(workers: int = 2, backend: str = "auto", reload: bool = True) -> Ours:
