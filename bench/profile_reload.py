@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -74,6 +75,28 @@ def trial_cost(project) -> tuple[float, float]:
     return reported, eof
 
 
+class GcPauses:
+    """Sum the garbage collector's pauses per generation (gc.callbacks), to tell them from real work."""
+
+    def __init__(self) -> None:
+        self.total = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self._start = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.total[info["generation"]] += time.perf_counter() - self._start
+            self.count[info["generation"]] += 1
+
+    def take(self) -> str:
+        text = ", ".join(f"gen{g}: {self.count[g]} x = {self.total[g] * 1000:.1f} ms" for g in range(3))
+        self.total, self.count = [0.0, 0.0, 0.0], [0, 0, 0]
+        return text
+
+
 def main() -> None:
     """Generate, load, edit once, and report each cost."""
     parser = argparse.ArgumentParser(prog="python -m bench.profile_reload", description=__doc__)
@@ -113,16 +136,19 @@ def main() -> None:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(args.top)
     print(out.getvalue())
+    pauses = GcPauses()
+    print(f"objects tracked by the GC: {len(gc.get_objects())}")
     for serial in range(10, 13):
         wake, changed_t, changed = watcher_wake(watcher, target, serial, mark + str(serial))
         reported, eof = trial_cost(project)
+        pauses.take()
         t = time.perf_counter()
         project.load()
         loaded = time.perf_counter() - t
         t = time.perf_counter()
         forks = [fork_cost(1) for _ in range(2)]
         print(f"edit {serial}: wake {_ms(wake)}, changed_files {_ms(changed_t)}, trial report {_ms(reported)} "
-              f"(EOF {_ms(eof)}), load {_ms(loaded)}, 2 forks {_ms(sum(forks))}")
+              f"(EOF {_ms(eof)}), load {_ms(loaded)}, 2 forks {_ms(sum(forks))}; GC in the load: {pauses.take()}")
     watcher.close()
 
 
