@@ -225,7 +225,8 @@ def build_server(args: argparse.Namespace) -> Any:
     if args.project or args.reload:
         from projectr import ProjectError
 
-        from prefork.server.projectr import ProjectrServer, discover_project
+        from prefork.discover import discover_project
+        from prefork.server.projectr import ProjectrServer
 
         if args.project:
             project = load_project(args.project)
@@ -242,7 +243,7 @@ def build_server(args: argparse.Namespace) -> Any:
             server.watch(project.watch_changes())
         return server
     from prefork.server import Server
-    from prefork.server.projectr import resolve_app
+    from prefork.apps import resolve_app
 
     app = _check_app(lambda: resolve_app(args.app), args.app)
     return Server(app=app, **kwargs)

@@ -9,7 +9,6 @@ enqueue; the loop does the work. A bug in one turn is logged with its traceback 
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import itertools
 import logging
@@ -23,6 +22,7 @@ from collections import deque
 from typing import Any, Callable, Iterable
 
 from prefork import signals, stdio
+from prefork.apps import resolve_app
 from prefork.notify import notify
 from prefork.pidfile import PidFile
 from prefork.proctitle import set_title
@@ -44,15 +44,6 @@ HOOK_ARGUMENTS = {
     "when_ready": ("server",),
     "on_reload": ("server",),
 }
-
-
-def resolve_app(spec: str) -> App:
-    """Import ``"package.module:attr"`` (``attr`` may be dotted; default ``app``) and return it."""
-    module_name, _, attribute = spec.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in (attribute or "app").split("."):
-        target = getattr(target, part)
-    return target
 
 
 class Server(Rolling, WorkerChannels):

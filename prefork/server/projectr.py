@@ -19,37 +19,38 @@ Reload requests that arrive while one is running are coalesced into one more rel
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import faulthandler
-import importlib
-import json
-import linecache
 import logging
 import os
-import re
 import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from projectr import LoadError, Project
 
-from prefork.proctitle import set_title
+from prefork.apps import resolve_app
 from prefork.server import Server, notify
+from prefork.server.failures import (
+    ReloadTimeout,
+    alarm,
+    describe_exception,
+    describe_load_error,
+    describe_timeout,
+    parse_stack_dump,
+    user_frames_of_dump,
+)
+from prefork.server.trial import Trial, last_json_line, run_trial
 
 log = logging.getLogger("prefork.reload")
 
-_FRAME_LINE = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+) in (?P<func>.*)$')
-_TRACEBACK_FRAMES = 6   # frames of the failing code shown in the log block
 _MAX_RETRIALS = 3       # trials restarted because files changed under them, before loading anyway
 _DUMP_GRACE = 0.2       # seconds a timed-out trial gets to write its stack before SIGKILL
 
 
 # ---------------------------------------------------------------------------------------------
-# resolving the project and the app (master and trial child)
+# resolving the project (master)
 
 
 def resolve_project(project: Project | str | os.PathLike[str]) -> Project:
@@ -60,40 +61,6 @@ def resolve_project(project: Project | str | os.PathLike[str]) -> Project:
     if text.endswith(".py") or os.sep in text or os.path.isfile(text):
         return Project.from_file(text)
     return Project.find(text)
-
-
-def resolve_app(spec: Any) -> Callable[..., Any]:
-    """Return the WSGI callable for ``"module:attr"`` (from sys.modules as reloaded) or a callable.
-
-    A callable passed directly is looked up again by its module and qualified name, so a function
-    defined in a project module is served in its reloaded version; other callables are kept.
-    """
-    if callable(spec):
-        return _fresh_callable(spec)
-    module_name, sep, attr = str(spec).partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f'app must be "module:attr", not {spec!r}')
-    module = sys.modules.get(module_name) or importlib.import_module(module_name)
-    target: Any = module
-    for part in attr.split("."):
-        target = getattr(target, part)
-    if not callable(target):
-        raise TypeError(f"{spec} is a {type(target).__name__}, not a WSGI callable")
-    return target
-
-
-def _fresh_callable(app: Callable[..., Any]) -> Callable[..., Any]:
-    """The current version of ``app`` in its (possibly reloaded) module, or ``app`` itself."""
-    module = sys.modules.get(getattr(app, "__module__", None) or "")
-    qualname = getattr(app, "__qualname__", "")
-    if module is None or not qualname or "<" in qualname:
-        return app
-    target: Any = module
-    for part in qualname.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            return app
-    return target if callable(target) else app
 
 
 def describe_loaded(project: Project, paths: list[str]) -> str:
@@ -132,269 +99,8 @@ def module_names(project: Project, paths: Iterable[str]) -> list[str]:
     return names
 
 
-def discover_project(app_spec: str, root: str | os.PathLike[str] | None = None) -> Project:
-    """A Project of the modules that importing ``app_spec`` loads from files under ``root``.
-
-    This is ``prefork --reload`` without ``--project``: the app is imported in a throwaway forked
-    child (so the master imports it only once, through the project), and every module it loaded
-    from a ``.py`` file under ``root`` (default: the current directory; installed packages and
-    virtualenvs excluded) is declared in import order; projectr discovers the edges between them.
-    Raises ImportError with the child's error when the app cannot be imported. Runs in the master.
-    """
-    base = os.path.realpath(root or os.getcwd())
-    modules = _modules_imported_by(app_spec, base)
-    project = Project(f"prefork:{app_spec}", root=base)
-    for rel in modules:
-        with contextlib.ExitStack() as stack:
-            *folders, stem = Path(rel).with_suffix("").parts
-            for folder in folders:
-                stack.enter_context(project.directory(folder))
-            project.file(stem)
-    return project
-
-
-def _modules_imported_by(app_spec: str, base: str) -> list[str]:
-    """Import ``app_spec`` in a forked child; return the files (relative to ``base``) it loaded."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        status = 0
-        try:
-            if base not in map(os.path.realpath, filter(None, sys.path)):
-                sys.path.insert(0, base)
-            before = set(sys.modules)
-            resolve_app(app_spec)
-            found = [os.path.relpath(os.path.realpath(module.__file__), base)
-                     for name, module in list(sys.modules.items())
-                     if name not in before and _is_local_module(name, module, base)]
-            _trial_report(write_fd, ok=True, modules=found)
-        except BaseException as exc:  # noqa: BLE001 - report any failure to the parent
-            _trial_report(write_fd, ok=False, error=f"{type(exc).__name__}: {exc}")
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        text = pipe.read().decode("utf-8", "replace")
-    os.waitpid(pid, 0)
-    report = _last_json_line(text)
-    if report is None or not report.get("ok"):
-        raise ImportError((report or {}).get("error") or "the import child died without a report")
-    return list(report["modules"])
-
-
-def _is_local_module(name: str, module: Any, base: str) -> bool:
-    """True for a module loaded from a .py file under ``base`` that is not an installed package."""
-    path = getattr(module, "__file__", None)
-    if not path or not path.endswith(".py") or name == "__main__":
-        return False
-    path = os.path.realpath(path)
-    if not path.startswith(base + os.sep) or "site-packages" in path:
-        return False
-    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    if any(path.startswith(prefix + os.sep) for prefix in prefixes):
-        return False
-    rel = Path(path).relative_to(base).with_suffix("")
-    parts = list(rel.parts[:-1]) if rel.name == "__init__" else list(rel.parts)
-    return ".".join(parts) == name and _declared_name_ok(rel)
-
-
-def _declared_name_ok(rel: Path) -> bool:
-    """Only paths whose every part is an identifier can be modules of a project."""
-    return all(part.isidentifier() for part in rel.parts)
-
-
-# ---------------------------------------------------------------------------------------------
-# the trial child (runs in a process forked from the master, never returns)
-
-
-def _trial_main(project: Project, app_spec: Any, write_fd: int) -> None:
-    """Load the pending changes and resolve the app; report JSON lines on ``write_fd``; exit."""
-    status = 0
-    try:
-        _trial_isolate(write_fd)
-        started = time.perf_counter()
-        loaded = project.load()
-        resolve_app(app_spec)
-        _trial_report(write_fd, ok=True, loaded=loaded,
-                      ms=(time.perf_counter() - started) * 1000.0)
-    except LoadError as exc:
-        _trial_report(write_fd, ok=False, **describe_load_error(exc))
-    except BaseException as exc:  # noqa: BLE001 - the trial must report whatever happened
-        _trial_report(write_fd, ok=False, **describe_exception(exc, project))
-        status = 1
-    finally:
-        os._exit(status)  # no atexit handlers, no flushing of the master's buffers
-
-
-def _trial_isolate(write_fd: int) -> None:
-    """Detach the trial child from the master's signals, output and lifetime (trial child)."""
-    signal.set_wakeup_fd(-1)
-    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGTTIN", "SIGTTOU", "SIGUSR1",
-                 "SIGUSR2", "SIGCHLD"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
-    _die_with_parent()
-    set_title("prefork reload trial")  # what `ps` shows while a slow import is being tried
-    # SIGUSR1 asks for the stack: written from C, so a trial stuck in a C call answers too.
-    faulthandler.register(signal.SIGUSR1, file=write_fd, all_threads=True, chain=False)
-    # The master prints what module code prints; the trial must not print it a second time.
-    logging.disable(logging.CRITICAL)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when the master dies (no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _trial_report(write_fd: int, **message: Any) -> None:
-    """Write one JSON line to the master (trial child)."""
-    data = (json.dumps(message, default=str) + "\n").encode("utf-8")
-    while data:
-        data = data[os.write(write_fd, data):]
-
-
-def describe_load_error(exc: LoadError) -> dict[str, Any]:
-    """The file, line, error text and short traceback of a failed load, as JSON-able values."""
-    original = exc.exception
-    return {
-        "file": exc.file,
-        "line": exc.line,
-        "error": f"{type(original).__name__}: {original}",
-        "traceback": short_traceback(original, exc.traceback),
-    }
-
-
-def describe_exception(exc: BaseException, project: Project | None = None) -> dict[str, Any]:
-    """Like describe_load_error for an exception outside project.load() (e.g. resolving the app)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    sources = set(project.source_files) if project is not None else set()
-    mine = [f for f in frames if f.filename in sources] or frames
-    last = mine[-1] if mine else None
-    return {
-        "file": last.filename if last else None,
-        "line": last.lineno if last else None,
-        "error": f"{type(exc).__name__}: {exc}",
-        "traceback": short_traceback(exc, exc.__traceback__),
-    }
-
-
-def _machinery_dirs() -> tuple[str, ...]:
-    """Folders whose frames say nothing about the user's error: projectr's and prefork's own."""
-    import prefork
-    import projectr
-
-    return tuple(os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep
-                 for m in (projectr, prefork, importlib))
-
-
-def short_traceback(exc: BaseException, tb: Any) -> str:
-    """The last few frames and the error line, without the import machinery's frames."""
-    machinery = _machinery_dirs()
-    frames = [f for f in traceback.extract_tb(tb)
-              if not f.filename.startswith("<frozen ") and not f.filename.startswith(machinery)]
-    lines = [f'  File "{f.filename}", line {f.lineno}, in {f.name}\n' + (f"    {f.line}\n" if f.line else "")
-             for f in frames[-_TRACEBACK_FRAMES:]]
-    if isinstance(exc, SyntaxError):
-        lines += traceback.format_exception_only(type(exc), exc)
-    return "".join(lines).rstrip()
-
-
-def parse_stack_dump(text: str, sources: Iterable[str]) -> tuple[str | None, int | None]:
-    """From a faulthandler dump, the innermost frame in a project file (else the innermost)."""
-    frames = [(m["file"], int(m["line"])) for m in map(_FRAME_LINE.match, text.splitlines()) if m]
-    wanted = set(sources)
-    for file, line in frames:  # faulthandler lists the most recent call first
-        if file in wanted:
-            return file, line
-    return frames[0] if frames else (None, None)
-
-
-def _user_frames_of_dump(dump: str) -> str:
-    """The frames of a faulthandler dump above the import machinery, formatted like a traceback."""
-    machinery = _machinery_dirs()
-    frames = []
-    for match in map(_FRAME_LINE.match, dump.splitlines()):  # most recent call first
-        if match is None:
-            continue
-        file = match["file"]
-        if file.startswith(machinery) or file.startswith("<frozen "):
-            break  # below here: projectr's loader and the master that called it
-        frames.append((file, int(match["line"]), match["func"]))
-    lines = []
-    for file, line, func in reversed(frames[:_TRACEBACK_FRAMES]):
-        linecache.checkcache(file)  # the file may have changed since it was last read
-        source = linecache.getline(file, line).strip()
-        lines.append(f'  File "{file}", line {line}, in {func}' + (f"\n    {source}" if source else ""))
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# the master's own guard against a load that hangs
-
-
-class ReloadTimeout(BaseException):
-    """Raised by SIGALRM in the master when its own load runs past ``reload_timeout``.
-
-    A BaseException, like KeyboardInterrupt, so that module code catching Exception does not
-    swallow it; projectr's loader restores sys.modules and lets it through.
-    """
-
-
-@contextlib.contextmanager
-def _alarm(seconds: float) -> Any:
-    """Raise ReloadTimeout in the block if it runs longer than ``seconds`` (master, main thread).
-
-    A pure-Python loop is interrupted between bytecodes; a blocking call is interrupted by EINTR.
-    Code stuck in C without returning to the interpreter is not: the trial child is the full cure.
-    """
-    def ring(signum: int, frame: Any) -> None:
-        raise ReloadTimeout(f"the import did not finish within {seconds:g} s and was interrupted")
-
-    previous = signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def describe_timeout(exc: ReloadTimeout, project: Project) -> dict[str, Any]:
-    """Where an interrupted load was: the innermost frame in a project file (master)."""
-    report = describe_exception(exc, project)
-    report["error"] = f"hung: {exc}"
-    return report
-
-
 # ---------------------------------------------------------------------------------------------
 # the master side
-
-
-@dataclass
-class Trial:
-    """A trial load running in a forked child, as the master sees it."""
-
-    pid: int
-    fd: int
-    started: float
-    buffer: bytearray = field(default_factory=bytearray)
-    timed_out: bool = False
-    superseded: bool = False
-    timers: list[Any] = field(default_factory=list)
-
-    def fileno(self) -> int:
-        """The read end of the trial's report pipe (for the master's selector)."""
-        return self.fd
 
 
 @dataclass
@@ -570,7 +276,7 @@ class ProjectrServer(Server):
             try:  # the child must never return into the master's code
                 os.close(read_fd)
                 self._release_listeners()
-                _trial_main(self.project, self.app_spec, write_fd)
+                run_trial(self.project, self.app_spec, write_fd)
             finally:
                 os._exit(1)
         os.close(write_fd)
@@ -605,7 +311,7 @@ class ProjectrServer(Server):
             trial.buffer += chunk
             # The report is the trial's last word: act on it now, not when the child has finished
             # exiting (tearing down a copy-on-write address space takes milliseconds).
-            if chunk.endswith(b"\n") and _last_json_line(trial.buffer.decode("utf-8", "replace")):
+            if chunk.endswith(b"\n") and last_json_line(trial.buffer.decode("utf-8", "replace")):
                 self._safely(lambda: self._end_trial(trial))
             return
         self._safely(lambda: self._end_trial(trial))
@@ -636,7 +342,7 @@ class ProjectrServer(Server):
         assert record is not None
         record.trial_ms += (time.perf_counter() - trial.started) * 1000.0
         text = trial.buffer.decode("utf-8", "replace")
-        report = _last_json_line(text)
+        report = last_json_line(text)
         if self.state != "running":
             self._current = None  # stopping: handle_stop logged the abandoned reload
         elif trial.superseded:
@@ -669,7 +375,7 @@ class ProjectrServer(Server):
     def _hang_report(self, dump: str) -> dict[str, Any]:
         """Describe a trial killed at reload_timeout: where it was stuck (master)."""
         file, line = parse_stack_dump(dump, self.project.source_files)
-        frames = _user_frames_of_dump(dump)
+        frames = user_frames_of_dump(dump)
         return {
             "file": file,
             "line": line,
@@ -685,7 +391,7 @@ class ProjectrServer(Server):
         """
         started = time.perf_counter()
         try:
-            with _alarm(self.reload_timeout):
+            with alarm(self.reload_timeout):
                 record.loaded = self.project.load()
                 app = self.current_app()
         except ReloadTimeout as exc:
@@ -763,14 +469,3 @@ class ProjectrServer(Server):
             # Server posts one reload itself when requests came during its roll: do not add a second.
             if not getattr(self, "_reload_again", False):
                 self.post_event("reload")
-
-
-def _last_json_line(text: str) -> dict[str, Any] | None:
-    """The last line of ``text`` that parses as a JSON object, if any."""
-    for line in reversed(text.splitlines()):
-        if line.startswith("{"):
-            with contextlib.suppress(ValueError):
-                value = json.loads(line)
-                if isinstance(value, dict):
-                    return value
-    return None

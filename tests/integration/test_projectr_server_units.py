@@ -10,16 +10,11 @@ import pytest
 
 from projectr import LoadError, Project
 from prefork import cli
-from prefork.server.projectr import (
-    ProjectrServer,
-    _last_json_line,
-    describe_loaded,
-    describe_load_error,
-    discover_project,
-    parse_stack_dump,
-    resolve_app,
-    resolve_project,
-)
+from prefork.apps import resolve_app
+from prefork.discover import discover_project
+from prefork.server.failures import describe_load_error, parse_stack_dump, user_frames_of_dump
+from prefork.server.projectr import ProjectrServer, ReloadRecord, describe_loaded, resolve_project
+from prefork.server.trial import last_json_line
 
 DUMP = '''\
 Current thread 0x00007f (most recent call first):
@@ -35,10 +30,10 @@ def test_parse_stack_dump_prefers_the_innermost_project_frame():
     assert parse_stack_dump("garbage", []) == (None, None)
 
 
-def test_last_json_line_skips_dump_text_and_bad_json():
+def testlast_json_line_skips_dump_text_and_bad_json():
     text = 'Thread 0x1:\n{"ok": true, "n": 1}\n  File "x", line 1 in y\n{broken\n'
-    assert _last_json_line(text) == {"ok": True, "n": 1}
-    assert _last_json_line("nothing here") is None
+    assert last_json_line(text) == {"ok": True, "n": 1}
+    assert last_json_line("nothing here") is None
 
 
 @pytest.fixture
@@ -163,9 +158,8 @@ def test_cli_server_kwargs_match_server_parameters():
     assert kwargs["pid_file"] == "x.pid"
 
 
-def test_user_frames_of_dump_stop_at_the_loader(tmp_path):
+def testuser_frames_of_dump_stop_at_the_loader(tmp_path):
     import projectr
-    from prefork.server.projectr import _user_frames_of_dump
 
     module = tmp_path / "slow.py"
     module.write_text("import time\n\ntime.sleep(60)\n")
@@ -174,11 +168,10 @@ def test_user_frames_of_dump_stop_at_the_loader(tmp_path):
             f'  File "{module}", line 3 in <module>\n'
             f'  File "{loader}", line 90 in _execute_one\n'
             f'  File "/srv/server.py", line 64 in main\n')
-    assert _user_frames_of_dump(dump) == f'  File "{module}", line 3, in <module>\n    time.sleep(60)'
+    assert user_frames_of_dump(dump) == f'  File "{module}", line 3, in <module>\n    time.sleep(60)'
 
 
 def test_a_bug_in_a_reload_step_fails_that_reload_only(small_project, caplog):
-    from prefork.server.projectr import ReloadRecord
 
     server = ProjectrServer(project=small_project, app="unitpkg.top:app")
     server._current = ReloadRecord(number=4, requested=0.0)
