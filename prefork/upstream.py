@@ -31,6 +31,10 @@ from typing import Any, Iterable, Sequence
 log = logging.getLogger("prefork.upstream")
 
 DEFAULT_RELOAD_COMMAND = ("nginx", "-s", "reload")
+# nginx's default (max_fails=1, fail_timeout=10s) takes a port out for 10 s after one error: a
+# keep-alive connection closed under it during a rolling reload would do that to every port in turn
+# and leave "no live upstreams" (502s). The master keeps every socket bound, so a port never needs it.
+DEFAULT_SERVER_OPTIONS = "max_fails=0"
 PLACEHOLDER_PORT = 9  # "discard": never listened on, and marked down anyway
 _SERVER_LINE = re.compile(r"^\s*server\s+\S+?:(\d+)\b(?!.*\bdown\b)", re.MULTILINE)
 
@@ -95,7 +99,7 @@ class NginxUpstream:
         host: str = "127.0.0.1",
         reload_command: Sequence[str] | str | None = DEFAULT_RELOAD_COMMAND,
         keepalive: int | None = 16,
-        server_options: str = "",
+        server_options: str = DEFAULT_SERVER_OPTIONS,
         reload_timeout: float = 10.0,
     ) -> None:
         self.path = os.fspath(path)

@@ -122,7 +122,8 @@ def recorder(tmp_path: Path) -> tuple[list[str], Path]:
     """A real reload command: a script that appends the upstream file's ports to a log."""
     log = tmp_path / "reloads.log"
     script = tmp_path / "reload.sh"
-    script.write_text(f"#!/bin/sh\ngrep -o ':[0-9]*;' {tmp_path / 'upstream.conf'} | tr -d '\\n' >> {log}\n"
+    script.write_text(f"#!/bin/sh\ngrep -v down {tmp_path / 'upstream.conf'} | grep -o ':[0-9][0-9]*' | sed 's/$/;/'"
+                      f" | tr -d '\\n' >> {log}\n"
                       f"echo >> {log}\n")
     script.chmod(0o755)
     return [str(script)], log
@@ -518,7 +519,7 @@ def test_examples_nginx_readme_python_and_fragments(tmp_path: Path) -> None:
     assert (up.name, up.reload_command) == ("myapp", ["nginx", "-s", "reload"])
 
     upstream_file, several_hosts = readme_blocks("nginx")
-    assert upstream_file == render([8000, 8001, 8002], "prefork", keepalive=16)
+    assert upstream_file == render([8000, 8001, 8002], "prefork", keepalive=16, server_options="max_fails=0")
 
     # the several-hosts block, with fragments written by NginxUpstream(name=None), passes nginx -t
     for name, host in (("app1", "10.0.0.11"), ("app2", "10.0.0.12")):
