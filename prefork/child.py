@@ -354,7 +354,7 @@ class ControlDispatcher(wasyncore.dispatcher):
             encode_frame(reply_ok(request_id, result))  # refuse what cannot be sent before saying ok
         except Exception as exc:
             log.warning("%s: command %s failed: %s: %s", self.runtime.worker.describe(), command,
-                        type(exc).__name__, exc, exc_info=not isinstance(exc, (commands.UnknownCommand, FrameError)))
+                        type(exc).__name__, exc, exc_info=not isinstance(exc, (commands.UnknownCommand, commands.BadArguments, FrameError)))
             return reply_error(request_id, f"{type(exc).__name__}: {exc}")
         return reply_ok(request_id, result)
 

@@ -7,8 +7,9 @@ defining ``child_<name>`` methods; the first line of the method's docstring is i
 
 from __future__ import annotations
 
+import inspect
 import re
-from typing import Any
+from typing import Any, Callable
 
 BUILTINS: dict[str, str] = {
     "stop": "stop gracefully: stop accepting, finish in-flight requests, run on_stop, exit 0",
@@ -28,6 +29,22 @@ class UnknownCommand(LookupError):
     """The worker has no ``child_<name>`` method for a command."""
 
 
+class BadArguments(TypeError):
+    """The arguments do not fit the command's signature (the sender's mistake, not a bug)."""
+
+
+def check_arguments(command: str, method: Callable[..., Any], args: list[Any]) -> None:
+    """Raise BadArguments unless ``method`` accepts ``args``, before anything runs."""
+    try:
+        signature = inspect.signature(method)
+    except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+        return
+    try:
+        signature.bind(*args)
+    except TypeError as exc:
+        raise BadArguments(f"{command}: {exc}") from None
+
+
 def known_commands(worker: Any) -> dict[str, str]:
     """Return ``{name: one line of help}`` for every command ``worker`` answers."""
     commands: dict[str, str] = {}
@@ -45,15 +62,16 @@ def known_commands(worker: Any) -> dict[str, str]:
 def run_command(worker: Any, command: str, args: list[Any]) -> Any:
     """Run ``command`` on ``worker``: ``on_<command>`` first if defined, then ``child_<command>``.
 
-    Raises UnknownCommand (naming the known commands) when there is no ``child_<command>``;
-    whatever the methods raise propagates to the caller, which turns it into an error reply.
+    Raises UnknownCommand (naming the known commands) when there is no ``child_<command>`` and
+    BadArguments when ``args`` do not fit its signature; whatever the methods raise propagates to the caller, which turns it into an error reply.
     """
     method = getattr(worker, f"child_{command}", None) if _NAME.match(command) else None
     if not callable(method):
         known = ", ".join(known_commands(worker))
         raise UnknownCommand(f"unknown command {command!r}; known commands: {known}")
-    if command not in DEFERRED_NOTIFICATIONS:
-        notification = getattr(worker, f"on_{command}", None)
-        if callable(notification):
-            notification(*args)
+    check_arguments(command, method, args)
+    notification = None if command in DEFERRED_NOTIFICATIONS else getattr(worker, f"on_{command}", None)
+    if callable(notification):
+        check_arguments(command, notification, args)
+        notification(*args)
     return method(*args)

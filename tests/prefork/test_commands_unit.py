@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefork.commands import BUILTINS, UnknownCommand, known_commands, run_command
+from prefork.commands import BUILTINS, BadArguments, UnknownCommand, known_commands, run_command
 from prefork.worker import Worker
 
 
@@ -55,3 +55,10 @@ def test_help_has_one_line_per_command():
     assert commands["foo"] == "Do foo."
     for name, text in BUILTINS.items():
         assert commands[name] == text and "\n" not in text
+
+
+def test_arguments_that_do_not_fit_are_refused_before_anything_runs():
+    worker = Recorder()
+    with pytest.raises(BadArguments, match=r"stop: too many positional arguments"):
+        run_command(worker, "stop", [1])
+    assert worker.calls == []

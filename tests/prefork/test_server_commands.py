@@ -67,7 +67,7 @@ def test_command_replies_and_errors(master):
     assert "unknown command 'nope'; known commands: add, boom, help, nap, opaque, ping" in unknown["message"]
     assert "ValueError: boom in the worker" in results["boom"]["message"]
     assert "not JSON-serialisable" in results["opaque"]["message"]
-    assert "TypeError" in results["bad_args"]["message"]
+    assert "BadArguments: add:" in results["bad_args"]["message"]
     assert results["timeout"]["error"] == "CommandTimeout"
     assert results["after_timeout"] == {"ok": "pong"}
     assert results["unserialisable"]["error"] == "CommandError"
@@ -75,6 +75,9 @@ def test_command_replies_and_errors(master):
     assert results["broadcast_errors"] == {"0": "CommandError", "1": "CommandError"}
     # The errors were logged in the worker, which kept serving.
     assert "command boom failed: ValueError: boom in the worker" in server.log()
+    # A sender's mistake is one line; a bug in the command gets its traceback.
+    assert "command add failed: BadArguments" in server.log()
+    assert server.log().count("Traceback") == server.log().count("command boom failed")
     assert http_get(server.port)[0] == 200
 
 
