@@ -4,10 +4,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
+import threading
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from . import gitlock
-from .debounce import DEFAULT_LIMIT, DEFAULT_WINDOW
+from .debounce import DEFAULT_LIMIT, DEFAULT_WINDOW, settle
 from .filters import DefaultFilter, WatchSet
 
 if TYPE_CHECKING:
@@ -111,6 +113,46 @@ class BaseWatcher:
 
     def _close(self) -> None:
         raise NotImplementedError
+
+
+class ThreadedWatcher(BaseWatcher):
+    """A backend whose events come from a thread (watchdog's observer, the poller).
+
+    The thread hands paths over with `_deliver()`, which records them under a lock and writes a
+    byte to a self-pipe; `fileno()` is the pipe's read end, so select() works as with inotify.
+    """
+
+    def __init__(self, project: Project, **options: object) -> None:
+        super().__init__(project, **options)  # type: ignore[arg-type]
+        self._rfd, self._wfd = make_wake_pipe()
+        self._lock = threading.Lock()
+        self._incoming: set[str] = set()
+
+    def fileno(self) -> int:
+        return self._rfd
+
+    def _deliver(self, paths: set[str] | list[str], wake_anyway: bool = False) -> None:
+        """Called in the thread: queue `paths` and wake the fd (also when only a git lock went away)."""
+        if paths:
+            with self._lock:
+                self._incoming.update(paths)
+        if paths or wake_anyway:
+            wake(self._wfd)
+
+    def _collect(self) -> None:
+        if drain_pipe(self._rfd):
+            settle(self._wait_pipe, self._window, self._limit)
+        with self._lock:
+            self._pending.update(self._incoming)
+            self._incoming.clear()
+
+    def _wait_pipe(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self._rfd], [], [], timeout)
+        return bool(ready) and drain_pipe(self._rfd)
+
+    def _close_pipe(self) -> None:
+        os.close(self._rfd)
+        os.close(self._wfd)
 
 
 def make_wake_pipe() -> tuple[int, int]:

@@ -6,14 +6,12 @@ This backend runs a thread in the process; fork only from a process that does no
 from __future__ import annotations
 
 import os
-import threading
 from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from .base import BaseWatcher, drain_pipe, make_wake_pipe, wake
-from .debounce import settle
+from .base import ThreadedWatcher
 from .filters import WatchSet
 
 if TYPE_CHECKING:
@@ -35,14 +33,11 @@ class _Handler(FileSystemEventHandler):
         self._watcher._incoming_event([os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or "")])
 
 
-class WatchdogWatcher(BaseWatcher):
+class WatchdogWatcher(ThreadedWatcher):
     """watchdog observer + self-pipe so fileno() is selectable."""
 
     def __init__(self, project: Project, **options: object) -> None:
-        super().__init__(project, **options)  # type: ignore[arg-type]
-        self._rfd, self._wfd = make_wake_pipe()
-        self._lock = threading.Lock()
-        self._incoming: set[str] = set()
+        super().__init__(project, **options)
         self._handler = _Handler(self)
         self._watches: dict[str, object] = {}
         self._owner_pid = os.getpid()
@@ -51,19 +46,12 @@ class WatchdogWatcher(BaseWatcher):
         self._apply(self._set)
         self._observer.start()
 
-    def fileno(self) -> int:
-        return self._rfd
-
     def _incoming_event(self, paths: list[str]) -> None:
         """Called in the observer thread."""
         ws = self._set
         hits = [p for p in paths if p and ws.matches(p)]
         lock_event = ws.git_dir is not None and any(p == os.path.join(ws.git_dir, "index.lock") for p in paths)
-        if hits:
-            with self._lock:
-                self._incoming.update(hits)
-        if hits or lock_event:
-            wake(self._wfd)
+        self._deliver(hits, wake_anyway=lock_event)
 
     def _apply(self, ws: WatchSet) -> None:
         wanted = ws.directories() | ({ws.git_dir} if ws.git_dir and os.path.isdir(ws.git_dir) else set())
@@ -72,27 +60,13 @@ class WatchdogWatcher(BaseWatcher):
         for d in wanted - set(self._watches):
             self._watches[d] = self._observer.schedule(self._handler, d, recursive=False)
 
-    def _collect(self) -> None:
-        if drain_pipe(self._rfd):
-            settle(self._wait_pipe, self._window, self._limit)
-        with self._lock:
-            self._pending.update(self._incoming)
-            self._incoming.clear()
-
-    def _wait_pipe(self, timeout: float) -> bool:
-        import select
-        ready, _, _ = select.select([self._rfd], [], [], timeout)
-        return bool(ready) and drain_pipe(self._rfd)
-
     def _close(self) -> None:
         if os.getpid() != self._owner_pid:
             # A forked child (a worker) shares the observer's descriptors but has none of its threads:
             # stopping it here would write to the inotify reader's kill pipe, shared with the parent,
             # and leave the parent's reader thread spinning on it. Release our own pipe only.
-            os.close(self._rfd)
-            os.close(self._wfd)
+            self._close_pipe()
             return
         self._observer.stop()
         self._observer.join(timeout=5)
-        os.close(self._rfd)
-        os.close(self._wfd)
+        self._close_pipe()

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .. import changes
 from . import gitlock
-from .base import BaseWatcher, drain_pipe, make_wake_pipe, wake
-from .debounce import settle
+from .base import ThreadedWatcher
 from .filters import WatchSet
 
 if TYPE_CHECKING:
@@ -29,23 +28,17 @@ class _Stat(NamedTuple):
     digest: bytes | None  # only for recently modified (racy) files
 
 
-class PollingWatcher(BaseWatcher):
+class PollingWatcher(ThreadedWatcher):
     """Stat every known file each `interval` seconds in a thread; report differences."""
 
     def __init__(self, project: Project, interval: float = POLL_INTERVAL, **options: object) -> None:
-        super().__init__(project, **options)  # type: ignore[arg-type]
+        super().__init__(project, **options)
         self._interval = interval
-        self._rfd, self._wfd = make_wake_pipe()
-        self._lock = threading.Lock()
-        self._incoming: set[str] = set()
         self._stop = threading.Event()
         self._seen = self._scan(self._set)
         self._was_locked = gitlock.is_locked(self._set.git_dir)
         self._thread = threading.Thread(target=self._run, name="projectr-poll", daemon=True)
         self._thread.start()
-
-    def fileno(self) -> int:
-        return self._rfd
 
     def _run(self) -> None:
         """The polling thread."""
@@ -61,11 +54,7 @@ class PollingWatcher(BaseWatcher):
         locked = gitlock.is_locked(ws.git_dir)
         released = self._was_locked and not locked
         self._was_locked = locked
-        if changed:
-            with self._lock:
-                self._incoming.update(changed)
-        if changed or released:
-            wake(self._wfd)
+        self._deliver(changed, wake_anyway=released)
 
     @staticmethod
     def _scan(ws: WatchSet) -> dict[str, _Stat]:
@@ -91,23 +80,10 @@ class PollingWatcher(BaseWatcher):
     def _apply(self, ws: WatchSet) -> None:
         pass  # the thread reads self._set on each pass
 
-    def _collect(self) -> None:
-        if drain_pipe(self._rfd):
-            settle(self._wait_pipe, self._window, self._limit)
-        with self._lock:
-            self._pending.update(self._incoming)
-            self._incoming.clear()
-
-    def _wait_pipe(self, timeout: float) -> bool:
-        import select
-        ready, _, _ = select.select([self._rfd], [], [], timeout)
-        return bool(ready) and drain_pipe(self._rfd)
-
     def _close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        os.close(self._rfd)
-        os.close(self._wfd)
+        self._close_pipe()
 
 
 def _now_ns() -> int:
