@@ -287,7 +287,9 @@ def markdown(results: dict) -> str:
               "others leave us).",
               ""] + _throughput_table(results)
     lines += ["", "## Memory (total PSS of master + 4 workers, heavy vendor layer)", ""] + _memory_table(results)
-    lines += ["", f"## Idle CPU (nothing changes; {results['app']['unrelated']} unrelated files in the tree)", ""]
+    lines += ["", f"## Idle CPU (nothing changes; {results['app']['unrelated']} unrelated files in the tree)", "",
+              "CPU of every process of the server's session (utime + stime from /proc, 10 ms resolution: 0.03 % "
+              "of a core over 30 s), after a 3 s settle.", ""]
     lines += _idle_table(results)
     profile = HERE / "PROFILE.md"
     if profile.exists():
