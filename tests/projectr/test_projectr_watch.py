@@ -229,6 +229,28 @@ def test_a_forked_child_does_not_touch_the_parents_watches(tree):
         assert collect_changes(w, {target}) == {target}
 
 
+@pytest.mark.parametrize("backend", ["watchdog", "polling"])
+def test_closing_a_threaded_watcher_in_a_forked_child_leaves_the_parents_alone(tree, backend):
+    """Workers close the master's watcher after fork; the master's thread must neither stop nor spin."""
+    import time
+
+    p = _project(tree)
+    target = str(tree.path("PKG/m0.py"))
+    with p.watch_changes(backend=backend, **OPTIONS[backend]) as w:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                w.close()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        cpu = time.process_time()  # every thread of this process, the watcher's included
+        assert not wait_readable(w, 0.3)
+        assert time.process_time() - cpu < 0.1
+        _truncate_and_write(target)
+        assert collect_changes(w, {target}) == {target}
+
+
 def _git(root, *args: str) -> None:
     import subprocess
     env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
