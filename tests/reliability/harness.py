@@ -227,8 +227,8 @@ def timed_ctl(pid_file: Path | str, command: str = "status", timeout: float = 5.
     return time.monotonic() - start, answer
 
 
-def children_of(pid: int) -> set[int]:
-    """Live (non-zombie) processes whose parent is ``pid``."""
+def _live_processes_where(field: int, value: int) -> set[int]:
+    """Live (non-zombie) pids whose /proc/PID/stat field ``field`` (after the name) equals ``value``."""
     found = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -238,25 +238,19 @@ def children_of(pid: int) -> set[int]:
                 fields = handle.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+        if int(fields[field]) == value and fields[0] not in ("Z", "X"):
             found.add(int(entry))
     return found
+
+
+def children_of(pid: int) -> set[int]:
+    """Live (non-zombie) processes whose parent is ``pid``."""
+    return _live_processes_where(1, pid)
 
 
 def session_members(sid: int) -> set[int]:
     """Live (non-zombie) processes in session ``sid``."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
-            found.add(int(entry))
-    return found
+    return _live_processes_where(3, sid)
 
 
 def process_alive(pid: int) -> bool:
