@@ -16,7 +16,6 @@ import os
 import selectors
 import signal
 import socket
-import sys
 import time
 from collections import deque
 from typing import Any, Callable, Iterable
@@ -27,11 +26,12 @@ from prefork.notify import notify
 from prefork.pidfile import PidFile
 from prefork.proctitle import set_title
 from prefork.server.channels import WorkerChannels
+from prefork.server.processes import Processes
 from prefork.server.rolling import Roll, Rolling
-from prefork.server.slots import Slot, SlotTable
+from prefork.server.slots import SlotTable
 from prefork.server.timers import TimerHandle, TimerQueue
-from prefork.sockets import bind_listener, bound_port, control_pair, format_address
-from prefork.worker import CommandError, CommandTimeout, Worker, WorkerGone
+from prefork.sockets import format_address
+from prefork.worker import Worker
 
 log = logging.getLogger("prefork")
 
@@ -46,11 +46,13 @@ HOOK_ARGUMENTS = {
 }
 
 
-class Server(Rolling, WorkerChannels):
+class Server(Processes, Rolling, WorkerChannels):
     """The prefork master. See ``docs/prefork.md`` for the full API, hooks and signals.
 
-    Its rolls live in ``prefork.server.rolling`` and its side of the worker channels (broadcast,
-    messages, pings) in ``prefork.server.channels``; both are mixed in here.
+    The workers' lives (reaping, slots, forking, retiring) live in ``prefork.server.processes``, its
+    rolls in ``prefork.server.rolling`` and its side of the worker channels (broadcast, messages,
+    pings) in ``prefork.server.channels``; all three are mixed in here. This module keeps the loop,
+    the public API, events, hooks, setup and teardown.
     """
 
     worker_class: type[Worker] = Worker  # the class every worker object is made from (plus the mixins)
@@ -398,212 +400,6 @@ class Server(Rolling, WorkerChannels):
         except Exception:
             log.exception("master: %s failed", what)
 
-    # -- reaping ----------------------------------------------------------------------------------------
-
-    def _reap(self) -> None:
-        """Collect every exited child; dispatch workers' exits and watched helpers' statuses."""
-        while True:
-            try:
-                pid, raw = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            status = os.waitstatus_to_exitcode(raw)
-            watcher = self._child_watchers.pop(pid, None)
-            if watcher is not None:
-                self._guarded(lambda: watcher(status), f"child watcher for pid {pid}")
-                continue
-            worker = self._by_pid.pop(pid, None)
-            if worker is None:
-                log.debug("reaped pid %d (not a worker), status %d", pid, status)
-                continue
-            self._worker_gone(worker, status)
-
-    def _worker_gone(self, worker: Worker, status: int) -> None:
-        """Forget an exited worker, decide what its slot needs, run the exit hooks."""
-        worker.status = status
-        self._close_channel(worker)
-        if worker._kill_timer is not None:
-            worker._kill_timer.cancel()
-        slot = self._slots.slots.get(worker.index)
-        if slot is not None and slot.successor is worker:
-            slot.successor = None
-            log.warning("%s (generation %d) exited with status %d before it was ready",
-                        worker.describe(), worker.generation, status)
-            self._abandon_roll(f"{worker.describe()} exited with status {status} before it was ready")
-        elif worker.stopping:
-            log.info("%s exited with status %d", worker.describe(), status)
-        elif not worker.ready:
-            delay = self._slots.boot_failed(slot) if slot is not None else 0.0
-            log.warning("%s exited with status %d before it was ready; retrying in %.2f s (%d failures in a row)",
-                        worker.describe(), status, delay, slot.failures if slot else 0)
-        else:
-            if slot is not None:
-                self._slots.died_after_ready(slot)
-            log.warning("%s died with status %d; replacing it", worker.describe(), status)
-        if slot is not None and slot.current is worker:
-            slot.current = None
-        self._call_hook("worker_exited", worker, status)
-        self._call_worker_hook(worker, "on_unregister")
-
-    # -- slots and spawning --------------------------------------------------------------------------
-
-    def _bind_initial(self) -> None:
-        """Bind every slot's listening socket before forking anything."""
-        if self.shared_port:
-            self._shared_sock = bind_listener(self.host, self.port, self.backlog)
-            self.port = bound_port(self._shared_sock)
-        self._slots.target = self.num_workers
-        for index in range(self.num_workers):
-            self._add_slot(index, not_before=self._timers.clock() + index * self.slow_start)
-
-    def _add_slot(self, index: int, not_before: float = 0.0) -> Slot:
-        """Create slot ``index`` with its socket (the shared one, or a new one on port + index)."""
-        if self._shared_sock is not None:
-            sock, port = self._shared_sock, self.port
-        else:
-            sock = bind_listener(self.host, self.port + index if self.port else 0, self.backlog)
-            port = bound_port(sock)
-        slot = Slot(index, port, sock, not_before=not_before)
-        self._slots.add(slot)
-        return slot
-
-    def _keep_slots(self) -> None:
-        """Grow, shrink and refill slots to match the target (only while running)."""
-        if self.state != "running":
-            return
-        for index in self._slots.missing_indexes():
-            try:
-                self._add_slot(index)
-            except OSError as exc:
-                log.error("cannot add worker %d: %s", index, exc)
-                self._slots.target = index
-                break
-        for slot in self._slots:
-            if slot.retired and slot.index < self._slots.target:
-                slot.retired = False
-        for slot in self._slots.surplus():
-            slot.retired = True
-            if slot.current is not None:
-                self._retire(slot.current)
-        for slot in self._slots.empty_retired():
-            if not any(w.index == slot.index for w in self._by_pid.values()):
-                self._drop_slot(slot)
-        for slot in self._slots.due():
-            slot.current = self._spawn(slot)
-
-    def _drop_slot(self, slot: Slot) -> None:
-        """Forget a retired slot; close its socket unless it is the shared one."""
-        self._slots.remove(slot)
-        if slot.sock is not None and slot.sock is not self._shared_sock:
-            slot.sock.close()
-        log.info("slot %d (port %d) removed", slot.index, slot.port)
-
-    def _spawn(self, slot: Slot) -> Worker | None:
-        """Fork a worker of the current generation for ``slot``; None when fork fails."""
-        worker = self.worker_class(self, slot.index, slot.port, self.generation)
-        self._call_worker_hook(worker, "on_register")
-        try:
-            master_end, worker_end = control_pair()
-        except OSError as exc:  # EMFILE/ENFILE: back off like a failed fork instead of spinning
-            delay = self._slots.boot_failed(slot)
-            log.error("cannot open the control channel of worker %d: %s; retrying in %.2f s",
-                      slot.index, exc, delay)
-            return None
-        _flush_output()
-        try:
-            with signals.blocked_for_fork():  # a TERM sent while the child boots must not be lost
-                pid = os.fork()
-        except OSError as exc:
-            master_end.close()
-            worker_end.close()
-            delay = self._slots.boot_failed(slot)
-            log.error("cannot fork worker %d: %s; retrying in %.2f s", slot.index, exc, delay)
-            return None
-        if pid == 0:
-            from prefork.child import run_worker  # already imported by start(): this is a dict lookup
-
-            master_end.close()
-            run_worker(worker, app=self.app, listener=slot.sock, control=worker_end, threads=self.threads,
-                       output_fd=self._output_fd, output_path=self._output_path, master_pid=self._master_pid,
-                       close_inherited=lambda: self._close_in_child(slot), inline=self.inline_requests)
-        worker_end.close()
-        worker.pid = pid
-        worker.started_at = time.time()
-        worker._attach(master_end)
-        self._by_pid[pid] = worker
-        assert self._selector is not None
-        self._selector.register(master_end, selectors.EVENT_READ, lambda: self._read_worker(worker))
-        log.info("spawned %s, generation %d", worker.describe(), worker.generation)
-        return worker
-
-    def _close_in_child(self, slot: Slot) -> None:
-        """In a new worker: close the master's descriptors the worker must not hold (worker)."""
-        for io, _ in self._io_handlers.values():
-            _close_quietly(io)
-        if self._selector is not None:
-            self._selector.close()
-        if self._pipe is not None:
-            self._pipe.close()
-        for other in self._slots:
-            if other.sock is not None and other.sock is not slot.sock:
-                other.sock.close()
-        for worker in self._by_pid.values():
-            if worker._control is not None:
-                worker._control.close()
-
-    def _retire(self, worker: Worker) -> None:
-        """Stop ``worker`` gracefully: the ``stop`` command, then SIGKILL after graceful_timeout."""
-        if worker.stopping:
-            return
-        if not worker.ready or worker._control is None:
-            self._terminate(worker)
-            return
-        worker.stopping = True
-
-        def stop_failed(result: Any) -> None:
-            if isinstance(result, CommandError) and not isinstance(result, (WorkerGone, CommandTimeout)):
-                log.warning("%s refused to stop (%s); terminating it", worker.describe(), result)
-                self._signal(worker, signal.SIGTERM)
-
-        worker.call_async("stop", timeout=self.graceful_timeout, callback=stop_failed)
-        worker._kill_timer = self.call_later(self.graceful_timeout, lambda: self._overdue(worker))
-
-    def _terminate(self, worker: Worker) -> None:
-        """Stop ``worker`` now: SIGTERM, then SIGKILL after term_timeout."""
-        worker.stopping = True
-        self._signal(worker, signal.SIGTERM)
-        if worker._kill_timer is not None:
-            worker._kill_timer.cancel()
-        worker._kill_timer = self.call_later(self.term_timeout, lambda: self._overdue(worker))
-
-    def _overdue(self, worker: Worker) -> None:
-        """A stopping worker outlived its deadline: SIGKILL it."""
-        if worker.pid in self._by_pid:
-            log.warning("%s did not stop in time; killing it", worker.describe())
-            self._signal(worker, signal.SIGKILL)
-
-    def _signal(self, worker: Worker, signum: int) -> None:
-        """Send ``signum`` to a worker that has not been reaped yet."""
-        if worker.pid is not None and worker.pid in self._by_pid:
-            try:
-                os.kill(worker.pid, signum)
-            except ProcessLookupError:
-                pass
-
-    def _maybe_announce(self) -> None:
-        """Run when_ready (and tell systemd) once every slot first has a ready worker."""
-        if self._announced or self.state != "running":
-            return
-        slots = self._slots.active()
-        if len(slots) < self._slots.target or not all(s.current is not None and s.current.ready for s in slots):
-            return
-        self._announced = True
-        log.info("all %d workers ready", len(slots))
-        notify("READY=1")
-        self._call_hook("when_ready")
-
     # -- hooks ----------------------------------------------------------------------------------------
 
     def _call_function(self, name: str, *args: Any) -> None:
@@ -713,25 +509,3 @@ def _checked_hooks(**hooks: Callable[..., Any] | None) -> dict[str, Callable[...
             pass
         checked[name] = function
     return checked
-
-
-def _close_quietly(io: Any) -> None:
-    """Close an fd or an object with close() (in a new worker, on the master's descriptors)."""
-    try:
-        if isinstance(io, int):
-            os.close(io)
-        elif hasattr(io, "close"):
-            io.close()
-        else:
-            os.close(io.fileno())
-    except OSError:
-        pass
-
-
-def _flush_output() -> None:
-    """Flush Python's stdio buffers so a fork does not duplicate them."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # a closed or broken stream must not stop a fork
-            pass
