@@ -39,10 +39,8 @@ from tests.prefork.fake_server import FakeServer
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def served(tmp_path: Path):
-    """A FakeServer whose loop serves a ControlServer at <tmp>/app.pid.ctl."""
-    server = FakeServer(workers=2)
+def serve_ctl(server: FakeServer, tmp_path: Path):
+    """Serve a ControlServer at <tmp>/app.pid.ctl from ``server``'s loop; yield both; clean up."""
     ctl = ControlServer(server, socket_path(tmp_path / "app.pid")).open()
     server.start()
     yield server, ctl
@@ -50,6 +48,12 @@ def served(tmp_path: Path):
     ctl.close()
     server.close()
     assert not server.loop_errors
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """A FakeServer whose loop serves a ControlServer at <tmp>/app.pid.ctl."""
+    yield from serve_ctl(FakeServer(workers=2), tmp_path)
 
 
 def connect(path: str) -> socket.socket:
@@ -624,14 +628,8 @@ from tests.prefork.fake_server import AsyncFakeServer  # noqa: E402
 
 @pytest.fixture
 def served_async(tmp_path: Path):
-    server = AsyncFakeServer(workers=2)
-    ctl = ControlServer(server, socket_path(tmp_path / "app.pid")).open()
-    server.start()
-    yield server, ctl
-    server.stop()
-    ctl.close()
-    server.close()
-    assert not server.loop_errors
+    """The same, with workers that answer later (broadcast_async)."""
+    yield from serve_ctl(AsyncFakeServer(workers=2), tmp_path)
 
 
 def test_async_replies_keep_request_order(served_async) -> None:
