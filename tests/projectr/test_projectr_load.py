@@ -36,6 +36,20 @@ def _files(tree, *names):
     return [str(tree.path(f"PKG/{n}.py")) for n in names]
 
 
+def _package_a_b(tree, b):
+    """PKG with modules a (A = 1) and b (B = b), declared a then b, loaded once."""
+    tree.write("PKG/__init__.py", "")
+    tree.write("PKG/a.py", "A = 1\n")
+    tree.write("PKG/b.py", f"B = {b}\n")
+    p = tree.project()
+    with p.directory(tree.pkg):
+        p.file("__init__")
+        p.file("a")
+        p.file("b")
+    p.load()
+    return p
+
+
 def test_first_load_loads_everything_in_order_then_nothing(tree):
     p = _chain(tree)
     assert p.load() == p.source_files
@@ -100,15 +114,7 @@ def test_import_discovered_edges(tree):
 
 
 def test_new_import_added_by_an_edit_is_followed(tree):
-    tree.write("PKG/__init__.py", "")
-    tree.write("PKG/a.py", "A = 1\n")
-    tree.write("PKG/b.py", "B = 1\n")
-    p = tree.project()
-    with p.directory(tree.pkg):
-        p.file("__init__")
-        p.file("a")
-        p.file("b")
-    p.load()
+    p = _package_a_b(tree, b=1)
     tree.write("PKG/b.py", "from .a import A\nB = A\n")
     assert p.load() == _files(tree, "b")
     assert p.affected(_files(tree, "a")) == _files(tree, "a", "b")
@@ -345,15 +351,7 @@ def test_undeclared_and_namespace_parent_packages(tree):
 
 
 def test_an_edit_that_adds_a_backward_import_reorders(tree):
-    tree.write("PKG/__init__.py", "")
-    tree.write("PKG/a.py", "A = 1\n")
-    tree.write("PKG/b.py", "B = 2\n")
-    p = tree.project()
-    with p.directory(tree.pkg):
-        p.file("__init__")
-        p.file("a")
-        p.file("b")
-    p.load()
+    p = _package_a_b(tree, b=2)
     tree.write("PKG/a.py", "from .b import B\nA = B\n")   # a (declared first) now imports b
     assert p.load() == _files(tree, "a")
     tree.write("PKG/b.py", "B = 3\n")
