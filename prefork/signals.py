@@ -2,7 +2,8 @@
 
 The unicorn/gunicorn convention (see :data:`SIGNAL_EVENTS`). Handlers are installed only where the
 process has no Python handler of the user's (default or ignored), so a handler the user set before
-``start()`` wins.
+``start()`` wins. SIGCHLD is the exception: the master always owns it (an inherited SIG_IGN would let
+the kernel reap the workers behind the master's back).
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ class SignalRouter:
         self.received.append(signum)
 
     def install(self, signals: list[int], wake_on: list[int] = ()) -> bool:
-        """Record ``signals`` where their handler is the default; wake the loop on ``wake_on`` too."""
+        """Record ``signals`` where their handler is the default; wake the loop on ``wake_on`` too.
+
+        ``wake_on`` (SIGCHLD) is taken over whatever its disposition was: the master must own it.
+        """
         if threading.current_thread() is not threading.main_thread():
             return False
         self._previous_wakeup = signal.set_wakeup_fd(self.pipe.write_fd, warn_on_full_buffer=False)
@@ -104,9 +108,12 @@ class SignalRouter:
             if is_default(signum):
                 self._previous[signum] = signal.signal(signum, self._record)
         for signum in wake_on:
-            # A no-op Python handler is enough: the C handler writes to the wakeup fd.
-            if signal.getsignal(signum) in (signal.SIG_DFL, None):
-                self._previous[signum] = signal.signal(signum, _ignore)
+            # Owned whatever was inherited: SIGCHLD set to SIG_IGN (a parent's choice that survives
+            # exec) makes the kernel reap the children itself, waitpid() then fails with ECHILD and
+            # dead workers are never replaced; a handler of the user's that calls waitpid() would
+            # steal their statuses. A no-op Python handler is enough: the C handler writes to the
+            # wakeup fd. restore() puts the previous disposition back.
+            self._previous[signum] = signal.signal(signum, _ignore)
         return True
 
     def restore(self) -> None:

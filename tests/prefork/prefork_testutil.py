@@ -111,7 +111,8 @@ def process_gone(pid: int) -> bool:
 class Master:
     """A prefork master running ``body`` (appended to HEADER) in a subprocess."""
 
-    def __init__(self, tmp_path: Path, body: str, port: int, name: str = "server") -> None:
+    def __init__(self, tmp_path: Path, body: str, port: int, name: str = "server",
+                 preexec_fn: Callable[[], Any] | None = None) -> None:
         self.dir = tmp_path
         self.port = port
         self.script = tmp_path / f"{name}.py"
@@ -119,7 +120,8 @@ class Master:
         self.log_path = tmp_path / f"{name}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([PYTHON, str(self.script), str(port)], cwd=tmp_path, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=preexec_fn)
 
     @property
     def pid(self) -> int:

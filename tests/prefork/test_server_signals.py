@@ -205,3 +205,27 @@ def test_start_without_signals_installs_none(master):
     """)
     server.wait_ready()
     assert server.wait_file("handler") == ["<Handlers.SIG_DFL: 0>"]
+
+
+def _ignore_sigchld() -> None:
+    """preexec_fn: what a careless parent hands down; SIG_IGN survives exec."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+
+
+def test_an_inherited_ignored_sigchld_still_replaces_dead_workers(master):
+    # With SIGCHLD ignored the kernel reaps children itself and waitpid() fails with ECHILD: the
+    # master must take SIGCHLD over, whatever it inherited, or a dead worker is never replaced.
+    server = master("""
+        note("inherited", repr(signal.getsignal(signal.SIGCHLD)))
+        Server(app, workers=2, host="127.0.0.1", port=PORT).start()
+    """, ports=2, preexec_fn=_ignore_sigchld)
+    server.wait_ready()
+    assert server.read("inherited") == ["<Handlers.SIG_IGN: 1>"]  # the test really inherited it
+    victim = try_pid(server.port)
+    os.kill(victim, signal.SIGKILL)
+    server.wait_log(rf"worker 0 \(pid {victim}, port {server.port}\) died with status -9; replacing it")
+    replacement = wait_until(lambda: try_pid(server.port, timeout=1.0), timeout=5, what="a replacement on port 0")
+    assert replacement != victim and process_gone(victim)
+    assert try_pid(server.port + 1)
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
