@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import tempfile
 from typing import Iterator
 
 log = logging.getLogger("prefork.pidfile")
@@ -56,6 +57,33 @@ def _directory_lock(path: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _write_temporary(path: str, text: str) -> str:
+    """Write ``text`` to a new file next to ``path``; return its name (master).
+
+    mkstemp picks an unpredictable name and opens it with O_CREAT|O_EXCL|O_NOFOLLOW: whatever
+    another user planted in the directory (a symlink to a file of theirs or of root's) is neither
+    followed nor overwritten. The ``<name>.`` prefix keeps a leftover recognisable.
+    """
+    directory, name = os.path.split(path)
+    fd, temporary = tempfile.mkstemp(prefix=f"{name}.", suffix=".tmp", dir=directory or ".")
+    try:
+        # Inside the try: a write that fails after the file exists (ENOSPC) must not leave it behind.
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the pid from monitors run as other users
+            data = text.encode("ascii")
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    return temporary
+
+
 class PidFile:
     """Create, check and remove one pid file (runs in the master)."""
 
@@ -66,18 +94,15 @@ class PidFile:
     def create(self, pid: int | None = None) -> None:
         """Write ``pid`` (default: ours) to the path, atomically and exclusively.
 
-        The content is written to a private temporary file, then hard-linked to the path: the link
-        fails if the path exists, so two masters started at once cannot both win, and a reader never
-        sees a half-written file. A file naming a dead process (or nothing readable) is replaced;
+        The content is written to a private temporary file (an unpredictable name of mkstemp's,
+        created with O_EXCL and O_NOFOLLOW, so a symlink planted in the directory is never followed),
+        then hard-linked to the path: the link fails if the path exists, so two masters started at
+        once cannot both win, and a reader never sees a half-written file. A file naming a dead process (or nothing readable) is replaced;
         one naming a live process raises PidFileError.
         """
         pid = os.getpid() if pid is None else pid
-        temporary = f"{self.path}.{pid}.tmp"
+        temporary = _write_temporary(self.path, f"{pid}\n")
         try:
-            # Inside the try: a write that fails after the file exists (EMFILE while loading the
-            # codec, ENOSPC) must not leave the temporary behind.
-            with open(temporary, "w", encoding="ascii") as handle:
-                handle.write(f"{pid}\n")
             with _directory_lock(self.path):
                 for _ in range(3):
                     try:
