@@ -7,7 +7,7 @@ unit-tested with fakes and a fake clock.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 BACKOFF_BASE = 0.1  # seconds before the first retry of a worker that died before it was ready
@@ -33,12 +33,14 @@ class Slot:
     failures: int = 0  # consecutive boot failures
     not_before: float = 0.0  # do not spawn before this monotonic time (backoff, slow start)
     retired: bool = False  # removed by a shrink: spawn nothing, close when empty
-    others: set = field(default_factory=set)  # predecessors still draining
 
     def live_workers(self) -> list[Any]:
-        """Every live worker attached to this slot."""
-        found = [w for w in (self.current, self.successor) if w is not None]
-        return found + list(self.others)
+        """The workers this slot holds: ``current`` and ``successor``.
+
+        Predecessors that are still draining are not held by the slot (the master finds them by
+        index among its live processes before it drops a retired slot).
+        """
+        return [w for w in (self.current, self.successor) if w is not None]
 
 
 class SlotTable:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from prefork.server.slots import BACKOFF_CAP, Slot, SlotTable, backoff_delay
@@ -100,3 +102,15 @@ def test_a_timer_handle_runs_at_most_once():
     handle = timers.call_later(0, lambda: None)
     assert timers.pop_due() == [handle]
     assert timers.pop_due() == []
+
+
+def test_a_slot_holds_only_what_is_assigned():
+    # Slot.others ("predecessors still draining") was read by live_workers() but never assigned by
+    # the master: a field that looked like bookkeeping and was always empty. It is gone; the master
+    # checks its live processes by index before dropping a retired slot.
+    assert [f.name for f in dataclasses.fields(Slot)] == [
+        "index", "port", "sock", "current", "successor", "failures", "not_before", "retired"]
+    slot = Slot(0, 8000, None)
+    assert slot.live_workers() == []
+    slot.current, slot.successor = FakeWorker(), FakeWorker()
+    assert slot.live_workers() == [slot.current, slot.successor]
