@@ -15,7 +15,7 @@ does not read are dropped with the connection after ``send_timeout``.
 
 from prefork.ctl.base import (
     MAX_REQUEST,
-    CommandError,
+    BadRequest,
     CtlError,
     CtlTimeout,
     ErrorReply,
@@ -27,6 +27,6 @@ from prefork.ctl.commands import COMMANDS, Command, Deferred
 from prefork.ctl.server import ControlServer
 
 __all__ = [
-    "COMMANDS", "Command", "CommandError", "ControlServer", "CtlError", "CtlTimeout", "Deferred",
+    "COMMANDS", "BadRequest", "Command", "ControlServer", "CtlError", "CtlTimeout", "Deferred",
     "ErrorReply", "MAX_REQUEST", "NoMasterError", "call", "ctl_main", "format_status", "socket_path",
 ]

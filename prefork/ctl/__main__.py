@@ -4,4 +4,5 @@ import sys
 
 from prefork.ctl.client import ctl_main
 
-sys.exit(ctl_main(sys.argv[1:]))
+if __name__ == "__main__":  # importing the module (a test walking the package) must not exit
+    sys.exit(ctl_main(sys.argv[1:]))

@@ -34,8 +34,12 @@ class CtlTimeout(CtlError, TimeoutError):
     """The master did not reply before the deadline."""
 
 
-class CommandError(Exception):
-    """Raised by a command handler (in the master) to send an error reply with this message."""
+class BadRequest(Exception):
+    """A ctl request the master refuses (unknown command, wrong arguments); runs in the master.
+
+    A command handler raises it, and the client gets an error reply with its message. Not to be
+    confused with :class:`prefork.CommandError`, which is a *worker* command that failed.
+    """
 
 
 def socket_path(pid_file: str | os.PathLike[str]) -> str:

@@ -19,7 +19,7 @@ from prefork.ctl.base import (
     COMMAND_TIMEOUT,
     MAX_WORKERS,
     STATS_TIMEOUT,
-    CommandError,
+    BadRequest,
 )
 
 log = logging.getLogger("prefork.ctl")
@@ -36,7 +36,7 @@ class Command:
 
 def _no_args(name: str, args: list[Any]) -> None:
     if args:
-        raise CommandError(f"{name} takes no arguments, got {len(args)}")
+        raise BadRequest(f"{name} takes no arguments, got {len(args)}")
 
 
 def _is_error(value: Any) -> bool:
@@ -165,20 +165,20 @@ def cmd_reload(server: Any, args: list[Any]) -> dict[str, Any]:
 
 def _worker_count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise CommandError(f"workers N: N must be an integer, got {type(value).__name__}")
+        raise BadRequest(f"workers N: N must be an integer, got {type(value).__name__}")
     if isinstance(value, str):
         if not value.strip().isdigit():
-            raise CommandError(f"workers N: N must be an integer >= 0, got {value!r}")
+            raise BadRequest(f"workers N: N must be an integer >= 0, got {value!r}")
         value = int(value)
     if not 0 <= value <= MAX_WORKERS:
-        raise CommandError(f"workers N: N must be between 0 and {MAX_WORKERS}, got {value}")
+        raise BadRequest(f"workers N: N must be between 0 and {MAX_WORKERS}, got {value}")
     return value
 
 
 def cmd_workers(server: Any, args: list[Any]) -> dict[str, Any]:
     """Set the number of worker slots (TTIN/TTOU for any N)."""
     if len(args) != 1:
-        raise CommandError(f"usage: workers N (one integer), got {len(args)} arguments")
+        raise BadRequest(f"usage: workers N (one integer), got {len(args)} arguments")
     count = _worker_count(args[0])
     server.set_workers(count)
     return {"workers": count}
@@ -187,7 +187,7 @@ def cmd_workers(server: Any, args: list[Any]) -> dict[str, Any]:
 def cmd_command(server: Any, args: list[Any]) -> Any:
     """Send a worker command to every worker; reply per slot."""
     if not args or not isinstance(args[0], str) or not args[0]:
-        raise CommandError("usage: command NAME [ARGS...] (NAME a non-empty string)")
+        raise BadRequest("usage: command NAME [ARGS...] (NAME a non-empty string)")
     return _broadcast(server, args[0], args[1:], COMMAND_TIMEOUT, _per_worker)
 
 
@@ -216,13 +216,13 @@ def dispatch(server: Any, message: dict[str, Any], respond: Callable[[dict[str, 
         request_id, name, args = parse_request(message)
         command = COMMANDS.get(name)
         if command is None:
-            raise CommandError(f"unknown command {name[:64]!r}; commands: {', '.join(COMMANDS)}")
+            raise BadRequest(f"unknown command {name[:64]!r}; commands: {', '.join(COMMANDS)}")
         outcome = command.handler(server, args)
         if isinstance(outcome, Deferred):
             outcome.start(lambda raw: respond(_finished(request_id, name, outcome.finish, raw)))
         else:
             respond(reply_ok(request_id, outcome))
-    except (FrameError, CommandError) as exc:
+    except (FrameError, BadRequest) as exc:
         respond(reply_error(request_id, str(exc)))
     except Exception as exc:  # a bug in a handler or the server must not take the master down
         log.exception("ctl command %r failed", message.get("command"))

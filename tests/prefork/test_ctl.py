@@ -192,6 +192,29 @@ def test_unknown_command_lists_the_commands(served) -> None:
         call(ctl.path, "reload", "now")
 
 
+def test_command_error_has_one_meaning() -> None:
+    # prefork.ctl had a CommandError of its own (a refused ctl request), unrelated to
+    # prefork.CommandError (a worker command that failed): `except CommandError` caught one or the
+    # other depending on the import. The ctl's is BadRequest now; every CommandError is the worker's.
+    import importlib
+    import pkgutil
+
+    import prefork
+    from prefork.ctl import BadRequest
+    from prefork.ctl.commands import cmd_workers
+
+    found = {}
+    for info in pkgutil.walk_packages(prefork.__path__, "prefork."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if isinstance(value, type) and issubclass(value, Exception) and value.__name__ == "CommandError":
+                found[f"{info.name}.{name}"] = value
+    assert found and set(found.values()) == {prefork.CommandError}, found
+    with pytest.raises(BadRequest, match="workers N"):
+        cmd_workers(FakeServer(), ["many"])
+    assert not issubclass(BadRequest, prefork.CommandError)
+
+
 # --- hostile input ------------------------------------------------------------------------------
 
 
