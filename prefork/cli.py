@@ -94,10 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                       " otherwise the files of the app's modules under the current directory")
     code.add_argument("--reload-timeout", type=_positive_float, default=5.0, metavar="S",
                       help="abandon a reload whose imports take longer than S seconds (default: 5)")
-    code.add_argument("--no-trial", action="store_true",
-                      help="load changed code in the master directly instead of trying it in a forked"
-                      " child first: faster by a few tens of ms per reload, but a bad import runs in"
-                      " the master (hangs are still interrupted after --reload-timeout)")
+    code.add_argument("--no-partial", action="store_true",
+                      help="import the whole project afresh on every code change, never re-executing"
+                      " only the affected modules (slower; partial reloads are used only when shown"
+                      " equivalent to a fresh import anyway)")
+    code.add_argument("--no-trial", action="store_true", help=argparse.SUPPRESS)  # accepted, unused
     front = parser.add_argument_group("frontend")
     front.add_argument("--upstream", metavar="FILE",
                        help="keep an nginx `upstream` block listing the live worker ports in FILE")
@@ -206,39 +207,30 @@ def _upstream_hooks(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_project(path: str) -> Any:
-    """Read and load the project definition file; raise StartError naming file:line on failure."""
+    """Read the project definition file; raise StartError naming file:line on failure (master).
+
+    Only the definition runs here: the project's modules are imported by generation 0.
+    """
     from projectr import LoadError, Project, ProjectError
 
     try:
-        project = Project.from_file(path)
-        project.load()
+        return Project.from_file(path)
     except LoadError as exc:
-        raise StartError(f"cannot load project {path}: {exc}") from exc
+        raise StartError(f"cannot read project file {path}: {exc}") from exc
     except (OSError, ProjectError, SyntaxError) as exc:
         raise StartError(f"cannot read project file {path}: {exc}") from exc
-    return project
 
 
 def build_server(args: argparse.Namespace) -> Any:
     """Create the server the flags ask for; raise StartError when the app cannot be loaded."""
     kwargs = server_kwargs(args)
     if args.project or args.reload:
-        from projectr import ProjectError
-
         from prefork.discover import discover_project
         from prefork.server.projectr import ProjectrServer
 
-        if args.project:
-            project = load_project(args.project)
-        else:
-            try:
-                project = discover_project(args.app)
-                project.load()
-            except (ImportError, ProjectError) as exc:  # LoadError is a ProjectError
-                raise StartError(f"cannot import the app {args.app}: {exc}") from exc
+        project = load_project(args.project) if args.project else discover_project(args.app)
         server = ProjectrServer(project=project, app=args.app, reload_timeout=args.reload_timeout,
-                                trial=not args.no_trial, **kwargs)
-        _check_app(server.current_app, args.app)
+                                partial=not args.no_partial, **kwargs)
         if args.reload:
             server.watch(project.watch_changes())
         return server
@@ -260,11 +252,14 @@ def _check_app(resolve: Any, spec: str) -> Any:
 def serve(args: argparse.Namespace) -> int:
     """Run the master until it stops; return the exit status."""
     from prefork.pidfile import PidFileError
+    from prefork.server.projectr import AppLoadError
 
     check_pid_file(args.pid)
     server = build_server(args)
     try:
         server.start()
+    except AppLoadError as exc:
+        raise StartError(_hint(str(exc), args.app)) from exc
     except PidFileError as exc:
         raise StartError(str(exc)) from exc
     except OSError as exc:
@@ -274,6 +269,14 @@ def serve(args: argparse.Namespace) -> int:
             reason = f"cannot listen on {args.host}:{args.port}: address already in use"
         raise StartError(reason) from exc
     return EXIT_OK
+
+
+def _hint(message: str, app: str) -> str:
+    """Add what to do when the app's module cannot be found from here."""
+    top = app.partition(":")[0].split(".")[0]
+    if f"No module named '{top}'" in message:
+        return f"{message} (run it from the folder that contains {top}/ or {top}.py)"
+    return message
 
 
 def main(argv: Sequence[str] | None = None) -> int:

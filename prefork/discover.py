@@ -1,87 +1,78 @@
-"""``prefork --reload`` without ``--project``: a Project made of the app's own modules (master)."""
+"""Zero configuration: the working directory's source files are the project (master).
+
+``prefork APP --reload`` without ``--project`` declares every ``.py`` file under the root (minus
+virtualenvs, installed packages, VCS and build folders) as a project file, and watches the
+templates and configuration files next to them as resources, in every folder, new files included.
+Which modules the app really imports, at start or on the first request, does not matter: the
+watch set comes from the disk, and the generations decide what a change needs.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from pathlib import Path
-from typing import Any
 
 from projectr import Project
 
-from prefork.apps import resolve_app
-from prefork.server.trial import last_json_line, report_line
+# Folders that are never the project's own source.
+SKIP_DIRS = frozenset({
+    "__pycache__", ".git", ".hg", ".svn", ".idea", ".vscode", "node_modules", ".mypy_cache",
+    ".pytest_cache", ".ruff_cache", ".tox", ".nox", ".venv", "venv", "env", ".eggs", "build", "dist",
+    "site-packages", "dist-packages", "htmlcov", "static", "staticfiles", "media",
+})
+# Files read by the app or its framework that are not Python: templates and configuration.
+RESOURCE_SUFFIXES = (".html", ".htm", ".jinja", ".jinja2", ".j2", ".txt", ".xml", ".json", ".toml",
+                     ".yaml", ".yml", ".cfg", ".ini", ".env", ".mo")
+
+
+def is_project_file(path: str, root: str) -> bool:
+    """True for a file under ``root`` that is not in a skipped folder (any process)."""
+    if not path.startswith(root.rstrip(os.sep) + os.sep):
+        return False
+    parts = Path(path).relative_to(root).parts[:-1]
+    return not any(_skipped(part) for part in parts)
+
+
+def _skipped(name: str) -> bool:
+    return name in SKIP_DIRS or name.endswith(".egg-info") or name.startswith(".")
+
+
+def _is_virtualenv(folder: str) -> bool:
+    return os.path.exists(os.path.join(folder, "pyvenv.cfg"))
 
 
 def discover_project(app_spec: str, root: str | os.PathLike[str] | None = None) -> Project:
-    """A Project of the modules that importing ``app_spec`` loads from files under ``root``.
-
-    This is ``prefork --reload`` without ``--project``: the app is imported in a throwaway forked
-    child (so the master imports it only once, through the project), and every module it loaded
-    from a ``.py`` file under ``root`` (default: the current directory; installed packages and
-    virtualenvs excluded) is declared in import order; projectr discovers the edges between them.
-    Raises ImportError with the child's error when the app cannot be imported. Runs in the master.
-    """
+    """A Project of every source file under ``root`` (default: the working directory)."""
     base = os.path.realpath(root or os.getcwd())
-    modules = _modules_imported_by(app_spec, base)
     project = Project(f"prefork:{app_spec}", root=base)
-    for rel in modules:
-        with contextlib.ExitStack() as stack:
-            *folders, stem = Path(rel).with_suffix("").parts
-            for folder in folders:
-                stack.enter_context(project.directory(folder))
-            project.file(stem)
+    for folder, dirs, files in os.walk(base):
+        dirs[:] = sorted(d for d in dirs if not _skipped(d) and not _is_virtualenv(os.path.join(folder, d)))
+        rel = os.path.relpath(folder, base)
+        for name in sorted(files):
+            if name.endswith(".py"):
+                declare_file(project, os.path.join(folder, name))
+        with _in_folder(project, rel):
+            for suffix in RESOURCE_SUFFIXES + (".py",):  # .py: new modules are seen too
+                project.resource(f"*{suffix}")
     return project
 
 
-def _modules_imported_by(app_spec: str, base: str) -> list[str]:
-    """Import ``app_spec`` in a forked child; return the files (relative to ``base``) it loaded."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        status = 0
-        try:
-            if base not in map(os.path.realpath, filter(None, sys.path)):
-                sys.path.insert(0, base)
-            before = set(sys.modules)
-            resolve_app(app_spec)
-            found = [os.path.relpath(os.path.realpath(module.__file__), base)
-                     for name, module in list(sys.modules.items())
-                     if name not in before and _is_local_module(name, module, base)]
-            report_line(write_fd, ok=True, modules=found)
-        except BaseException as exc:  # noqa: BLE001 - report any failure to the parent
-            report_line(write_fd, ok=False, error=f"{type(exc).__name__}: {exc}")
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        text = pipe.read().decode("utf-8", "replace")
-    os.waitpid(pid, 0)
-    report = last_json_line(text)
-    if report is None or not report.get("ok"):
-        raise ImportError((report or {}).get("error") or "the import child died without a report")
-    return list(report["modules"])
-
-
-def _is_local_module(name: str, module: Any, base: str) -> bool:
-    """True for a module loaded from a .py file under ``base`` that is not an installed package."""
-    path = getattr(module, "__file__", None)
-    if not path or not path.endswith(".py") or name == "__main__":
+def declare_file(project: Project, path: str) -> bool:
+    """Declare one ``.py`` file of the project, if its path can be a module; True when declared."""
+    rel = Path(path).relative_to(project.root).with_suffix("")
+    if not all(part.isidentifier() for part in rel.parts):
         return False
-    path = os.path.realpath(path)
-    if not path.startswith(base + os.sep) or "site-packages" in path:
-        return False
-    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    if any(path.startswith(prefix + os.sep) for prefix in prefixes):
-        return False
-    rel = Path(path).relative_to(base).with_suffix("")
-    parts = list(rel.parts[:-1]) if rel.name == "__init__" else list(rel.parts)
-    return ".".join(parts) == name and _declared_name_ok(rel)
+    with _in_folder(project, str(rel.parent)):
+        project.file(rel.name)
+    return True
 
 
-def _declared_name_ok(rel: Path) -> bool:
-    """Only paths whose every part is an identifier can be modules of a project."""
-    return all(part.isidentifier() for part in rel.parts)
+@contextlib.contextmanager
+def _in_folder(project: Project, rel: str):  # type: ignore[no-untyped-def]
+    """``project.directory(rel)`` for each part of ``rel`` ('.' is the root)."""
+    with contextlib.ExitStack() as stack:
+        for part in Path(rel).parts:
+            if part != ".":
+                stack.enter_context(project.directory(part))
+        yield

@@ -116,6 +116,10 @@ class Server(Processes, Rolling, WorkerChannels):
         self._output_fd: int | None = None
         self._output_path: str | None = None
         self._master_pid = os.getpid()
+        # Workers forked by a generation process (ProjectrServer) instead of by the master itself:
+        self._spawn_from: Any = None
+        self._pending_forks: dict[int, Worker] = {}   # request id -> worker whose pid is not known yet
+        self._stranger_exits: dict[int, int] = {}     # reaped pids no worker claimed (yet)
 
     # -- public API (master) -----------------------------------------------------------------------
 
@@ -202,6 +206,7 @@ class Server(Processes, Rolling, WorkerChannels):
                 self._pidfile = PidFile(self.pid_file)
                 self._pidfile.create()
             self._open_loop(install_signals)
+            self._prepare_app()
             self.state = "running"
             self._open_ctl()
             set_title("prefork master")
@@ -224,6 +229,12 @@ class Server(Processes, Rolling, WorkerChannels):
             raise TypeError(f"app {spec!r} is not a WSGI callable")
         self.app = app
         return app
+
+    def _prepare_app(self) -> None:
+        """Called by start() once the loop exists, before any worker is forked (master).
+
+        ProjectrServer forks its base and generation 0 here; a plain Server has its app already.
+        """
 
     def handle_reload(self) -> None:
         """Default reload: the ``on_reload`` hook, ``load_app()``, then ``roll_workers()`` (master).
@@ -278,6 +289,8 @@ class Server(Processes, Rolling, WorkerChannels):
         log.info("stopping %s (%d workers)", "gracefully" if graceful else "now", len(self._by_pid))
         if self._roll is not None:
             self._abandon_roll("the server is stopping")
+        for worker in self._pending_forks.values():
+            worker.stopping = True  # stopped as soon as its generation tells us its pid
         for worker in list(self._by_pid.values()):
             if graceful:
                 self._retire(worker)
@@ -333,7 +346,7 @@ class Server(Processes, Rolling, WorkerChannels):
 
     def _run(self) -> None:
         """Turn the loop until stopped and every worker has been reaped."""
-        while not (self.state == "stopping" and not self._by_pid):
+        while not (self.state == "stopping" and not self._by_pid and not self._pending_forks):
             self._turn()
 
     def _turn(self) -> None:
@@ -343,7 +356,7 @@ class Server(Processes, Rolling, WorkerChannels):
         for timer in self._timers.pop_due():
             self._guarded(timer.callback, "timer")
         self._guarded(self._keep_slots, "keeping the slot count")
-        if self.state == "stopping" and not self._by_pid:
+        if self.state == "stopping" and not self._by_pid and not self._pending_forks:
             return
         try:
             self._wait()

@@ -45,9 +45,35 @@ class Processes:
                 continue
             worker = self._by_pid.pop(pid, None)
             if worker is None:
+                # Perhaps a worker whose generation has not told us its pid yet: keep the status.
+                self._stranger_exits[pid] = status
+                while len(self._stranger_exits) > 1024:
+                    self._stranger_exits.pop(next(iter(self._stranger_exits)))
                 log.debug("reaped pid %d (not a worker), status %d", pid, status)
                 continue
             self._worker_gone(worker, status)
+
+    def _adopt_pid(self, worker: Worker, pid: int) -> None:
+        """Learn the pid of a worker a generation forked (its reply, or the worker's ready message)."""
+        if worker.pid is not None:
+            return
+        worker.pid = pid
+        for request_id, pending in list(self._pending_forks.items()):
+            if pending is worker:
+                del self._pending_forks[request_id]
+        self._by_pid[pid] = worker
+        status = self._stranger_exits.pop(pid, None)
+        if status is not None:  # it died before we knew it was ours
+            del self._by_pid[pid]
+            self._worker_gone(worker, status)
+        elif worker.stopping:
+            self._signal(worker, signal.SIGTERM)
+
+    def _on_worker_message(self, worker: Worker, message: dict[str, Any]) -> None:
+        """A ready message carries the pid: adopt it before the ready event is handled."""
+        if message.get("event") == "ready" and worker.pid is None and isinstance(message.get("pid"), int):
+            self._adopt_pid(worker, message["pid"])
+        super()._on_worker_message(worker, message)  # type: ignore[misc]
 
     def _worker_gone(self, worker: Worker, status: int) -> None:
         """Forget an exited worker, decide what its slot needs, run the exit hooks."""
@@ -140,6 +166,20 @@ class Processes:
             log.error("cannot open the control channel of worker %d: %s; retrying in %.2f s",
                       slot.index, exc, delay)
             return None
+        if self._spawn_from is not None:  # a generation forks it (prefork.server.generations)
+            asked = self._fork_worker_from(self._spawn_from, worker, slot.sock, worker_end)
+            worker_end.close()
+            if not asked:
+                master_end.close()
+                self._slots.boot_failed(slot)
+                return None
+            worker.started_at = time.time()
+            worker._attach(master_end)
+            assert self._selector is not None
+            self._selector.register(master_end, selectors.EVENT_READ, lambda: self._read_worker(worker))
+            log.debug("asked generation %d for %s, generation %d", self._spawn_from.number,
+                      worker.describe(), worker.generation)
+            return worker
         _flush_output()
         try:
             with signals.blocked_for_fork():  # a TERM sent while the child boots must not be lost

@@ -1,56 +1,56 @@
-"""ProjectrServer: a prefork Server whose reload() reloads only the changed modules of a projectr Project.
+"""ProjectrServer: a prefork Server whose reloads serve exactly what a fresh start would serve.
 
-A reload runs in three phases, none of which blocks the master loop:
+The master never imports the app. It forks a *base* (the app's third-party modules, warm) and
+asks it for generation 0, which imports the project and forks the workers. On each reload the
+master plans (prefork.server.strategy) one of:
 
-1. trial: fork a child from the master that runs ``project.load()`` and resolves the app, and
-   reports the outcome as JSON lines over a pipe (an io handler of the master). A trial that takes
-   longer than ``reload_timeout`` is asked for its stack (faulthandler on SIGUSR1, so even code
-   stuck in C answers), then SIGKILLed; the log names the file and line it hung on.
-2. load: only when the trial succeeded, ``project.load()`` in the master (transactional), then the
-   app is resolved again from its "module:attr" spec.
-3. roll: ``roll_workers()`` forks successors from the reloaded master and retires the old ones once
-   the successors are ready.
+- respawn: the serving generation forks new workers (a template, or a module that the framework
+  imports only at the first request, changed);
+- partial: a copy of the serving generation re-executes the affected modules and proves the result
+  equal to a fresh import (no warning, nothing outside the set kept the old code, nothing
+  registered twice); if it cannot, a fresh generation follows;
+- fresh: a new generation from the base imports the whole project.
 
-A failure in any phase leaves the old workers serving the old code, logs one block naming the file
-and line, and keeps the changes pending in the project, so the next save retries the whole set.
-Reload requests that arrive while one is running are coalesced into one more reload afterwards.
+Old workers serve until the new ones report ready; a generation that fails, hangs (killed at
+``reload_timeout``, the log names file and line) or whose workers do not boot is dropped and the
+old one serves on. Nothing is committed in the master: the changes stay pending until served.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
+import itertools
 import logging
 import os
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from projectr import LoadError, Project
+from projectr import Project
 
-from prefork.apps import resolve_app
+from prefork import forks
+from prefork.discover import declare_file, is_project_file
 from prefork.server import Server, notify
-from prefork.server.failures import (
-    ReloadTimeout,
-    alarm,
-    describe_exception,
-    describe_load_error,
-    describe_timeout,
-    parse_stack_dump,
-    user_frames_of_dump,
-)
-from prefork.server.trial import Trial, last_json_line, run_trial
+from prefork.server.generations import GenerationProcess, Generations
+from prefork.server.strategy import Plan, plan_reload
 
 log = logging.getLogger("prefork.reload")
 
-_MAX_RETRIALS = 3       # trials restarted because files changed under them, before loading anyway
-_DUMP_GRACE = 0.2       # seconds a timed-out trial gets to write its stack before SIGKILL
+STARTUP_TIMEOUT = 120.0  # seconds generation 0 may take to import the app cold
 
 
-# ---------------------------------------------------------------------------------------------
-# resolving the project (master)
+class AppLoadError(Exception):
+    """Generation 0 could not import the app; ``report`` has file, line, error and traceback."""
+
+    def __init__(self, app: str, report: dict[str, Any]) -> None:
+        where = report.get("file") or ""
+        if where and report.get("line"):
+            where = f"{where}:{report['line']}: "
+        elif where:
+            where += ": "
+        super().__init__(f"cannot import the app {app}: {where}{report.get('error')}")
+        self.report = report
 
 
 def resolve_project(project: Project | str | os.PathLike[str]) -> Project:
@@ -63,24 +63,8 @@ def resolve_project(project: Project | str | os.PathLike[str]) -> Project:
     return Project.find(text)
 
 
-def describe_loaded(project: Project, paths: list[str]) -> str:
-    """``2 modules (a, b)``, plus ``+ 1 resource (templates/x.html)`` when resources changed."""
-    # Decided per path (a .py file is a module): the cost follows the reload, not the project size.
-    modules = module_names(project, [p for p in paths if p.endswith(".py")])
-    resources = module_names(project, [p for p in paths if not p.endswith(".py")])
-    text = _counted(len(modules), "module", modules)
-    if resources:
-        text += " + " + _counted(len(resources), "resource", resources)
-    return text
-
-
-def _counted(count: int, noun: str, names: list[str]) -> str:
-    text = f"{count} {noun}{'s' if count != 1 else ''}"
-    return text + (f" ({', '.join(names)})" if names else "")
-
-
 def module_names(project: Project, paths: Iterable[str]) -> list[str]:
-    """Module names for loaded source paths (resources keep their path relative to the root)."""
+    """Module names for source paths (other files keep their path relative to the root)."""
     root = Path(project.root)
     names = []
     for path in paths:
@@ -99,31 +83,29 @@ def module_names(project: Project, paths: Iterable[str]) -> list[str]:
     return names
 
 
-# ---------------------------------------------------------------------------------------------
-# the master side
-
-
 @dataclass
 class ReloadRecord:
-    """Timings and outcome of one reload, for the one log line (``server.last_reload``)."""
+    """One reload: what changed, how it was done, timings (``server.last_reload``)."""
 
     number: int
     requested: float
-    trial_ms: float = 0.0
-    load_ms: float = 0.0
-    roll_started: float = 0.0
+    changed: set[str] = field(default_factory=set)
+    full: bool = False
+    plan: Plan | None = None
+    strategy: str = ""             # what actually served: respawn, partial or fresh
+    reason: str = ""
+    modules: list[str] = field(default_factory=list)
+    load_ms: float = 0.0           # the new generation's import (0 for a respawn)
     roll_ms: float = 0.0
-    total_ms: float = 0.0   # from the request to the roll's end
-    retrials: int = 0
-    loaded: list[str] = field(default_factory=list)
+    total_ms: float = 0.0
+    generation: GenerationProcess | None = None
+    loaded: list[str] = field(default_factory=list)  # changed paths, for callers of the old API
 
 
 class WorkerEnvironment:
-    """Worker mixin: tell the app which worker it runs in, through the environment.
+    """Worker mixin: ``PREFORK_WORKER``, ``PREFORK_PORT`` and ``PREFORK_GENERATION`` in the environment.
 
-    ``PREFORK_WORKER`` (slot index), ``PREFORK_PORT`` and ``PREFORK_GENERATION`` (the reload
-    generation the worker was forked in) are set in the worker before it serves, so a page can
-    show which code generation answered.
+    Set in the worker before it serves, so a page can show which worker and code generation answered.
     """
 
     def on_start(self) -> None:
@@ -134,326 +116,250 @@ class WorkerEnvironment:
         super().on_start()  # type: ignore[misc]
 
 
-class ProjectrServer(Server):
-    """A Server whose reload() reloads the project's changed modules, then rolls the workers.
+class ProjectrServer(Generations, Server):
+    """A Server whose reload() serves the project's current files as a fresh start would.
 
-    ``project`` is a Project, a registered project name, or the path of a definition file;
-    ``app`` is ``"module:attr"`` (resolved again after every reload) or a WSGI callable;
-    ``reload_timeout`` bounds the seconds a reload's imports may take before it is abandoned;
-    ``trial=False`` skips the trial child (the load runs in the master directly: faster by the
-    trial's cost, still transactional and interrupted by an alarm after ``reload_timeout``, but a
-    bad import's side effects outside the reload set stay in the master). Other keyword arguments
-    are Server's.
+    ``project`` is a Project, a registered project name, or the path of a definition file; it
+    says which files are watched and how they depend on each other. ``app`` is ``"module:attr"``.
+    ``reload_timeout`` bounds the seconds a new generation's import may take. ``partial=False``
+    never tries a partial reload (every code change imports the project afresh). ``trial`` is
+    accepted for compatibility and ignored: every new generation is its own trial.
     """
 
     def __init__(self, project: Project | str | os.PathLike[str], app: Any,
-                 reload_timeout: float = 5.0, trial: bool = True, **kwargs: Any) -> None:
-        # First in the MRO: the environment is set before the user's on_start hooks run.
+                 reload_timeout: float = 5.0, trial: bool = True, partial: bool = True,
+                 **kwargs: Any) -> None:
         kwargs["worker_mixins"] = (WorkerEnvironment, *kwargs.get("worker_mixins", ()))
         super().__init__(app=app, **kwargs)
+        if not isinstance(app, str):
+            spec = f"{getattr(app, '__module__', '')}:{getattr(app, '__qualname__', '')}"
+            self.app_spec = spec
         self.project = resolve_project(project)
         self.reload_timeout = reload_timeout
-        self.trial = trial
+        self.partial = partial
         self.reload_count = 0
         self.last_reload: ReloadRecord | None = None
-        self._trial: Trial | None = None
+        self.strategy_counts = {"respawn": 0, "partial": 0, "fresh": 0}
         self._current: ReloadRecord | None = None
         self._again = False
+        self._again_full = False
+        self._unserved: set[str] = set()
+        self._refused: set[str] = set()
+        self._preload: list[str] = []
+        self._base = None
+        self._generations: dict[int, GenerationProcess] = {}
+        self._serving: GenerationProcess | None = None
+        self._generation_numbers = itertools.count(0)
 
-    # -- resolving the app (master) -----------------------------------------------------------
+    # -- start (master) ---------------------------------------------------------------------------
 
-    def load_app(self) -> Callable[..., Any]:
-        """Load the project (what changed since its last load) and resolve the app (master).
+    def load_app(self) -> Any:
+        """The master does not import the app: generation 0 does, in ``_prepare_app``."""
+        if not forks.supported():
+            raise RuntimeError("ProjectrServer needs Linux (PR_SET_CHILD_SUBREAPER)")
+        return None
 
-        Called by start(); a LoadError here stops the start (nothing serves yet to fall back on).
+    def _prepare_app(self) -> None:
+        """Fork the base, then generation 0, and wait (turning the loop) until it reports (master).
+
+        Raises AppLoadError when the app cannot be imported: nothing serves yet to fall back on.
         """
-        self.project.load()
-        self.app = self.current_app()
-        return self.app
+        forks.become_subreaper()
+        self._start_base()
+        outcome: dict[str, Any] = {}
+        gen = self._request_generation("fresh", {"learn": True},
+                                       lambda g, report: outcome.update(report))
+        self._cancel_timers(gen)
+        gen.timers.append(self.call_later(STARTUP_TIMEOUT, lambda: self._generation_overdue(gen)))
+        while not outcome and self.state == "new":
+            self._turn()
+        if self.state == "stopping":
+            self._retire_generation(gen)
+            raise KeyboardInterrupt("stopped while generation 0 imported the app")
+        if outcome.get("event") != "ready":
+            self._retire_generation(gen)
+            raise AppLoadError(str(self.app_spec), outcome or {"error": "the server was stopped"})
+        self._serving = self._spawn_from = gen
+        self._preload = list(outcome.get("preload", ()))
+        self._preload_base(self._preload)
+        log.info("generation %d imported the app in %.0f ms", gen.number, outcome.get("ms", 0.0))
 
-    def current_app(self) -> Callable[..., Any]:
-        """Resolve the app spec against the currently loaded modules (master)."""
-        return resolve_app(self.app_spec)
-
-    # -- the watcher helper (master) ------------------------------------------------------------
+    # -- the watcher (master) ----------------------------------------------------------------------
 
     def watch(self, watcher: Any) -> Any:
-        """Reload whenever ``watcher.changed_files()`` reports a change; return the watcher.
-
-        Equivalent to the README idiom
-        ``server.add_io_handler(watcher, lambda w: server.reload() if w.changed_files() else None)``.
-        """
+        """Reload whenever ``watcher.changed_files()`` reports a change; return the watcher."""
         self.add_io_handler(watcher, self._on_watcher_readable)
         return watcher
 
     def _on_watcher_readable(self, watcher: Any) -> None:
-        """A watcher's fd is readable: reload when it reports project changes (master)."""
-        if watcher.changed_files():
+        changed = watcher.changed_files()
+        if changed:
+            self.note_changes(changed)
             self.reload()
 
-    def handle_stop(self, graceful: bool = True) -> None:
-        """Stop: a trial load still running is killed first, its reload dropped (master)."""
-        trial = self._trial
-        if trial is not None and self._current is not None:
-            log.info("reload #%d abandoned: the server is stopping (trial pid %d killed)",
-                     self._current.number, trial.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(trial.pid, signal.SIGKILL)
-            self._again = False
-        super().handle_stop(graceful)
+    def note_changes(self, paths: Iterable[str]) -> None:
+        """Record changed files: the next reload serves them (master)."""
+        for path in paths:
+            path = os.path.abspath(path)
+            self._unserved.add(path)
+            if path.endswith(".py") and path not in self.project.modules and os.path.exists(path) \
+                    and is_project_file(path, self.project.root):
+                declare_file(self.project, path)  # a new module: watched from now on
+            _drop_bytecode(path)
 
-    # -- the reload state machine (master) ------------------------------------------------------
+    # -- reloads (master) -----------------------------------------------------------------------------
 
     @property
     def reloading(self) -> bool:
-        """True while a trial, load or roll is in progress."""
+        """True while a reload (new generation or roll) is in progress."""
         return self._current is not None
 
-    def handle_reload(self) -> None:
-        """Start a reload, or note that one more is needed after the running one (master).
+    def reload(self, full: bool = False) -> None:
+        """Ask for a reload; ``full=True`` also rebuilds the base (new third-party imports)."""
+        self.post_event("reload_full" if full else "reload")
 
-        Server coalesces reload requests that arrive during a roll; this coalesces the ones that
-        arrive during the trial and the load.
-        """
+    def handle_reload_full(self) -> None:
+        """USR2 / ``prefork ctl reload --full``: a new base, then a fresh generation (master)."""
+        self.handle_reload(full=True)
+
+    def handle_reload(self, full: bool = False) -> None:
+        """Plan and start a reload, or note one more after the running one (master)."""
         if self._current is not None:
-            self._coalesce(self._current)
+            self._again = True
+            self._again_full = self._again_full or full
             return
         self.reload_count += 1
-        self._current = ReloadRecord(number=self.reload_count, requested=time.perf_counter())
+        record = ReloadRecord(self.reload_count, time.perf_counter(), set(self._unserved), full)
+        self._current = record
         notify("RELOADING=1")
+        self._call_hook("on_reload")
         try:
-            self.on_reload()
-        except Exception:  # noqa: BLE001 - a failing hook must not stop the reload
-            log.exception("hook on_reload failed")
-        record = self._current
-        self._safely(self._start_trial if self.trial else lambda: self._apply(record))
+            self._begin(record)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not leave the reload running for ever
+            log.exception("reload #%d could not start", record.number)
+            self._failed(record, {"error": f"{type(exc).__name__}: {exc}"})
 
-    def _coalesce(self, record: ReloadRecord) -> None:
-        """A reload was asked for while ``record`` runs: supersede its trial, or run once more after.
-
-        A running trial is trying files that have just changed again, so its verdict would be
-        stale: it is killed and a fresh trial starts when its pipe closes. This is also what makes
-        the save that fixes an endless loop take effect at once, not after ``reload_timeout``.
-        """
-        trial = self._trial
-        if trial is not None and not trial.superseded and record.retrials < _MAX_RETRIALS:
-            trial.superseded = True
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(trial.pid, signal.SIGKILL)
-            log.debug("reload #%d: files changed during the trial; starting it again", record.number)
-            return
-        self._again = True
-        log.debug("reload requested while reload #%d runs: one more will follow", record.number)
-
-    def _safely(self, step: Callable[[], Any]) -> None:
-        """Run one step of the reload; a bug or an OS error in it fails the reload (master).
-
-        Without this, an unexpected exception would leave the reload marked as running for ever,
-        and every later reload request would be coalesced into nothing.
-        """
-        try:
-            step()
-        except Exception as exc:  # noqa: BLE001 - logged with its traceback, the master carries on
-            log.exception("reload step %s failed", getattr(step, "__name__", step))
-            if self._current is not None:
-                self._reload_failed({"error": f"{type(exc).__name__}: {exc}", "file": None,
-                                     "line": None, "traceback": ""})
-
-    def _start_trial(self) -> None:
-        """Fork the trial child and watch its pipe (master)."""
-        read_fd, write_fd = os.pipe()
-        os.set_inheritable(read_fd, False)
-        for stream in (sys.stdout, sys.stderr):  # a fork must not duplicate buffered output
-            with contextlib.suppress(Exception):
-                stream.flush()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(read_fd)
-            os.close(write_fd)
-            raise
-        if pid == 0:
-            try:  # the child must never return into the master's code
-                os.close(read_fd)
-                self._release_listeners()
-                run_trial(self.project, self.app_spec, write_fd)
-            finally:
-                os._exit(1)
-        os.close(write_fd)
-        os.set_blocking(read_fd, False)
-        trial = Trial(pid=pid, fd=read_fd, started=time.perf_counter())
-        self._trial = trial
-        self.watch_child(pid, lambda status: None)  # the loop's reaper collects it; EOF drives us
-        self.add_io_handler(trial, self._on_trial_readable)
-        trial.timers.append(self.call_later(self.reload_timeout, lambda: self._trial_overdue(trial)))
-
-    def _release_listeners(self) -> None:
-        """Close the trial's copies of the listening sockets (trial child).
-
-        Otherwise a slot removed while a trial runs (TTOU, then TTIN) cannot bind its port again
-        until the trial exits: EADDRINUSE, and the master gives the new worker up.
-        """
-        for slot in self._slots:
-            if slot.sock is not None:
-                with contextlib.suppress(OSError):
-                    slot.sock.close()
-        if self._shared_sock is not None:
-            with contextlib.suppress(OSError):
-                self._shared_sock.close()
-
-    def _on_trial_readable(self, trial: Trial) -> None:
-        """Collect the trial's report; on EOF, act on it (master)."""
-        try:
-            chunk = os.read(trial.fd, 65536)
-        except BlockingIOError:
-            return
-        if chunk:
-            trial.buffer += chunk
-            # The report is the trial's last word: act on it now, not when the child has finished
-            # exiting (tearing down a copy-on-write address space takes milliseconds).
-            if chunk.endswith(b"\n") and last_json_line(trial.buffer.decode("utf-8", "replace")):
-                self._safely(lambda: self._end_trial(trial))
-            return
-        self._safely(lambda: self._end_trial(trial))
-
-    def _trial_overdue(self, trial: Trial) -> None:
-        """The trial ran past reload_timeout: ask for its stack, then kill it (master)."""
-        if trial is not self._trial:
-            return
-        trial.timed_out = True
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(trial.pid, signal.SIGUSR1)
-        trial.timers.append(self.call_later(_DUMP_GRACE, lambda: self._kill_trial(trial)))
-
-    def _kill_trial(self, trial: Trial) -> None:
-        """SIGKILL the trial; the pipe's EOF then ends it (master)."""
-        if trial is self._trial:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(trial.pid, signal.SIGKILL)
-
-    def _end_trial(self, trial: Trial) -> None:
-        """The trial's pipe closed: parse its report and go on to the load, or fail (master)."""
-        self.remove_io_handler(trial)
-        os.close(trial.fd)
-        for timer in trial.timers:
-            timer.cancel()
-        self._trial = None
-        record = self._current
-        assert record is not None
-        record.trial_ms += (time.perf_counter() - trial.started) * 1000.0
-        text = trial.buffer.decode("utf-8", "replace")
-        report = last_json_line(text)
-        if self.state != "running":
-            self._current = None  # stopping: handle_stop logged the abandoned reload
-        elif trial.superseded:
-            self._again = False  # the new trial reads every change made so far
-            record.retrials += 1
-            self._start_trial()
-        elif trial.timed_out and (report is None or not report.get("ok")):
-            self._reload_failed(self._hang_report(text))
-        elif report is None:
-            self._reload_failed({"error": "the trial load died without a report", "file": None,
-                                 "line": None, "traceback": text.strip()})
-        elif not report.get("ok") and self._again:
-            # Files changed while the trial ran: it may have read a half-written save (an editor's
-            # truncate-then-write). Not worth a report: the reload that follows decides.
-            log.debug("reload #%d: trial failed while files were changing (%s); trying again",
-                      record.number, report.get("error"))
-            self._finish()
-        elif not report.get("ok"):
-            self._reload_failed(report)
-        elif self._again and record.retrials < _MAX_RETRIALS:
-            # Files changed while the trial ran: what it vouched for may be stale, so trial again
-            # (this reload absorbs the changes instead of loading untried code in the master).
-            self._again = False
-            record.retrials += 1
-            log.debug("reload #%d: files changed during the trial; trying again", record.number)
-            self._start_trial()
+    def _begin(self, record: ReloadRecord) -> None:
+        serving = self._serving
+        if record.full:
+            self._stop_base()
+            self._start_base()
+            self._preload_base(self._preload)
+        if serving is None:
+            plan = Plan("fresh", "no generation is serving")
         else:
-            self._apply(record)
+            plan = plan_reload(record.changed, sources=set(self.project.source_files), loaded=serving.loaded,
+                               opened=serving.opened, affected=self.project.affected, refused=self._refused,
+                               root=self.project.root, definition_file=self.project.definition_file,
+                               full=record.full)
+            if plan.kind == "partial" and not self.partial:
+                plan = Plan("fresh", "partial reloads are off")
+        record.plan, record.reason = plan, plan.reason
+        log.debug("reload #%d: %s (%s)", record.number, plan.kind, plan.reason or "affected modules loaded")
+        if plan.kind == "respawn":
+            record.strategy = "respawn"
+            self._roll_from(record, serving)
+        elif plan.kind == "partial":
+            units = [[name, path, os.path.basename(path) == "__init__.py"]
+                     for name, path in zip(module_names(self.project, plan.modules), plan.modules)]
+            self._request_generation("partial", {"units": units},
+                                     lambda gen, report: self._partial_reported(record, gen, report))
+        else:
+            self._fresh(record)
 
-    def _hang_report(self, dump: str) -> dict[str, Any]:
-        """Describe a trial killed at reload_timeout: where it was stuck (master)."""
-        file, line = parse_stack_dump(dump, self.project.source_files)
-        frames = user_frames_of_dump(dump)
-        return {
-            "file": file,
-            "line": line,
-            "error": f"hung: the import did not finish within {self.reload_timeout:g} s and was killed",
-            "traceback": frames,
-        }
+    def _fresh(self, record: ReloadRecord) -> None:
+        self._request_generation("fresh", {}, lambda gen, report: self._fresh_reported(record, gen, report))
 
-    def _apply(self, record: ReloadRecord) -> None:
-        """The trial succeeded (or is off): load in the master, resolve the app, roll (master).
+    def _partial_reported(self, record: ReloadRecord, gen: GenerationProcess, report: dict[str, Any]) -> None:
+        if report.get("event") == "ready":
+            record.strategy, record.modules = "partial", list(report.get("modules", ()))
+            record.load_ms = float(report.get("ms", 0.0))
+            self._roll_from(record, gen)
+            return
+        self._retire_generation(gen)
+        record.reason = f"partial refused: {report.get('reason') or report.get('error')}"
+        self._refused.update(p for p in record.changed if p.endswith(".py"))
+        log.debug("reload #%d: %s; importing afresh", record.number, record.reason)
+        self._fresh(record)
 
-        The load runs under an alarm of ``reload_timeout``: without a trial it is what stops an
-        import that loops or blocks; after a trial it guards against files that changed since.
-        """
-        started = time.perf_counter()
-        try:
-            with alarm(self.reload_timeout):
-                record.loaded = self.project.load()
-                app = self.current_app()
-        except ReloadTimeout as exc:
-            self._reload_failed(describe_timeout(exc, self.project))
+    def _fresh_reported(self, record: ReloadRecord, gen: GenerationProcess, report: dict[str, Any]) -> None:
+        if report.get("event") != "ready":
+            self._retire_generation(gen)
+            self._failed(record, report)
             return
-        except LoadError as exc:
-            self._reload_failed(describe_load_error(exc))
+        record.strategy, record.load_ms = "fresh", float(report.get("ms", 0.0))
+        self._roll_from(record, gen)
+
+    def _roll_from(self, record: ReloadRecord, gen: GenerationProcess | None) -> None:
+        """Replace every worker with one forked by ``gen`` (master)."""
+        record.generation = gen
+        if self._current is not record or self.state != "running":
+            if gen is not self._serving:
+                self._retire_generation(gen)
+            self._current = None
             return
-        except Exception as exc:  # noqa: BLE001 - a bad app must not take the master down
-            self._reload_failed(describe_exception(exc, self.project))
-            return
-        record.load_ms = (time.perf_counter() - started) * 1000.0
-        self.app = app
-        record.roll_started = time.perf_counter()
-        if not self.roll_workers() and self._current is record:
-            # Not rolled and no roll_finished call (the server is stopping): end quietly.
+        self._spawn_from = gen
+        if not self.roll_workers():
+            self._spawn_from = self._serving
+            if gen is not self._serving:
+                self._retire_generation(gen)
             self._current = None
 
     def roll_finished(self, ok: bool, info: dict[str, Any]) -> None:
-        """Server's report that a roll ended: log the reload's one line or its failure (master)."""
-        if self._current is None:
-            super().roll_finished(ok, info)  # a roll this class did not start
+        """Server's report that a roll ended: commit the generation, or drop it (master)."""
+        record = self._current
+        if record is None:
+            super().roll_finished(ok, info)
             return
-        self._safely(lambda: self._roll_done(self._current, ok, info))
-
-    def _roll_done(self, record: ReloadRecord, ok: bool, info: dict[str, Any]) -> None:
-        """End the reload whose roll ended: success line, stop, or failure block (master)."""
+        gen = record.generation
         if ok:
-            self._log_success(record, info)
-            self._finish()
-        elif self.state != "running":
+            old, self._serving = self._serving, gen
+            self._spawn_from = gen
+            if old is not gen:
+                self._retire_generation(old)
+            self._unserved -= record.changed
+            self._succeeded(record, info)
+            return
+        self._spawn_from = self._serving
+        if gen is not self._serving:
+            self._retire_generation(gen)
+        if self.state != "running":
             log.info("reload #%d abandoned: the server is stopping", record.number)
             self._current = None
         else:
-            self._reload_failed({"error": f"the new workers did not start: {info.get('reason')}",
-                                 "file": None, "line": None, "traceback": ""})
+            self._failed(record, {"error": f"the new workers did not start: {info.get('reason')}"})
 
-    def _log_success(self, record: ReloadRecord, info: dict[str, Any]) -> None:
-        """Log the one line a reload is summed up in (master)."""
-        what = describe_loaded(self.project, record.loaded)
-        replaced = int(info.get("replaced", len(self.workers)))
-        roll_ms = float(info.get("elapsed", 0.0)) * 1000.0
-        if not self.trial:
-            trials = "no trial"
-        else:
-            trials = f"{record.retrials + 1} trials" if record.retrials else "trial"
-            trials += f" {record.trial_ms:.1f} ms"
-        log.info("reload #%d: %s in %.1f ms; %d worker%s replaced in %.0f ms (%s; generation %d)",
-                 record.number, what, record.load_ms, replaced, "s" if replaced != 1 else "",
-                 roll_ms, trials, info.get("generation", self.generation))
-        record.roll_ms = roll_ms
+    def _succeeded(self, record: ReloadRecord, info: dict[str, Any]) -> None:
+        """Log the reload's one line and finish it (master)."""
+        record.roll_ms = float(info.get("elapsed", 0.0)) * 1000.0
         record.total_ms = (time.perf_counter() - record.requested) * 1000.0
+        record.loaded = sorted(record.changed)
+        self.strategy_counts[record.strategy] += 1
+        replaced = int(info.get("replaced", len(self.workers)))
+        log.info("reload #%d: %s in %.0f ms; %d worker%s replaced (generation %d)", record.number,
+                 self._describe(record), record.total_ms, replaced, "s" if replaced != 1 else "",
+                 info.get("generation", self.generation))
         self.last_reload = record
+        notify("READY=1")
+        self._finish()
 
-    def _reload_failed(self, report: dict[str, Any]) -> None:
+    def _describe(self, record: ReloadRecord) -> str:
+        """``2 modules (a, b)``, ``fresh generation (why)`` or ``workers respawned (why)``."""
+        if record.strategy == "partial":
+            count = len(record.modules)
+            return f"{count} module{'s' if count != 1 else ''} ({', '.join(record.modules)})"
+        changed = ", ".join(module_names(self.project, sorted(record.changed))[:3])
+        why = record.reason or (f"{changed} changed" if changed else "requested")
+        if record.strategy == "respawn":
+            return f"workers respawned ({changed}: {why})" if changed else f"workers respawned ({why})"
+        return f"fresh generation ({why})"
+
+    def _failed(self, record: ReloadRecord, report: dict[str, Any]) -> None:
         """Log one readable block for a failed reload; the old workers keep serving (master)."""
-        record = self._current
-        number = record.number if record else self.reload_count
         where = report.get("file") or "?"
         if report.get("line"):
             where = f"{where}:{report['line']}"
-        lines = [f"reload #{number} failed: {where}: {report.get('error')}"]
+        lines = [f"reload #{record.number} failed: {where}: {report.get('error')}"]
         lines += ["  " + ln for ln in (report.get("traceback") or "").rstrip().splitlines()]
         lines.append(f"  still serving generation {self.generation}; "
                      "the changes stay pending: save a fix to retry them all")
@@ -462,10 +368,40 @@ class ProjectrServer(Server):
         self._finish()
 
     def _finish(self) -> None:
-        """Leave the reloading state; queue the coalesced reload if one was asked for (master)."""
+        """Leave the reloading state; run the coalesced reload if one was asked for (master)."""
         self._current = None
         if self._again:
-            self._again = False
-            # Server posts one reload itself when requests came during its roll: do not add a second.
+            full, self._again, self._again_full = self._again_full, False, False
             if not getattr(self, "_reload_again", False):
-                self.post_event("reload")
+                self.post_event("reload_full" if full else "reload")
+
+    # -- stop (master) ----------------------------------------------------------------------------
+
+    def handle_stop(self, graceful: bool = True) -> None:
+        """Stop: a generation still importing is killed, its reload dropped (master)."""
+        record = self._current
+        if record is not None and self.state == "running":
+            for gen in list(self._generations.values()):
+                if gen.state == "booting":
+                    log.info("reload #%d abandoned: the server is stopping (generation pid %s killed)",
+                             record.number, gen.pid)
+                    self._retire_generation(gen)
+            self._again = False
+        super().handle_stop(graceful)
+
+    def _cleanup(self) -> None:
+        """Stop the base and every generation, then what Server cleans up (master)."""
+        for gen in list(self._generations.values()):
+            self._kill_generation(gen)
+            self._unregister_channel(gen)
+        self._stop_base()
+        super()._cleanup()
+
+
+def _drop_bytecode(path: str) -> None:
+    """Remove a changed file's cached bytecode: its key (mtime seconds + size) may not see the edit."""
+    if path.endswith(".py"):
+        try:
+            os.unlink(importlib.util.cache_from_source(path))
+        except (OSError, ValueError, NotImplementedError):
+            pass

@@ -1,0 +1,111 @@
+"""The base: a fork of the master that keeps the app's third-party imports warm (runs in the base).
+
+The base never imports a project module. It learns what to import from generation 0 (the first
+generation imports the app cold and reports the non-project modules it loaded), imports those in
+the same order, each on its own (one that needs the app configured fails and is left to the
+generations), and then forks every fresh generation: each starts with Django, SQLAlchemy, numpy...
+already imported and shared copy-on-write, and pays only for the project's own modules.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+import os
+import socket
+import sys
+import time
+import warnings
+from typing import Any, NoReturn
+
+from prefork import forks, stdio
+from prefork.proctitle import set_title
+
+log = logging.getLogger("prefork")
+
+
+def run_base(server: Any, channel: socket.socket, master_pid: int) -> NoReturn:
+    """Serve the master's requests (``preload``, ``fork_generation``) until it closes the channel."""
+    code = 0
+    try:
+        forks.ignore_terminal_signals()
+        forks.die_with_parent()
+        if os.getppid() != master_pid:
+            os._exit(0)
+        stdio.redirect_stdio(server._output_fd)
+        set_title("prefork base")
+        _forget_project_modules(server.project.root)
+        _serve(server, channel)
+    except BaseException:  # noqa: BLE001 - the master sees EOF and starts another base
+        log.exception("the base process failed")
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _forget_project_modules(root: str) -> None:
+    """Drop project modules the master may hold (a script that imported the app before start()).
+
+    Generations forked from here must import every project module from its file.
+    """
+    from prefork.discover import is_project_file
+
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and is_project_file(os.path.abspath(path), root):
+            del sys.modules[name]
+            parent, _, child = name.rpartition(".")
+            if parent in sys.modules:
+                sys.modules[parent].__dict__.pop(child, None)
+
+
+def _serve(server: Any, channel: socket.socket) -> None:
+    while True:
+        try:
+            message, fds = forks.receive(channel)
+        except forks.ChannelClosed:
+            return
+        command = message.get("command")
+        args = message.get("args") or {}
+        if command == "preload":
+            _preload(channel, args["modules"])
+        elif command == "fork_generation":
+            _fork_generation(server, channel, args, fds)
+        else:
+            forks.close_fds(fds)
+
+
+def _preload(channel: socket.socket, names: list[str]) -> None:
+    """Import each module in order; report how many could be imported and how long it took."""
+    started = time.perf_counter()
+    imported = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a fresh generation's own import shows the user its warnings
+        for name in names:
+            if name in sys.modules:
+                continue
+            try:
+                importlib.import_module(name)
+                imported += 1
+            except BaseException:  # noqa: BLE001 - needs the app configured: left to the generations
+                continue
+    gc.freeze()  # shared by every generation and worker: keep the collector off these pages
+    forks.send(channel, {"event": "preloaded", "imported": imported, "wanted": len(names),
+                         "ms": (time.perf_counter() - started) * 1000.0})
+
+
+def _fork_generation(server: Any, channel: socket.socket, args: dict[str, Any], fds: list[int]) -> None:
+    """Double-fork a fresh generation on the channel and dump pipe that came with the request."""
+    gen_channel_fd, dump_fd = fds
+    try:
+        pid = forks.double_fork()
+    except OSError:
+        forks.close_fds(fds)  # the generation's channel sees EOF: the master gives it up
+        return
+    if pid == 0:
+        from prefork.generation import run_generation
+
+        forks.close_fds([channel.fileno()])
+        run_generation(server, socket.socket(fileno=gen_channel_fd), dump_fd, args, None)
+    forks.close_fds(fds)

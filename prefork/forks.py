@@ -1,0 +1,177 @@
+"""The fork-request protocol between the master, the base and the generations, in one place.
+
+The process tree (Linux)::
+
+    master        the loop, sockets, slots, watcher; no app code
+      base        forked by the master; imports the app's third-party modules, never a project module
+        generation  forked (twice) by the base; imports the project and resolves the app
+          workers   forked (twice) by their generation
+
+Every process below the master is created by a *double fork* in its parent ("zygote"): the
+intermediate child forks the real child and exits at once, so the real child is re-parented to
+the nearest subreaper, the master (``PR_SET_CHILD_SUBREAPER``). The master therefore reaps and
+supervises every worker and generation exactly as if it had forked them itself.
+
+Channels are ``SOCK_SEQPACKET`` socketpairs: one message is one frame of :mod:`prefork.control`
+(4-byte length + a JSON object), and file descriptors (a slot's listening socket, a worker's
+control socket, a new generation's channel) travel with a message as ``SCM_RIGHTS``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any, Iterable
+
+from prefork.control import FrameError, FrameReader, encode_frame
+
+log = logging.getLogger("prefork")
+
+MAX_MESSAGE = 4 * 1024 * 1024  # a generation's report lists every module it imported
+MAX_FDS = 8
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+REPARENT_TIMEOUT = 5.0  # seconds a double-forked child waits for its intermediate parent to exit
+
+
+class ChannelClosed(Exception):
+    """The other end of a channel is gone (EOF)."""
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """A new (parent_end, child_end) channel; both ends close on exec."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send(sock: socket.socket, message: dict[str, Any], fds: Iterable[int] = ()) -> None:
+    """Send one message (and ``fds``) on a channel (any process)."""
+    fds = list(fds)
+    if fds:
+        socket.send_fds(sock, [encode_frame(message)], fds)
+    else:
+        sock.sendall(encode_frame(message))
+
+
+def receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """Receive one message and the fds that came with it; ChannelClosed on EOF (any process).
+
+    Blocking or not, as the socket is; a non-blocking socket with nothing to read raises
+    BlockingIOError.
+    """
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        raise ChannelClosed()
+    reader = FrameReader(max_frame=MAX_MESSAGE)
+    messages = list(reader.feed(data))
+    if len(messages) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise FrameError(f"expected one message per packet, got {len(messages)}")
+    return messages[0], list(fds)
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def supported() -> bool:
+    """True where the process tree can be built (Linux: subreaper and parent-death signals)."""
+    return sys.platform.startswith("linux")
+
+
+def become_subreaper() -> None:
+    """Make this process (the master) adopt every orphaned descendant, so it can reap workers."""
+    if _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """Ask Linux to send ``signum`` to this process when its parent dies."""
+    _libc().prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+
+def double_fork() -> int:
+    """Fork a grandchild that the master adopts; return its pid here, 0 in the grandchild.
+
+    Runs in a zygote (the base or a generation). The grandchild returns only once it has been
+    re-parented to the master (the nearest subreaper), so that its parent-death signal is set
+    against the master and not against the short-lived intermediate process.
+    """
+    read_fd, write_fd = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # the intermediate process: fork, report, exit
+        os.close(read_fd)
+        me = os.getpid()
+        try:
+            child = os.fork()
+            if child == 0:
+                os.close(write_fd)
+                _wait_until_orphaned(me)
+                return 0
+            os.write(write_fd, child.to_bytes(4, "little"))
+        finally:
+            if os.getpid() == me:
+                os._exit(0)
+    os.close(write_fd)
+    try:
+        data = _read_all(read_fd, 4)
+    finally:
+        os.close(read_fd)
+        os.waitpid(middle, 0)
+    if len(data) != 4:
+        raise OSError("the intermediate fork died before reporting its child's pid")
+    return int.from_bytes(data, "little")
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _wait_until_orphaned(parent: int) -> None:
+    """Wait (yielding the CPU) until the intermediate parent has exited and we are adopted.
+
+    The intermediate process exits right after one ``write``: this takes microseconds, so
+    yielding is cheaper than any notification would be.
+    """
+    deadline = time.monotonic() + REPARENT_TIMEOUT
+    while os.getppid() == parent:
+        if time.monotonic() > deadline:
+            os._exit(1)
+        os.sched_yield()
+
+
+def close_fds(fds: Iterable[int]) -> None:
+    """Close each fd, ignoring those already closed (in a new child, on its parent's fds)."""
+    for fd in set(fds):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def ignore_terminal_signals() -> None:
+    """Base and generations leave INT/QUIT/HUP/TTIN/TTOU/USR1/USR2/WINCH to the master.
+
+    Ctrl-C in a terminal signals the whole process group; only the master decides what a
+    signal means, and it stops its helpers itself.
+    """
+    from prefork import signals
+
+    signals.reset_in_child()
+    for name in ("SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1", "SIGUSR2", "SIGWINCH"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)

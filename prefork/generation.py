@@ -1,0 +1,372 @@
+"""A generation: the process that holds one version of the project's code and forks its workers.
+
+Everything here runs in a generation process, created by a double fork (see :mod:`prefork.forks`)
+either from the base (a *fresh* generation: it imports the project from scratch, correct by
+construction) or from the current generation (a *partial* generation: it re-executes only the
+modules a change affects, and reports whether that was provably the same as a fresh import).
+Once it has resolved the app it reports ``ready`` to the master and then serves fork requests:
+each worker is double-forked from here, so it starts from exactly this generation's state.
+"""
+
+from __future__ import annotations
+
+import builtins
+import faulthandler
+import gc
+import importlib
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+import types
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, NoReturn
+
+from prefork import forks, stdio
+from prefork.apps import resolve_app
+from prefork.discover import is_project_file
+from prefork.proctitle import set_title
+
+
+@dataclass
+class Recorder:
+    """What the generation's import did: project modules' import edges and files it opened."""
+
+    root: str
+    edges: dict[str, set[str]] = field(default_factory=dict)  # imported module -> its importers
+    opened: set[str] = field(default_factory=set)
+    active: bool = False
+
+    def audit(self, event: str, args: tuple[Any, ...]) -> None:
+        """sys.addaudithook callback: remember non-Python files under the root that get opened."""
+        if not self.active or event != "open":
+            return
+        path = args[0]
+        if isinstance(path, str) and not path.endswith((".py", ".pyc")):
+            path = os.path.abspath(path)
+            if path.startswith(self.root + os.sep):
+                self.opened.add(path)
+
+    def wrap_import(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        """A ``builtins.__import__`` that records which project module imported which."""
+        def recording_import(name: str, globals: Any = None, locals: Any = None,
+                             fromlist: Any = (), level: int = 0) -> Any:
+            module = real(name, globals, locals, fromlist, level)
+            if self.active and globals:
+                self._record(globals.get("__name__"), globals.get("__package__"), name, fromlist, level)
+            return module
+        return recording_import
+
+    def _record(self, importer: Any, package: Any, name: str, fromlist: Any, level: int) -> None:
+        if not isinstance(importer, str):
+            return
+        try:
+            target = importlib.util.resolve_name("." * level + name, package) if level else name
+        except (ImportError, ValueError):
+            return
+        names = [target] + [f"{target}.{item}" for item in (fromlist or ()) if isinstance(item, str)]
+        for imported in names:
+            if imported != importer and imported in sys.modules:
+                self.edges.setdefault(imported, set()).add(importer)
+
+
+@dataclass
+class GenerationState:
+    """This generation's app, and what the master needs to know to plan the next reload."""
+
+    app: Any
+    recorder: Recorder
+    import_ms: float
+
+
+def run_generation(server: Any, channel: socket.socket, dump_fd: int, request: dict[str, Any],
+                   state: GenerationState | None) -> NoReturn:
+    """Become generation ``request["number"]``: load the code, report, serve fork requests; never returns.
+
+    ``state`` is None for a fresh generation (forked from the base), else the parent
+    generation's state (a partial generation, forked from it).
+    """
+    code = 0
+    try:
+        _isolate(server, dump_fd, request)
+        forks.send(channel, {"event": "started", "pid": os.getpid()})
+        if state is None:
+            state = _import_fresh(server, channel, request)
+        else:
+            state = _apply_partial(server, channel, request, state)
+        if state is not None:
+            _serve(server, channel, dump_fd, state)
+    except BaseException:  # noqa: BLE001 - the master learns of it by EOF; the log says why
+        import logging
+        logging.getLogger("prefork").exception("generation %s failed", request.get("number"))
+        code = 1
+    finally:
+        _flush()
+        os._exit(code)
+
+
+def _isolate(server: Any, dump_fd: int, request: dict[str, Any]) -> None:
+    """Signals, parent-death signal, stdio and the stack-dump pipe of a new generation."""
+    forks.ignore_terminal_signals()
+    forks.die_with_parent()
+    if os.getppid() != request["master_pid"]:  # the master died before we could notice it
+        os._exit(0)
+    stdio.redirect_stdio(server._output_fd)
+    # SIGUSR1 from the master (a reload that ran past reload_timeout) dumps every thread's stack.
+    faulthandler.register(signal.SIGUSR1, file=dump_fd, all_threads=True, chain=False)
+    set_title(f"prefork generation {request['number']}")
+
+
+def _import_fresh(server: Any, channel: socket.socket, request: dict[str, Any]) -> GenerationState | None:
+    """Import the project from scratch and resolve the app; report ready (with what was learned) or failed."""
+    root = request["root"]
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    importlib.invalidate_caches()  # the base listed folders before files were added or removed
+    recorder = Recorder(root)
+    sys.addaudithook(recorder.audit)
+    before = list(sys.modules)
+    started = time.perf_counter()
+    real_import = builtins.__import__
+    builtins.__import__ = recorder.wrap_import(real_import)
+    recorder.active = True
+    try:
+        app = resolve_app(request["app"])
+    except BaseException as exc:  # noqa: BLE001 - any failure is reported, the master keeps serving
+        _report_failure(channel, exc, request)
+        return None
+    finally:
+        recorder.active = False
+        builtins.__import__ = real_import
+    elapsed = (time.perf_counter() - started) * 1000.0
+    known = set(before)
+    preload = [name for name, module in list(sys.modules.items())
+               if name not in known and not _is_project_module(module, root)]
+    forks.send(channel, {"event": "ready", "ms": elapsed, "loaded": _loaded_project_files(root),
+                         "opened": sorted(recorder.opened), "preload": preload if request.get("learn") else []})
+    return GenerationState(app, recorder, elapsed)
+
+
+def _report_failure(channel: socket.socket, exc: BaseException, request: dict[str, Any]) -> None:
+    """Tell the master why this generation cannot serve (file, line, traceback)."""
+    from prefork.server.failures import describe_exception
+
+    report = describe_exception(exc)
+    mine = [frame for frame in traceback.extract_tb(exc.__traceback__)
+            if is_project_file(os.path.abspath(frame.filename), request["root"])]
+    if mine:
+        report.update(file=mine[-1].filename, line=mine[-1].lineno)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        report.update(file=exc.filename, line=exc.lineno)
+    forks.send(channel, {"event": "failed", **report})
+
+
+def _is_project_module(module: Any, root: str) -> bool:
+    path = getattr(module, "__file__", None)
+    return bool(path) and is_project_file(os.path.abspath(path), root)
+
+
+def _loaded_project_files(root: str) -> list[str]:
+    """The project's source files this process has imported (their modules are in sys.modules)."""
+    files = []
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and path.endswith(".py") and is_project_file(os.path.abspath(path), root):
+            files.append(os.path.abspath(path))
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# partial reloads
+
+
+class Refused(Exception):
+    """A partial reload ran, but cannot be shown to equal a fresh import; the reason says why."""
+
+
+def _apply_partial(server: Any, channel: socket.socket, request: dict[str, Any],
+                   state: GenerationState) -> GenerationState | None:
+    """Re-execute the affected loaded modules; report ready, refused or failed."""
+    from projectr.loader import Unit, execute
+
+    gc.unfreeze()  # the parent generation froze its heap; the old code must be collectable here
+    started = time.perf_counter()
+    names = _reload_set(request["units"], state.recorder)
+    units = [Unit(path, name, is_pkg, _read(path)) for name, path, is_pkg in names]
+    try:
+        app = _checked_reload(units, request["app"], state.recorder, execute)
+    except Refused as exc:
+        forks.send(channel, {"event": "refused", "reason": str(exc)})
+        return None
+    except BaseException as exc:  # noqa: BLE001 - a fresh generation will say it properly
+        forks.send(channel, {"event": "refused", "reason": f"{type(exc).__name__}: {exc}"})
+        return None
+    elapsed = (time.perf_counter() - started) * 1000.0
+    forks.send(channel, {"event": "ready", "ms": elapsed, "modules": [n for n, _, _ in names],
+                         "loaded": _loaded_project_files(request["root"]),
+                         "opened": sorted(state.recorder.opened), "preload": []})
+    return GenerationState(app, state.recorder, elapsed)
+
+
+def _reload_set(units: list[list[Any]], recorder: Recorder) -> list[tuple[str, str, bool]]:
+    """The master's affected modules plus their run-time importers, limited to what is imported here.
+
+    Kept in ``sys.modules`` order, which is the order a fresh import started them in.
+    """
+    wanted = {name: (path, is_pkg) for name, path, is_pkg in units}
+    todo = list(wanted)
+    while todo:
+        name = todo.pop()
+        for importer in recorder.edges.get(name, ()):
+            module = sys.modules.get(importer)
+            path = getattr(module, "__file__", None)
+            if importer not in wanted and path and path.endswith(".py"):
+                wanted[importer] = (os.path.abspath(path), os.path.basename(path) == "__init__.py")
+                todo.append(importer)
+    return [(name, *wanted[name]) for name in list(sys.modules) if name in wanted]
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _checked_reload(units: list[Any], app_spec: str, recorder: Recorder,
+                    execute: Callable[[list[Any]], None]) -> Any:
+    """Run the reload and verify it is what a fresh import would give; raise Refused if not.
+
+    Verified: no warning while the modules ran; every old function, class and module object
+    became garbage (nothing outside the reload set still refers to the old code); no module-level
+    list, dict or set of a module outside the set changed size (nothing registered itself twice).
+    """
+    names = {unit.module for unit in units}
+    old = _weak_old_objects(names)
+    sizes = _container_sizes(names)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        real_import = builtins.__import__
+        builtins.__import__ = recorder.wrap_import(real_import)
+        recorder.active = True
+        try:
+            execute(units)
+            app = resolve_app(app_spec)
+        finally:
+            recorder.active = False
+            builtins.__import__ = real_import
+    if caught:
+        first = caught[0]
+        raise Refused(f"{os.path.basename(first.filename)}:{first.lineno}: "
+                      f"{first.category.__name__}: {first.message}")
+    gc.collect()
+    for name, ref in old:
+        if ref() is not None:
+            raise Refused(f"{name} is still referenced from outside the reloaded modules")
+    for key, size in _container_sizes(names).items():
+        if sizes.get(key, size) != size:
+            raise Refused(f"{key[0]}.{key[1]} changed while the reloaded modules ran")
+    return app
+
+
+def _weak_old_objects(names: set[str]) -> list[tuple[str, weakref.ref[Any]]]:
+    """Weak references to the modules about to be replaced and the functions and classes they define."""
+    refs: list[tuple[str, weakref.ref[Any]]] = []
+    for name in names:
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        refs.append((name, weakref.ref(module)))
+        for attr, value in list(vars(module).items()):
+            if isinstance(value, (types.FunctionType, type)) and getattr(value, "__module__", None) == name:
+                refs.append((f"{name}.{attr}", weakref.ref(value)))
+    return refs
+
+
+def _container_sizes(excluded: set[str]) -> dict[tuple[str, str], int]:
+    """Size of every module-level list, dict and set of the modules outside ``excluded``."""
+    sizes = {}
+    for name, module in list(sys.modules.items()):
+        if name in excluded or module is None:
+            continue
+        try:
+            items = list(vars(module).items())
+        except TypeError:
+            continue
+        for attr, value in items:
+            if type(value) in (list, dict, set) and not attr.startswith("__"):
+                sizes[(name, attr)] = len(value)
+    return sizes
+
+
+# ---------------------------------------------------------------------------------------------
+# serving fork requests
+
+
+def _serve(server: Any, channel: socket.socket, dump_fd: int, state: GenerationState) -> None:
+    """Answer the master's fork requests until it closes the channel or asks us to exit."""
+    gc.freeze()  # what is loaded now stays shared copy-on-write with every worker
+    while True:
+        try:
+            message, fds = forks.receive(channel)
+        except forks.ChannelClosed:
+            return
+        command = message.get("command")
+        args = message.get("args") or {}
+        if command == "fork_worker":
+            _fork_worker(server, channel, dump_fd, state, args, fds)
+        elif command == "fork_generation":
+            _fork_generation(server, channel, dump_fd, state, args, fds)
+        elif command == "exit":
+            return
+        else:
+            forks.close_fds(fds)
+
+
+def _fork_worker(server: Any, channel: socket.socket, dump_fd: int, state: GenerationState,
+                 args: dict[str, Any], fds: list[int]) -> None:
+    """Double-fork a worker for slot ``args["index"]`` on the listener and control socket received."""
+    listener_fd, control_fd = fds
+    try:
+        pid = forks.double_fork()
+    except OSError as exc:
+        forks.close_fds(fds)
+        forks.send(channel, {"event": "fork_failed", "id": args["id"], "error": str(exc)})
+        return
+    if pid == 0:
+        from prefork.child import run_worker
+
+        forks.close_fds([channel.fileno(), dump_fd])
+        worker = server.worker_class(server, args["index"], args["port"], args["generation"])
+        run_worker(worker, app=state.app, listener=socket.socket(fileno=listener_fd),
+                   control=socket.socket(fileno=control_fd), threads=server.threads,
+                   output_fd=server._output_fd, output_path=server._output_path,
+                   master_pid=args["master_pid"], close_inherited=lambda: None,
+                   inline=server.inline_requests)
+    forks.close_fds(fds)
+    forks.send(channel, {"event": "forked", "id": args["id"], "pid": pid})
+
+
+def _fork_generation(server: Any, channel: socket.socket, dump_fd: int, state: GenerationState,
+                     args: dict[str, Any], fds: list[int]) -> None:
+    """Double-fork a partial generation: it applies ``args["units"]`` to a copy of this one."""
+    new_channel_fd, new_dump_fd = fds
+    try:
+        pid = forks.double_fork()
+    except OSError:
+        forks.close_fds(fds)  # the new generation's channel sees EOF: the master gives it up
+        return
+    if pid == 0:
+        forks.close_fds([channel.fileno(), dump_fd])
+        run_generation(server, socket.socket(fileno=new_channel_fd), new_dump_fd, args, state)
+    forks.close_fds(fds)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a broken stream must not keep us from exiting
+            pass

@@ -1,0 +1,325 @@
+"""The master's side of the process tree: the base, the generations, and workers forked by them.
+
+Runs in the master. The master never imports the app: it forks the base once (and again for a
+full reload), asks the base (fresh) or the serving generation (partial) for a new generation,
+waits for that generation's report without blocking its loop, and sends each worker fork to the
+generation the worker belongs to. Generations and workers are double-forked and adopted by the
+master (a subreaper), so reaping and supervision stay where they always were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from prefork import forks, signals
+from prefork.server.failures import parse_stack_dump, user_frames_of_dump
+
+log = logging.getLogger("prefork")
+
+_DUMP_GRACE = 0.2  # seconds a hung generation gets to write its stack before SIGKILL
+
+Report = Callable[["GenerationProcess", dict[str, Any]], None]
+
+
+@dataclass
+class GenerationProcess:
+    """One generation process as the master sees it."""
+
+    number: int
+    kind: str                      # "fresh" or "partial"
+    channel: socket.socket
+    dump_fd: int                   # read end of the pipe its stack dump goes to
+    on_report: Report              # called once: ready, failed, refused or died
+    started: float = field(default_factory=time.perf_counter)
+    pid: int | None = None
+    state: str = "booting"         # booting -> ready -> retired
+    report: dict[str, Any] = field(default_factory=dict)
+    timed_out: bool = False
+    timers: list[Any] = field(default_factory=list)
+
+    def fileno(self) -> int:
+        return self.channel.fileno()
+
+    @property
+    def loaded(self) -> set[str]:
+        """Project source files this generation has imported."""
+        return set(self.report.get("loaded", ()))
+
+    @property
+    def opened(self) -> set[str]:
+        """Non-Python files under the root it opened while importing."""
+        return set(self.report.get("opened", ()))
+
+
+@dataclass
+class BaseProcess:
+    """The base process as the master sees it."""
+
+    pid: int
+    channel: socket.socket
+    preloaded: bool = False
+
+    def fileno(self) -> int:
+        return self.channel.fileno()
+
+
+class Generations:
+    """Mixed into ProjectrServer: base and generation processes, and forking workers through them."""
+
+    reload_timeout: float
+    _base: BaseProcess | None
+    _generations: dict[int, GenerationProcess]
+    _serving: GenerationProcess | None
+    _spawn_from: GenerationProcess | None
+    _pending_forks: dict[int, Any]
+    _stranger_exits: dict[int, int]
+    _generation_numbers: Any
+
+    # -- the base ---------------------------------------------------------------------------------
+
+    def _start_base(self) -> BaseProcess:
+        """Fork the base from this (app-free) master and watch its channel (master)."""
+        mine, theirs = forks.channel_pair()
+        master_pid = os.getpid()
+        with signals.blocked_for_fork():
+            pid = os.fork()
+        if pid == 0:
+            from prefork.base import run_base
+
+            forks.close_fds(self._master_fds() + [mine.fileno()])
+            run_base(self, theirs, master_pid)
+        theirs.close()
+        base = BaseProcess(pid, mine)
+        self._base = base
+        self.watch_child(pid, lambda status, base=base: self._base_exited(base, status))
+        self._register_channel(base, lambda: self._read_base(base))
+        log.debug("base process %d started", pid)
+        return base
+
+    def _master_fds(self) -> list[int]:
+        """Every fd of the master's own that a forked helper must not keep (master)."""
+        fds = [fd for fd in self._io_handlers]
+        if self._selector is not None:
+            with contextlib.suppress(Exception):
+                fds.append(self._selector.fileno())  # type: ignore[attr-defined]
+        if self._pipe is not None:
+            fds += [self._pipe.fileno(), getattr(self._pipe, "_write", -1)]
+        fds += [slot.sock.fileno() for slot in self._slots if slot.sock is not None]
+        if self._shared_sock is not None:
+            fds.append(self._shared_sock.fileno())
+        fds += [w._control.fileno() for w in self._by_pid.values() if w._control is not None]
+        fds += [w._control.fileno() for w in self._pending_forks.values() if w._control is not None]
+        fds += [g.channel.fileno() for g in self._generations.values()]
+        fds += [g.dump_fd for g in self._generations.values()]
+        ctl = getattr(self._ctl, "fileno", None)
+        if callable(ctl):
+            with contextlib.suppress(Exception):
+                fds.append(ctl())
+        return [fd for fd in fds if isinstance(fd, int) and fd > 2 and fd != self._output_fd]
+
+    def _read_base(self, base: BaseProcess) -> None:
+        try:
+            message, fds = forks.receive(base.channel)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (forks.ChannelClosed, OSError):
+            self._unregister_channel(base)
+            return
+        forks.close_fds(fds)
+        if message.get("event") == "preloaded":
+            base.preloaded = True
+            log.info("base: %d of %d third-party modules preloaded in %.0f ms", message.get("imported", 0),
+                     message.get("wanted", 0), message.get("ms", 0.0))
+
+    def _base_exited(self, base: BaseProcess, status: int) -> None:
+        self._unregister_channel(base)
+        if self._base is base:
+            self._base = None
+            if self.state == "running":
+                log.warning("base process %d exited with status %d; the next reload starts a new one",
+                            base.pid, status)
+
+    def _preload_base(self, modules: list[str]) -> None:
+        """Ask the base to import what generation 0 learned it needs (master)."""
+        if self._base is not None and modules:
+            forks.send(self._base.channel, {"command": "preload", "args": {"modules": modules}})
+
+    def _stop_base(self) -> None:
+        base, self._base = self._base, None
+        if base is not None:
+            self._unregister_channel(base)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(base.pid, signal.SIGKILL)
+
+    # -- generations ------------------------------------------------------------------------------
+
+    def _request_generation(self, kind: str, args: dict[str, Any], on_report: Report) -> GenerationProcess:
+        """Ask the base (fresh) or the serving generation (partial) for a new generation (master)."""
+        zygote = self._serving if kind == "partial" else self._base
+        if zygote is None:
+            zygote = self._start_base()
+        mine, theirs = forks.channel_pair()
+        dump_read, dump_write = os.pipe()
+        number = next(self._generation_numbers)
+        request = {"number": number, "master_pid": os.getpid(), "root": self.project.root,
+                   "app": self.app_spec, **args}
+        try:
+            forks.send(zygote.channel, {"command": "fork_generation", "args": request},
+                       [theirs.fileno(), dump_write])
+        finally:
+            theirs.close()
+            os.close(dump_write)
+        os.set_blocking(dump_read, False)
+        gen = GenerationProcess(number, kind, mine, dump_read, on_report)
+        self._generations[number] = gen
+        self._register_channel(gen, lambda: self._read_generation(gen))
+        gen.timers.append(self.call_later(self.reload_timeout, lambda: self._generation_overdue(gen)))
+        return gen
+
+    def _read_generation(self, gen: GenerationProcess) -> None:
+        """Handle one message from a generation, or its EOF (master)."""
+        try:
+            message, fds = forks.receive(gen.channel)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (forks.ChannelClosed, OSError):
+            self._generation_gone(gen)
+            return
+        forks.close_fds(fds)
+        event = message.get("event")
+        if event == "started":
+            gen.pid = int(message["pid"])
+        elif event in ("ready", "failed", "refused") and gen.state == "booting":
+            self._cancel_timers(gen)
+            gen.report = message
+            gen.state = "ready" if event == "ready" else "failed"
+            gen.on_report(gen, message)
+        elif event == "forked":
+            self._fork_done(int(message["id"]), int(message["pid"]))
+        elif event == "fork_failed":
+            self._fork_failed(int(message["id"]), str(message.get("error")))
+
+    def _generation_gone(self, gen: GenerationProcess) -> None:
+        """A generation's channel closed: it died (or was told to exit) (master)."""
+        self._unregister_channel(gen)
+        self._cancel_timers(gen)
+        self._generations.pop(gen.number, None)
+        dump = self._read_dump(gen)
+        with contextlib.suppress(OSError):
+            os.close(gen.dump_fd)
+        for request_id, worker in list(self._pending_forks.items()):
+            if getattr(worker, "_zygote", None) is gen:
+                self._fork_failed(request_id, f"generation {gen.number} exited")
+        if gen.state == "booting":
+            gen.state = "failed"
+            gen.on_report(gen, self._death_report(gen, dump))
+        elif gen.state == "ready" and gen is self._serving and self.state == "running":
+            log.warning("generation %d (pid %s) exited; starting a fresh one", gen.number, gen.pid)
+            self._serving = None
+            self.post_event("reload")
+        gen.state = "retired"
+
+    def _death_report(self, gen: GenerationProcess, dump: str) -> dict[str, Any]:
+        """What to say about a generation that died or was killed before it reported."""
+        if gen.timed_out:
+            file, line = parse_stack_dump(dump, self.project.source_files)
+            return {"event": "failed", "file": file, "line": line,
+                    "error": f"hung: the import did not finish within {self.reload_timeout:g} s and was killed",
+                    "traceback": user_frames_of_dump(dump)}
+        return {"event": "failed", "file": None, "line": None,
+                "error": "the new generation died before it reported", "traceback": dump.strip()}
+
+    def _read_dump(self, gen: GenerationProcess) -> str:
+        chunks = []
+        with contextlib.suppress(OSError):
+            while True:
+                chunk = os.read(gen.dump_fd, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def _generation_overdue(self, gen: GenerationProcess) -> None:
+        """Past reload_timeout: ask for its stack, then kill it (master)."""
+        if gen.state != "booting" or gen.pid is None:
+            if gen.state == "booting":  # not even started: give up on it
+                gen.timed_out = True
+                self._unregister_channel(gen)
+                self._generation_gone(gen)
+            return
+        gen.timed_out = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(gen.pid, signal.SIGUSR1)
+        gen.timers.append(self.call_later(_DUMP_GRACE, lambda: self._kill_generation(gen)))
+
+    def _kill_generation(self, gen: GenerationProcess) -> None:
+        if gen.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(gen.pid, signal.SIGKILL)
+
+    def _retire_generation(self, gen: GenerationProcess | None) -> None:
+        """Tell a generation that nothing more will be forked from it: it exits (master)."""
+        if gen is None or gen.state == "retired":
+            return
+        booting, gen.state = gen.state != "ready", "retired"  # its EOF reports nothing now
+        self._cancel_timers(gen)
+        with contextlib.suppress(OSError):
+            forks.send(gen.channel, {"command": "exit"})
+        if booting:
+            self._kill_generation(gen)
+
+    def _cancel_timers(self, gen: GenerationProcess) -> None:
+        for timer in gen.timers:
+            timer.cancel()
+        gen.timers.clear()
+
+    # -- workers through generations ------------------------------------------------------------------
+
+    def _fork_worker_from(self, gen: GenerationProcess, worker: Any, listener: socket.socket,
+                          worker_end: socket.socket) -> bool:
+        """Ask ``gen`` to fork ``worker``; its pid arrives later (``forked`` or the ready message)."""
+        request_id = self._next_request_id()
+        args = {"id": request_id, "index": worker.index, "port": worker.port,
+                "generation": worker.generation, "master_pid": os.getpid()}
+        try:
+            forks.send(gen.channel, {"command": "fork_worker", "args": args},
+                       [listener.fileno(), worker_end.fileno()])
+        except OSError as exc:
+            log.error("cannot ask generation %d for worker %d: %s", gen.number, worker.index, exc)
+            return False
+        worker._zygote = gen
+        self._pending_forks[request_id] = worker
+        return True
+
+    def _fork_done(self, request_id: int, pid: int) -> None:
+        worker = self._pending_forks.pop(request_id, None)
+        if worker is not None:
+            self._adopt_pid(worker, pid)
+
+    def _fork_failed(self, request_id: int, error: str) -> None:
+        worker = self._pending_forks.pop(request_id, None)
+        if worker is not None and worker.pid is None:
+            log.error("cannot fork %s: %s", worker.describe(), error)
+            self._worker_gone(worker, -1)
+
+    # -- channels ----------------------------------------------------------------------------------
+
+    def _register_channel(self, process: Any, callback: Callable[[], None]) -> None:
+        process.channel.setblocking(False)
+        assert self._selector is not None, "helpers are forked once the loop exists"
+        self._selector.register(process.channel, selectors.EVENT_READ, callback)
+
+    def _unregister_channel(self, process: Any) -> None:
+        if self._selector is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(process.channel)
+        with contextlib.suppress(OSError):
+            process.channel.close()

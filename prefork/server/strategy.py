@@ -1,0 +1,60 @@
+"""How a reload is done: respawn, partial or fresh (pure logic; the master calls it).
+
+- *respawn*: nothing the serving generation has loaded or read changed (a template, a view module
+  that the framework imports only on the first request): fresh workers forked from the same
+  generation read the new files themselves. Costs a fork per worker.
+- *partial*: the changed modules are loaded in the generation: a copy of it re-executes the
+  affected ones and checks that the result equals a fresh import (else a fresh generation follows).
+- *fresh*: a new generation from the base imports the whole project (always correct).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do, and the reason the log line gives for it."""
+
+    kind: str                      # "respawn", "partial" or "fresh"
+    reason: str
+    modules: tuple[str, ...] = field(default_factory=tuple)  # partial: affected paths, load order
+
+
+def plan_reload(changed: Iterable[str], *, sources: set[str], loaded: set[str], opened: set[str],
+                affected: Callable[[list[str]], list[str]], refused: set[str], root: str,
+                definition_file: str | None = None, full: bool = False) -> Plan:
+    """Decide how to serve ``changed`` paths (empty: a reload asked for by a signal or ``ctl``).
+
+    ``sources``: the project's .py files; ``loaded``/``opened``: what the serving generation
+    imported and read; ``affected``: the project graph's dependents in load order; ``refused``:
+    paths a partial reload could not be shown equivalent for before.
+    """
+    changed = sorted(set(changed))
+    if full:
+        return Plan("fresh", "a full reload was asked for")
+    if not changed:
+        return Plan("fresh", "reload requested")
+    rel = {path: os.path.relpath(path, root) for path in changed}
+    for path in changed:
+        if path == definition_file:
+            return Plan("fresh", f"{rel[path]} changed")
+        if not os.path.exists(path):
+            return Plan("fresh", f"{rel[path]} was removed")
+        if path.endswith(".py") and path not in sources:
+            return Plan("fresh", f"{rel[path]} is new")
+        if path in opened:
+            return Plan("fresh", f"{rel[path]} was read while the app was imported")
+    modules = [path for path in changed if path.endswith(".py")]
+    if not modules:
+        return Plan("respawn", "only files read at request time changed")
+    wanted = [path for path in affected(modules) if path in loaded]
+    if not wanted and not any(path in loaded for path in modules):
+        return Plan("respawn", "the changed modules are imported by the workers, not at start")
+    seen_refused = [path for path in modules if path in refused]
+    if seen_refused:
+        return Plan("fresh", f"partial refused before for {rel[seen_refused[0]]}")
+    return Plan("partial", "", tuple(wanted or [p for p in modules if p in loaded]))
