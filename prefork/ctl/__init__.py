@@ -16,6 +16,7 @@ does not read are dropped with the connection after ``send_timeout``.
 from prefork.ctl.base import (
     MAX_REQUEST,
     BadRequest,
+    ControlSocketError,
     CtlError,
     CtlTimeout,
     ErrorReply,
@@ -27,6 +28,6 @@ from prefork.ctl.commands import COMMANDS, Command, Deferred
 from prefork.ctl.server import ControlServer
 
 __all__ = [
-    "COMMANDS", "BadRequest", "Command", "ControlServer", "CtlError", "CtlTimeout", "Deferred",
+    "COMMANDS", "BadRequest", "Command", "ControlServer", "ControlSocketError", "CtlError", "CtlTimeout", "Deferred",
     "ErrorReply", "MAX_REQUEST", "NoMasterError", "call", "ctl_main", "format_status", "socket_path",
 ]

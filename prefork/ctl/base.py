@@ -34,6 +34,14 @@ class CtlTimeout(CtlError, TimeoutError):
     """The master did not reply before the deadline."""
 
 
+class ControlSocketError(CtlError, OSError):
+    """The master cannot open its control socket; the message is one line naming the path and why.
+
+    An OSError too, so that whoever reports a failed start's OSErrors in one line (``prefork``'s
+    command line does) reports this one the same way, without a traceback.
+    """
+
+
 class BadRequest(Exception):
     """A ctl request the master refuses (unknown command, wrong arguments); runs in the master.
 

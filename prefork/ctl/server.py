@@ -24,7 +24,7 @@ from prefork.ctl.base import (
     ACCEPT_PAUSE,
     MAX_IN_FLIGHT,
     MAX_REQUEST,
-    CtlError,
+    ControlSocketError,
 )
 from prefork.ctl.commands import dispatch
 
@@ -81,8 +81,26 @@ class ControlServer:
         self.connections: dict[int, _Connection] = {}
 
     def open(self) -> "ControlServer":
-        """Bind the socket (mode 0600) and start accepting in the master's loop; return self."""
-        self._remove_stale()
+        """Bind the socket (mode 0600) and start accepting in the master's loop; return self.
+
+        Raises ControlSocketError (an OSError and a CtlError) with a one-line message when the path
+        is taken (not a socket, or a live master answers there) or the socket cannot be bound.
+        """
+        try:
+            self._remove_stale()
+            listener = self._bind()
+        except ControlSocketError:
+            raise
+        except OSError as exc:
+            reason = exc.strerror if isinstance(exc.strerror, str) and exc.strerror else str(exc)
+            raise ControlSocketError(f"cannot open the control socket {self.path}: {reason}") from exc
+        self.listener = listener
+        self.server.add_io_handler(listener, self._on_accept)
+        log.info("control socket listening on %s", self.path)
+        return self
+
+    def _bind(self) -> socket.socket:
+        """A non-blocking listener bound at the path with mode 0600."""
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # umask, not chmod afterwards: the socket must never exist with wider permissions.
@@ -97,10 +115,7 @@ class ControlServer:
         except OSError:
             listener.close()
             raise
-        self.listener = listener
-        self.server.add_io_handler(listener, self._on_accept)
-        log.info("control socket listening on %s", self.path)
-        return self
+        return listener
 
     def close(self) -> None:
         """Close every connection and the listener, and remove the socket file."""
@@ -122,7 +137,7 @@ class ControlServer:
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(mode):
-            raise CtlError(f"{self.path} exists and is not a socket; refusing to replace it")
+            raise ControlSocketError(f"{self.path} exists and is not a socket; refusing to replace it")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(1.0)
         try:
@@ -135,7 +150,7 @@ class ControlServer:
             return
         finally:
             probe.close()
-        raise CtlError(f"another master is listening on {self.path}")
+        raise ControlSocketError(f"another master is listening on {self.path}")
 
     def _on_accept(self, listener: socket.socket) -> None:
         """Accept every waiting client (the listener is readable). Runs in the master's loop."""

@@ -128,6 +128,58 @@ def test_refuses_to_replace_a_regular_file(tmp_path: Path) -> None:
     assert path.read_text() == "precious"
 
 
+def test_open_errors_are_one_line_control_socket_errors(tmp_path: Path) -> None:
+    from prefork.ctl import ControlSocketError
+
+    for path, reason in ((tmp_path / "no-such-dir" / "app.pid.ctl", "No such file or directory"),
+                         (tmp_path / ("x" * 120 + ".ctl"), "path too long")):
+        with pytest.raises(ControlSocketError) as caught:
+            ControlServer(FakeServer(), path).open()
+        error = caught.value
+        assert isinstance(error, OSError) and isinstance(error, CtlError)
+        assert str(error).startswith(f"cannot open the control socket {path}: ") and reason in str(error)
+        assert "\n" not in str(error)
+
+
+def run_master_cli(tmp_path: Path, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
+    """``python -m prefork`` in its own session (killed by process group if it outlives ``timeout``)."""
+    (tmp_path / "app.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [b'ok']\n")
+    proc = subprocess.Popen([sys.executable, "-m", "prefork", "app:app", *args], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_taken_control_socket_path_stops_the_cli_with_one_line(tmp_path: Path, kind: str) -> None:
+    # Used to escape as a CtlError traceback from Server.start(); now the CLI's one-line report.
+    from tests.prefork.prefork_testutil import port_block
+
+    taken = tmp_path / "app.pid.ctl"
+    if kind == "file":
+        taken.write_text("precious")
+    else:
+        taken.mkdir()
+    result = run_master_cli(tmp_path, "--workers", "1", "--host", "127.0.0.1", "--port", str(port_block(1)),
+                            "--pid", str(tmp_path / "app.pid"))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"prefork: {taken} exists and is not a socket; refusing to replace it\n" in result.stderr
+    assert not (tmp_path / "app.pid").exists()  # the failed start cleaned up after itself
+    assert taken.read_text() == "precious" if kind == "file" else taken.is_dir()
+
+
 # --- commands -----------------------------------------------------------------------------------
 
 
