@@ -39,12 +39,24 @@ def imported_names(source: bytes | str, module: str, is_package: bool) -> set[st
 
 
 def _load_time_nodes(tree: ast.AST) -> Iterator[ast.AST]:
-    """Walk the tree, skipping the bodies of functions (they run later, if ever)."""
+    """Walk the tree, skipping what does not run at import time: function bodies (they run later,
+    if ever) and the body of `if TYPE_CHECKING:` (it runs only under a type checker)."""
     stack = [tree]
     while stack:
         node = stack.pop()
         yield node
-        stack.extend(child for child in ast.iter_child_nodes(node) if not isinstance(child, _DEFERRED))
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            children: list[ast.AST] = [node.test, *node.orelse]  # the else branch does run
+        else:
+            children = list(ast.iter_child_nodes(node))
+        stack.extend(child for child in children if not isinstance(child, _DEFERRED))
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """True for `TYPE_CHECKING` and `typing.TYPE_CHECKING` (any `x.TYPE_CHECKING`): False at run time."""
+    if isinstance(test, ast.Name):
+        return test.id == "TYPE_CHECKING"
+    return isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
 
 
 def _resolve_from(node: ast.ImportFrom, package: str) -> str | None:

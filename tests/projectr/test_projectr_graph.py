@@ -114,3 +114,25 @@ def test_replace_imports_in_place():
     assert g.replace_imports("c", {"a"}, set()) is True
     assert g.graph["a"]["c"]["kinds"] == {"needs"}  # the declared edge stays
     assert g.replace_imports("a", set(), {"c"}) is False  # backward: the caller must rebuild
+
+
+def test_type_checking_imports_are_not_edges():
+    """`if TYPE_CHECKING:` bodies never run: their imports (often cycles) are not dependencies."""
+    source = """
+import typing
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from . import only_for_types
+    import top.typed
+if typing.TYPE_CHECKING:
+    from .models import Model
+elif True:
+    from . import in_elif
+else:
+    from . import in_else
+def f():
+    if TYPE_CHECKING:
+        import nested
+"""
+    names = imported_names(source, "top.mod", is_package=False)
+    assert names == {"typing", "typing.TYPE_CHECKING", "top", "top.in_elif", "top.in_else"}
