@@ -1,8 +1,9 @@
 """The dependency graph: declared (`needs`) and discovered (import) edges, load order, affected sets.
 
 Edges point from a dependency to its dependent (`u -> v`: v needs or imports u, so u loads first
-and a change to u reloads v). Each edge has `kind` ("needs" when declared, else "import") and
-`kinds` (every source that produced it). Files in a cycle form one unit and reload together.
+and a change to u reloads v). Each edge has `kinds` (every source that produced it: "needs" when
+declared, "import" when the source scan found it, "runtime" when v's last execution imported u)
+and `kind`, the first of those in that order. Files in a cycle form one unit and reload together.
 """
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ import networkx as nx
 
 NEEDS = "needs"
 IMPORT = "import"
+RUNTIME = "runtime"
+KINDS = (NEEDS, IMPORT, RUNTIME)  # an edge's `kind` is the first of its `kinds` in this order
 
 
 class DependencyGraph:
     """A project's graph with a precomputed load order, so `affected` only visits descendants."""
 
     def __init__(self, nodes: Sequence[str], needs: Iterable[tuple[str, str]],
-                 imports: Iterable[tuple[str, str]], order_only: Iterable[tuple[str, str]] = ()) -> None:
+                 imports: Iterable[tuple[str, str]], order_only: Iterable[tuple[str, str]] = (),
+                 runtime: Iterable[tuple[str, str]] = ()) -> None:
         """Build from nodes in declared order and (dependency, dependent) edge pairs.
 
         `order_only` edges (a package's `__init__` before its submodules) shape the load order
@@ -27,7 +31,7 @@ class DependencyGraph:
         graph = nx.DiGraph()
         for index, node in enumerate(nodes):
             graph.add_node(node, index=index)
-        for kind, edges in ((NEEDS, needs), (IMPORT, imports)):
+        for kind, edges in ((NEEDS, needs), (IMPORT, imports), (RUNTIME, runtime)):  # KINDS order
             for u, v in edges:
                 if u == v:
                     continue
@@ -49,8 +53,8 @@ class DependencyGraph:
                 found.update(nx.descendants(graph, path))
         return sorted(found, key=self.position.__getitem__)
 
-    def replace_imports(self, path: str, old: set[str], new: set[str]) -> bool:
-        """Swap the import edges into `path` (from `old` to `new` sources) in place.
+    def replace_imports(self, path: str, old: set[str], new: set[str], kind: str = IMPORT) -> bool:
+        """Swap the `kind` edges into `path` (from `old` to `new` sources) in place.
 
         Returns False when the precomputed order no longer holds (a new edge points backwards,
         maybe closing a cycle): the caller must rebuild. Removing edges never invalidates it.
@@ -59,9 +63,9 @@ class DependencyGraph:
         for u in old - new:
             if graph.has_edge(u, path):
                 data = graph[u][path]
-                data["kinds"].discard(IMPORT)
+                data["kinds"].discard(kind)
                 if data["kinds"]:
-                    data["kind"] = NEEDS
+                    data["kind"] = _first_kind(data["kinds"])
                 else:
                     graph.remove_edge(u, path)
         still_valid = True
@@ -69,9 +73,11 @@ class DependencyGraph:
             if u == path or u not in graph:
                 continue
             if graph.has_edge(u, path):
-                graph[u][path]["kinds"].add(IMPORT)
+                data = graph[u][path]
+                data["kinds"].add(kind)
+                data["kind"] = _first_kind(data["kinds"])
                 continue
-            graph.add_edge(u, path, kind=IMPORT, kinds={IMPORT})
+            graph.add_edge(u, path, kind=kind, kinds={kind})
             still_valid = still_valid and self.position[u] < self.position[path]
         return still_valid
 
@@ -95,6 +101,11 @@ class DependencyGraph:
                         nxt.append(v)
             frontier = nxt
         return reasons
+
+
+def _first_kind(kinds: set[str]) -> str:
+    """The kind an edge shows: declared before scanned before observed at run time."""
+    return next(k for k in KINDS if k in kinds)
 
 
 def _load_order(graph: nx.DiGraph, order_only: list[tuple[str, str]]) -> list[str]:

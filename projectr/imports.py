@@ -24,7 +24,7 @@ def imported_names(source: bytes | str, module: str, is_package: bool) -> set[st
     for node in _load_time_nodes(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                names.update(_with_parents(alias.name))
+                names.update(with_parents(alias.name))
         elif isinstance(node, ast.ImportFrom):
             base = _resolve_from(node, package)
             if base is None:
@@ -72,7 +72,7 @@ def _resolve_from(node: ast.ImportFrom, package: str) -> str | None:
     return ".".join(base_parts)
 
 
-def _with_parents(name: str) -> list[str]:
+def with_parents(name: str) -> list[str]:
     """`a.b.c` -> [`a`, `a.b`, `a.b.c`]: importing a submodule imports its packages first."""
     parts = name.split(".")
     return [".".join(parts[: i + 1]) for i in range(len(parts))]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from importlib.machinery import ModuleSpec
 
 from .errors import LoadError
+from .runtime import Observed, Recorder, Scope
 
 _MISSING = object()
 
@@ -44,23 +45,26 @@ def compile_unit(unit: Unit) -> types.CodeType:
         raise LoadError(unit.path, exc) from exc
 
 
-def execute(units: Sequence[Unit]) -> None:
+def execute(units: Sequence[Unit], scope: Scope | None = None, observed: Observed | None = None) -> None:
     """Execute `units` in order as one transaction; on failure restore everything and raise LoadError.
 
     The batch's modules are taken out of `sys.modules` (and off their parents) first, and a finder
     serves them from our compiled code, so when one of them imports another that has not run yet
     (an import cycle, or a dependency declared later) it runs then, once, exactly as a fresh
-    interpreter's import would.
+    interpreter's import would. `observed.imports` receives, per file, the modules of `scope` that
+    its execution imported (see runtime.py).
     """
     codes = {u.module: (u, compile_unit(u)) for u in units}  # fail on syntax before anything runs
+    recorder = Recorder(scope or Scope.of({u.module: u.path for u in units}), observed or Observed())
     saved = dict(sys.modules)
     attr_log = _detach(units)
-    finder = _BatchFinder(codes)
+    finder = _BatchFinder(codes, recorder)
     sys.meta_path.insert(0, finder)
     try:
-        for unit in units:
-            if unit.module not in sys.modules:
-                importlib.import_module(unit.module)
+        with recorder:
+            for unit in units:
+                if unit.module not in sys.modules:
+                    importlib.import_module(unit.module)
     except Exception as exc:
         _restore(saved, attr_log)
         raise LoadError(finder.failed or units[0].path, exc, exc.__traceback__) from exc
@@ -77,8 +81,9 @@ def execute(units: Sequence[Unit]) -> None:
 class _BatchFinder(importlib.abc.MetaPathFinder):
     """Serves the batch's modules (each once) from the code compiled for this load."""
 
-    def __init__(self, codes: dict[str, tuple[Unit, types.CodeType]]) -> None:
+    def __init__(self, codes: dict[str, tuple[Unit, types.CodeType]], recorder: Recorder) -> None:
         self.codes = codes
+        self.recorder = recorder
         self.failed: str | None = None
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
@@ -110,7 +115,11 @@ class _UnitLoader(importlib.machinery.SourceFileLoader):
     def exec_module(self, module: types.ModuleType) -> None:
         finder, self._finder = self._finder, None
         try:
-            super().exec_module(module)
+            if finder is None:  # a later importlib.reload(): an ordinary import
+                super().exec_module(module)
+            else:
+                with finder.recorder.executing(self.path, self.name):
+                    super().exec_module(module)
         except BaseException:
             if finder is not None and finder.failed is None:
                 finder.failed = self.path  # the innermost unit that raised

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 
 from . import changes
 from .errors import LoadError
-from .graph import DependencyGraph
+from .graph import RUNTIME, DependencyGraph
 from .imports import imported_names
 from .loader import Unit, execute
+from .runtime import Observed, Scope
 
 if TYPE_CHECKING:
     from .project import FileSpec, Project
@@ -29,6 +30,7 @@ class Tracker:
     snapshots: dict[str, changes.Snapshot] = field(default_factory=dict)
     resources: dict[str, changes.Snapshot] = field(default_factory=dict)
     scans: dict[str, tuple[bytes, frozenset[str]]] = field(default_factory=dict)
+    runtime: dict[str, frozenset[str]] = field(default_factory=dict)  # path -> modules its last run imported
     loaded: bool = False
     checked: int = 0  # files stat-checked by the last load() (diagnostics, tests, benchmarks)
     _unloaded: set[str] = field(default_factory=set)
@@ -37,6 +39,7 @@ class Tracker:
     _graph_key: object = None
     _dirty: bool = True
     _by_module: dict[str, str] = field(default_factory=dict)
+    _scope: Scope | None = None
     _edits: list[tuple[str, set[str], set[str]]] = field(default_factory=list)  # this load's graph edits
     _scan_undo: list[tuple[str, tuple[bytes, frozenset[str]] | None]] = field(default_factory=list)
 
@@ -46,8 +49,9 @@ class Tracker:
         key = project._version
         if self._graph is None or self._dirty or self._graph_key != key:
             specs = project._specs()
-            self._graph = _build_graph(specs, self._scan_all(specs))
+            self._graph = _build_graph(specs, self._scan_all(specs), self.runtime)
             self._by_module = {s.module: s.path for s in specs}
+            self._scope = Scope.of(self._by_module)
             self._graph_key, self._dirty = key, False
         return self._graph
 
@@ -79,10 +83,12 @@ class Tracker:
             return [path for path, _ in resources]
         importlib.invalidate_caches()  # new files next to project files must be importable
         self._edits, self._scan_undo = [], []
+        observed = Observed()
         try:
             contents = self._plan(project, changed, full)
             order = list(contents)
-            execute([Unit(p, specs[p].module, specs[p].is_package, contents[p][0]) for p in order])
+            execute([Unit(p, specs[p].module, specs[p].is_package, contents[p][0]) for p in order],
+                    self._scope, observed)
         except BaseException:
             # the graph must describe what is loaded: a bad edit's imports are forgotten with it
             for path, cached in reversed(self._scan_undo):
@@ -94,6 +100,7 @@ class Tracker:
             raise
         for path in order:
             self.snapshots[path] = contents[path][1]
+        self._record_runtime(project, order, observed)
         self._commit_resources(resources)
         self.loaded = True
         log.debug("loaded %d file(s): %s", len(order), order)
@@ -169,6 +176,22 @@ class Tracker:
             if not self._graph.replace_imports(path, old, new):
                 self._dirty = True  # a backward edge: recompute the order
 
+    def _record_runtime(self, project: Project, order: list[str], observed: Observed) -> None:
+        """Keep what each executed file imported while it ran, and move its runtime edges to match."""
+        for path in order:
+            new = frozenset(observed.imports.get(path, ()))
+            old = self.runtime.get(path, frozenset())
+            if new == old:
+                continue
+            self.runtime[path] = new
+            if self._graph is None or self._dirty or self._graph_key != project._version:
+                self._dirty = True  # the rebuild reads self.runtime
+                continue
+            by_module = self._by_module
+            if not self._graph.replace_imports(path, {by_module[n] for n in old if n in by_module},
+                                               {by_module[n] for n in new if n in by_module}, RUNTIME):
+                self._dirty = True  # a backward edge: recompute the order
+
     def _undo_graph_edits(self) -> None:
         """Put back the import edges a failed load's reading changed."""
         for path, old, new in reversed(self._edits):
@@ -221,11 +244,13 @@ class Tracker:
                 self.resources[path] = snap
 
 
-def _build_graph(specs: list[FileSpec], scans: dict[str, frozenset[str]]) -> DependencyGraph:
-    """Merge declared needs, discovered imports and package-before-submodule order into one graph."""
+def _build_graph(specs: list[FileSpec], scans: dict[str, frozenset[str]],
+                 runtime: dict[str, frozenset[str]]) -> DependencyGraph:
+    """Merge declared needs, scanned and run-time imports, and package-before-submodule order into one graph."""
     by_module = {s.module: s.path for s in specs}
     needs = [(need, s.path) for s in specs for need in s.needs]
     imports = [(by_module[name], s.path) for s in specs for name in scans.get(s.path, ()) if name in by_module]
+    ran = [(by_module[name], s.path) for s in specs for name in runtime.get(s.path, ()) if name in by_module]
     packages = []
     for s in specs:
         parts = s.module.split(".")
@@ -233,4 +258,4 @@ def _build_graph(specs: list[FileSpec], scans: dict[str, frozenset[str]]) -> Dep
             parent = by_module.get(".".join(parts[:i]))
             if parent is not None:
                 packages.append((parent, s.path))
-    return DependencyGraph([s.path for s in specs], needs, imports, packages)
+    return DependencyGraph([s.path for s in specs], needs, imports, packages, ran)

@@ -1,0 +1,155 @@
+"""What a load sees while the batch executes: the project modules each file imports at run time.
+
+The import scan (imports.py) reads source; it cannot see `importlib.import_module(name)`, nor an
+import inside a function that a module calls while it executes (a registry's `autodiscover()`,
+Django's `setup()` importing the settings module). While `execute()` runs, a Recorder wraps
+`builtins.__import__` (every `import` statement) and importlib's `_gcd_import` (behind
+`importlib.import_module`, however it was imported), and a stack says which file of the batch is
+executing, so such an import is charged to the file whose execution made it. Everything is put
+back when the load ends: imports outside `load()` cost nothing.
+"""
+from __future__ import annotations
+
+import builtins
+import importlib
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from .imports import with_parents
+
+# importlib.import_module calls this module attribute at every call; patching it (rather than the
+# function `importlib.import_module`) also catches `from importlib import import_module` done long ago.
+_BOOTSTRAP = sys.modules.get("importlib._bootstrap") or importlib._bootstrap  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A project's modules as the loader needs them: names to record, where each file is."""
+
+    by_module: Mapping[str, str]   # module name -> absolute path
+    by_path: Mapping[str, str]     # absolute path -> module name
+    tops: frozenset[str]           # first components of the module names (a cheap pre-filter)
+
+    @classmethod
+    def of(cls, by_module: Mapping[str, str]) -> Scope:
+        """Build from the project's module -> path map."""
+        return cls(dict(by_module), {p: m for m, p in by_module.items()},
+                   frozenset(m.partition(".")[0] for m in by_module))
+
+
+@dataclass
+class Observed:
+    """What executing a batch observed: per executed file, the project modules its execution imported."""
+
+    imports: dict[str, set[str]] = field(default_factory=dict)
+
+
+class Recorder:
+    """Context manager: while active, imports made in this thread are charged to the executing file."""
+
+    def __init__(self, scope: Scope, observed: Observed) -> None:
+        self.scope = scope
+        self.observed = observed
+        self._stack: list[tuple[str, str]] = []   # (path, module) of the files executing, innermost last
+        self._thread = threading.get_ident()      # other threads' imports are theirs, not the batch's
+        self._active = False
+        self._real_import: Callable[..., Any] = builtins.__import__
+        self._real_gcd: Callable[..., Any] | None = None
+
+    def __enter__(self) -> Recorder:
+        self._real_import = builtins.__import__
+        self._real_gcd = getattr(_BOOTSTRAP, "_gcd_import", None)
+        self._active = True
+        builtins.__import__ = self._import
+        if self._real_gcd is not None:
+            _BOOTSTRAP._gcd_import = self._gcd_import
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # If code run by the batch wrapped __import__ over ours, theirs stays (removing it would break
+        # them) and ours, now inactive, just passes calls through.
+        self._active = False
+        if builtins.__import__ == self._import:
+            builtins.__import__ = self._real_import
+        if self._real_gcd is not None and getattr(_BOOTSTRAP, "_gcd_import", None) == self._gcd_import:
+            _BOOTSTRAP._gcd_import = self._real_gcd
+
+    @contextmanager
+    def executing(self, path: str, module: str) -> Iterator[None]:
+        """Charge the imports made inside the block to `path` (nested files take over, then give back)."""
+        self._stack.append((path, module))
+        self.observed.imports.setdefault(path, set())
+        try:
+            yield
+        finally:
+            self._stack.pop()
+
+    def _import(self, name: str, globals: Mapping[str, Any] | None = None, locals: object = None,
+                fromlist: tuple[str, ...] | list[str] | None = (), level: int = 0) -> Any:
+        """builtins.__import__ while loading: note the project modules the statement names, then import."""
+        if self._active and self._stack and threading.get_ident() == self._thread:
+            if level or name.partition(".")[0] in self.scope.tops:  # most imports are not ours: cheap exit
+                self._note(_statement_targets(name, globals, fromlist, level))
+        return self._real_import(name, globals, locals, fromlist, level)
+
+    def _gcd_import(self, name: str, package: str | None = None, level: int = 0) -> Any:
+        """importlib's _gcd_import while loading (import_module): note the module, then import it."""
+        if self._active and self._stack and threading.get_ident() == self._thread:
+            target = _resolve(name, package, level) if level else name
+            if target is not None:
+                self._note([target])
+        assert self._real_gcd is not None
+        return self._real_gcd(name, package, level)
+
+    def _note(self, names: list[str]) -> None:
+        path, module = self._stack[-1]
+        known = self.scope.by_module
+        seen = self.observed.imports[path]
+        for name in names:
+            if name in known and name != module:
+                seen.add(name)
+
+
+def _statement_targets(name: str, globals: Mapping[str, Any] | None,
+                       fromlist: tuple[str, ...] | list[str] | None, level: int) -> list[str]:
+    """The modules an import statement names, as the source scan counts them (imports.py)."""
+    if level:
+        base = _resolve(name, _package_of(globals), level)
+        if base is None:
+            return []
+    else:
+        base = name
+    if not fromlist:
+        return with_parents(base)  # `import a.b.c` binds a, and runs a, a.b, a.b.c
+    # `from a.b import c` binds c only: a.b, and a.b.c in case c is a submodule
+    return ([base] if base else []) + [f"{base}.{n}" if base else n for n in fromlist if n != "*"]
+
+
+def _package_of(globals: Mapping[str, Any] | None) -> str | None:
+    """The package a relative import in a module with these globals is relative to (as importlib does)."""
+    if not globals:
+        return None
+    package = globals.get("__package__")
+    if package is None:
+        spec = globals.get("__spec__")
+        if spec is not None:
+            return spec.parent  # type: ignore[no-any-return]
+        name = globals.get("__name__")
+        if not isinstance(name, str):
+            return None
+        return name if "__path__" in globals else name.rpartition(".")[0]
+    return package if isinstance(package, str) else None
+
+
+def _resolve(name: str, package: str | None, level: int) -> str | None:
+    """Absolute module name of a relative import, or None if it cannot be resolved (importlib will raise)."""
+    if not package:
+        return None
+    bits = package.rsplit(".", level - 1)
+    if len(bits) < level:
+        return None
+    return f"{bits[0]}.{name}" if name else bits[0]
