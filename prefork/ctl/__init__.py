@@ -9,8 +9,9 @@ Two halves share this module:
 
 Commands are a small registry (:data:`COMMANDS`), each with one line of help; an unknown command's
 error reply lists them. Nothing a client sends can crash the master or grow its memory without bound:
-frames are limited to :data:`MAX_REQUEST`, connections to ``max_connections``, replies that a client
-does not read are dropped with the connection after ``send_timeout``.
+frames are limited to :data:`MAX_REQUEST`, connections to ``max_connections``; replies are written
+when the client's socket is writable (the master never waits for a client), and a client whose unread
+output passes ``max_outgoing`` or does not move for ``send_timeout`` is dropped.
 """
 
 from prefork.ctl.base import (

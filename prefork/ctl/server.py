@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import select
+import selectors
 import socket
 import stat
 import time
@@ -49,10 +49,48 @@ class _Connection:
         # One entry per request, in order; None until its reply is ready (replies keep request order).
         self.replies: deque[list[bytes | None]] = deque()
         self.closed = False
+        self.reading = True  # False while its output waits: a client that does not read is not read
         self.in_flight = 0  # requests dispatched whose reply is not ready yet
+        self.progress = 0.0  # monotonic time output last moved (or became pending)
+        self.stall_timer: Any = None  # drops the client if its output does not move for send_timeout
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+
+class _WriteWatch:
+    """Write readiness of the clients with output pending, as one readable fd (master).
+
+    The master's loop watches descriptors for reading only (``add_io_handler``). A selector of our
+    own (epoll on Linux, kqueue on the BSDs) holding the clients whose output is pending is itself
+    readable exactly when one of them is writable: the loop wakes on it and the replies are written
+    without ever waiting. Where the platform's selector has no descriptor, ``pollable`` is False and
+    a client whose output does not fit its socket at once is dropped.
+    """
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.pollable = callable(getattr(self.selector, "fileno", None))
+
+    def fileno(self) -> int:
+        return self.selector.fileno()  # type: ignore[attr-defined]
+
+    def watch(self, conn: _Connection) -> None:
+        if conn.fileno() >= 0 and self.selector.get_map().get(conn.fileno()) is None:
+            self.selector.register(conn.sock, selectors.EVENT_WRITE, conn)
+
+    def unwatch(self, conn: _Connection) -> None:
+        try:
+            self.selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+
+    def writable(self) -> list[_Connection]:
+        """The watched clients that can take output now (never waits)."""
+        return [key.data for key, _ in self.selector.select(0)]
+
+    def close(self) -> None:
+        self.selector.close()
 
 
 class ControlServer:
@@ -79,6 +117,7 @@ class ControlServer:
         self.uid = os.geteuid()
         self.listener: socket.socket | None = None
         self.connections: dict[int, _Connection] = {}
+        self._writes: _WriteWatch | None = None
 
     def open(self) -> "ControlServer":
         """Bind the socket (mode 0600) and start accepting in the master's loop; return self.
@@ -95,6 +134,9 @@ class ControlServer:
             reason = exc.strerror if isinstance(exc.strerror, str) and exc.strerror else str(exc)
             raise ControlSocketError(f"cannot open the control socket {self.path}: {reason}") from exc
         self.listener = listener
+        self._writes = _WriteWatch()
+        if self._writes.pollable:
+            self.server.add_io_handler(self._writes, self._on_writable)
         self.server.add_io_handler(listener, self._on_accept)
         log.info("control socket listening on %s", self.path)
         return self
@@ -121,6 +163,11 @@ class ControlServer:
         """Close every connection and the listener, and remove the socket file."""
         for conn in list(self.connections.values()):
             self._drop(conn)
+        if self._writes is not None:
+            if self._writes.pollable:
+                self._unregister(self._writes)
+            self._writes.close()
+            self._writes = None
         if self.listener is not None:
             self._unregister(self.listener)
             self.listener.close()
@@ -194,13 +241,19 @@ class ControlServer:
         self.connections[conn.fileno()] = conn
         self.server.add_io_handler(conn, self._on_readable)
 
-    def _reply_and_close(self, conn: _Connection, reply: dict[str, Any]) -> None:
-        conn.outgoing += encode_frame(reply)
-        self._flush(conn)
+    @staticmethod
+    def _reply_and_close(conn: _Connection, reply: dict[str, Any]) -> None:
+        """Tell a refused client why, as far as its empty socket buffer takes it, and hang up."""
+        try:
+            conn.sock.send(encode_frame(reply))
+        except OSError:
+            pass  # it left already, or (never for a frame this small) its buffer is full
         conn.sock.close()
 
     def _on_readable(self, conn: _Connection) -> None:
         """Read one chunk from a client and answer every complete request in it. Runs in the master."""
+        if conn.closed or not conn.reading:  # paused or dropped earlier in this turn of the loop
+            return
         try:
             data = conn.sock.recv(_RECV_CHUNK)
         except (BlockingIOError, InterruptedError):
@@ -267,38 +320,85 @@ class ControlServer:
             return encode_frame(reply_error(reply.get("id"), f"reply cannot be sent: {exc}"))
 
     def _flush(self, conn: _Connection) -> bool:
-        """Send queued output, waiting at most ``send_timeout``; False if the client is too slow."""
-        if len(conn.outgoing) > self.max_outgoing:
-            log.warning("control socket: dropping a client that does not read its replies")
-            return False
-        deadline = time.monotonic() + self.send_timeout
+        """Send what the client's socket takes now, never waiting; False: drop the client.
+
+        What is left waits for the socket to become writable (``_on_writable``), and the client's
+        requests are not read meanwhile (a client that does not read its replies costs one chunk
+        of requests, not a burst of work per chunk). A client is dropped when its unread output
+        passes ``max_outgoing``, or when that output has not moved for ``send_timeout`` seconds
+        (a timer of the master loop).
+        """
+        moved = False
         while conn.outgoing:
             try:
                 sent = conn.sock.send(conn.outgoing)
             except (BlockingIOError, InterruptedError):
-                sent = 0
+                break
             except OSError:
                 return False
             del conn.outgoing[:sent]
-            if conn.outgoing and not self._wait_writable(conn, deadline):
-                log.warning("control socket: dropping a client that does not read its replies")
-                return False
+            moved = True
+        if not conn.outgoing:
+            self._settled(conn)
+            return True
+        if len(conn.outgoing) > self.max_outgoing or self._writes is None or not self._writes.pollable:
+            log.warning("control socket: dropping a client that does not read its replies "
+                        "(%d bytes unread)", len(conn.outgoing))
+            return False
+        if moved or conn.stall_timer is None:
+            conn.progress = time.monotonic()
+        self._writes.watch(conn)
+        if conn.reading:
+            conn.reading = False
+            self._unregister(conn)
+        self._arm_stall_timer(conn)
         return True
 
-    @staticmethod
-    def _wait_writable(conn: _Connection, deadline: float) -> bool:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        _, writable, _ = select.select([], [conn.sock], [], remaining)
-        return bool(writable)
+    def _on_writable(self, watch: _WriteWatch) -> None:
+        """Some clients with output pending can take more. Runs in the master's loop."""
+        for conn in watch.writable():
+            if not self._flush(conn):
+                self._drop(conn)
+
+    def _settled(self, conn: _Connection) -> None:
+        """The client's output is all sent (or it is gone): stop watching it for writability, and
+        read its requests again."""
+        if self._writes is not None:
+            self._writes.unwatch(conn)
+        if conn.stall_timer is not None:
+            conn.stall_timer.cancel()
+            conn.stall_timer = None
+        if not conn.reading and not conn.closed:
+            conn.reading = True
+            self.server.add_io_handler(conn, self._on_readable)
+
+    def _arm_stall_timer(self, conn: _Connection) -> None:
+        """Drop the client if its output does not move for ``send_timeout`` (needs ``call_later``)."""
+        call_later = getattr(self.server, "call_later", None)
+        if call_later is None or conn.stall_timer is not None:
+            return
+
+        def check() -> None:
+            conn.stall_timer = None
+            if conn.closed or not conn.outgoing:
+                return
+            idle = time.monotonic() - conn.progress
+            if idle >= self.send_timeout:
+                log.warning("control socket: dropping a client that does not read its replies "
+                            "(%d bytes unread for %.1f s)", len(conn.outgoing), idle)
+                self._drop(conn)
+            else:
+                conn.stall_timer = call_later(self.send_timeout - idle, check)
+
+        conn.stall_timer = call_later(self.send_timeout, check)
 
     def _drop(self, conn: _Connection) -> None:
         if conn.closed:
             return
         conn.closed = True
         conn.replies.clear()
-        if self.connections.pop(conn.fileno(), None) is not None:
+        self._settled(conn)
+        if self.connections.pop(conn.fileno(), None) is not None and conn.reading:
             self._unregister(conn)
         conn.sock.close()
 

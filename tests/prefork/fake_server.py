@@ -25,6 +25,16 @@ class FakeWorker:
     started_at: float = field(default_factory=time.time)
 
 
+@dataclass
+class FakeTimer:
+    deadline: float
+    callback: Callable[[], Any]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class FakeServer:
     """Records what ctl asked for; answers broadcasts from ``self.stats`` / ``self.commands``."""
 
@@ -40,6 +50,7 @@ class FakeServer:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._timers: list[FakeTimer] = []
 
     # the Server API ControlServer uses
     def add_io_handler(self, io: Any, callback: Callable[[Any], None]) -> None:
@@ -65,6 +76,12 @@ class FakeServer:
             return {w.index: list(args) for w in self.workers}
         return {w.index: LookupError(f"unknown command {command!r}") for w in self.workers}
 
+    def call_later(self, delay: float, callback: Callable[[], Any]) -> "FakeTimer":
+        """A timer of the loop (called from the loop thread, as Server.call_later is from the master loop)."""
+        timer = FakeTimer(time.monotonic() + delay, callback)
+        self._timers.append(timer)
+        return timer
+
     # the loop
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -87,7 +104,11 @@ class FakeServer:
 
     def _run(self) -> None:
         while not self._stopping:
-            for key, _ in self._selector.select():
+            for timer in self._due_timers():
+                timer.callback()
+            pending = [t.deadline for t in self._timers if not t.cancelled]
+            timeout = max(0.0, min(pending) - time.monotonic()) if pending else None
+            for key, _ in self._selector.select(timeout):
                 if key.data is None or key.fileobj not in self._registered():
                     continue
                 io, callback = key.data
@@ -96,6 +117,12 @@ class FakeServer:
                 except BaseException as exc:  # a crash here is what the tests look for
                     self.loop_errors.append(exc)
                     raise
+
+    def _due_timers(self) -> list["FakeTimer"]:
+        now = time.monotonic()
+        due = [t for t in self._timers if t.deadline <= now and not t.cancelled]
+        self._timers = [t for t in self._timers if t.deadline > now and not t.cancelled]
+        return due
 
     def _registered(self) -> set[Any]:
         return {key.fileobj for key in self._selector.get_map().values()}

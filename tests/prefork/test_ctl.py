@@ -612,6 +612,81 @@ def test_real_master(master, tmp_path: Path, monkeypatch) -> None:
         listener.sock.close()
 
 
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass  # the master hung up on us: what a client that never reads gets
+
+
+def test_clients_that_never_read_never_stall_the_master(master, tmp_path: Path) -> None:
+    # The master used to wait (select, up to 0.5 s) for each such client to read; several of them
+    # froze it for seconds. Replies are now written when the socket is writable, from the loop.
+    running = master(REAL_MASTER, ports=2)
+    running.wait_ready()
+    path = socket_path(tmp_path / "app.pid")
+    hogs = [connect(path) for _ in range(6)]
+    try:
+        for hog in hogs:
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # each asks for ~8 MiB of replies (20,000 x help) and reads none
+        batch = b"".join(encode_frame(request(i, "help")) for i in range(20_000))
+        senders = [threading.Thread(target=_send_quietly, args=(hog, batch), daemon=True) for hog in hogs]
+        victim = ctl_status(path)["workers"][0]["pid"]
+        for sender in senders:
+            sender.start()
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        replaced_after = None
+        worst = 0.0
+        while time.monotonic() - killed < 3.0:  # a window of measurements while the hogs push
+            start = time.monotonic()
+            rows = call(path, "status", timeout=5)["workers"]
+            worst = max(worst, time.monotonic() - start)
+            if replaced_after is None and any(r["slot"] == 0 and r["pid"] != victim and r["ready"] for r in rows):
+                replaced_after = time.monotonic() - killed
+        assert worst < 0.3, f"a status took {worst:.2f} s while clients did not read"
+        assert replaced_after is not None and replaced_after < 1.0, f"slot 0 replaced after {replaced_after}"
+        running.wait_log(r"dropping a client that does not read its replies", count=len(hogs))
+        for sender in senders:
+            sender.join(10)
+        assert "Traceback" not in running.log()
+    finally:
+        for hog in hogs:
+            hog.close()
+
+
+HIGH_FD_MASTER = """
+import resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+held = [os.dup(0) for _ in range(1100)]  # every descriptor opened from now on is >= 1024
+""" + REAL_MASTER
+
+
+def test_a_stalled_client_is_dropped_by_a_timer(master, tmp_path: Path) -> None:
+    # Output below the 4 MiB limit that does not move for send_timeout (0.5 s): dropped by a timer
+    # of the master loop, which meanwhile answers everyone else at once. The client's descriptor is
+    # above 1024, where select() (the old wait for a slow client) cannot go.
+    running = master(HIGH_FD_MASTER, ports=2)
+    running.wait_ready()
+    path = socket_path(tmp_path / "app.pid")
+    with connect(path) as hog:
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.sendall(b"".join(encode_frame(request(i, "help")) for i in range(3_000)))  # ~1.2 MB of replies
+        start = time.monotonic()
+        assert call(path, "help", timeout=5) and time.monotonic() - start < 0.3
+        line = running.wait_log(r"dropping a client that does not read its replies \(\d+ bytes unread for "
+                                r"[\d.]+ s\)", timeout=5)
+        assert line and "Traceback" not in running.log()
+        hog.settimeout(5)
+        try:
+            while hog.recv(65536):  # what was sent before the drop, then EOF
+                pass
+        except ConnectionResetError:
+            pass
+
+
 def hostile_round(path: str) -> None:
     """10,000 bad requests in a burst, then random bytes on fresh connections."""
     batch = b"".join(encode_frame({"id": i, "command": ["bad"], "args": 1}) for i in range(10_000))
