@@ -118,8 +118,11 @@ class _UnitLoader(importlib.machinery.SourceFileLoader):
             if finder is None:  # a later importlib.reload(): an ordinary import
                 super().exec_module(module)
             else:
-                with finder.recorder.executing(self.path, self.name):
+                finder.recorder.push(self.path, self.name)
+                try:
                     super().exec_module(module)
+                finally:
+                    finder.recorder.pop()
         except BaseException:
             if finder is not None and finder.failed is None:
                 finder.failed = self.path  # the innermost unit that raised

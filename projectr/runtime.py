@@ -14,8 +14,7 @@ import builtins
 import importlib
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,15 +77,14 @@ class Recorder:
         if self._real_gcd is not None and getattr(_BOOTSTRAP, "_gcd_import", None) == self._gcd_import:
             _BOOTSTRAP._gcd_import = self._real_gcd
 
-    @contextmanager
-    def executing(self, path: str, module: str) -> Iterator[None]:
-        """Charge the imports made inside the block to `path` (nested files take over, then give back)."""
+    def push(self, path: str, module: str) -> None:
+        """`path` starts executing: charge imports to it until the matching pop() (files nest)."""
         self._stack.append((path, module))
         self.observed.imports.setdefault(path, set())
-        try:
-            yield
-        finally:
-            self._stack.pop()
+
+    def pop(self) -> None:
+        """The innermost executing file is done; imports go to the one it interrupted."""
+        self._stack.pop()
 
     def _import(self, name: str, globals: Mapping[str, Any] | None = None, locals: object = None,
                 fromlist: tuple[str, ...] | list[str] | None = (), level: int = 0) -> Any:
