@@ -15,7 +15,6 @@ Mixins placed before ``Worker`` in the MRO add hooks and commands::
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -84,6 +83,9 @@ class Worker:
         self.status: int | None = None  # exit code, or -signal, once reaped
         self._control: socket.socket | None = None
         self._reader = FrameReader()
+        # Master: whole frames not yet taken by the channel, written when it is writable (never a
+        # blocking send: a partial frame left behind by a timeout would desynchronise the channel).
+        self._outgoing = bytearray()
         self._pending: dict[int, tuple[Callback, Any]] = {}
         self._runtime: "Runtime | None" = None  # set in the child
         self._kill_timer: Any = None  # master: SIGKILL deadline while stopping
@@ -133,9 +135,8 @@ class Worker:
             if remaining <= 0:
                 self._expire(request_id, command, timeout)
                 break
-            readable, _, _ = select.select([self._control], [], [], remaining)
-            if readable:
-                self.server._read_worker(self)
+            for ready in self.server._wait_channels([self], remaining):
+                self.server._read_worker(ready)
         result = box[0]
         if isinstance(result, CommandError):
             raise result
@@ -159,12 +160,9 @@ class Worker:
             return request_id
         timer = self.server.call_later(timeout, lambda: self._expire(request_id, command, timeout))
         self._pending[request_id] = (callback, timer)
-        try:
-            self._control.sendall(frame)
-        except OSError as exc:
-            self._pending.pop(request_id, None)
-            timer.cancel()
-            callback(self._error(WorkerGone, command, f"cannot send to the worker: {exc}"))
+        # Queued whole and written when the channel takes it; a channel that cannot take it is
+        # closed (this request and the others pending fail with WorkerGone) and the worker killed.
+        self.server._send_frame(self, frame)
         return request_id
 
     def _error(self, kind: type[CommandError], command: str | None, message: str) -> CommandError:
@@ -192,19 +190,20 @@ class Worker:
         return True
 
     def _attach(self, sock: socket.socket) -> None:
-        """Master: take the master end of the control channel."""
-        sock.settimeout(1.0)  # sends are tiny; a worker that cannot take 1 s of them is hung
+        """Master: take the master end of the control channel (non-blocking: the loop writes it)."""
+        sock.setblocking(False)
         self._control = sock
 
-    def _detach(self) -> None:
+    def _detach(self, reason: str = "worker exited before it replied") -> None:
         """Master: close the control channel and fail every pending request with WorkerGone."""
         if self._control is not None:
             self._control.close()
             self._control = None
+        self._outgoing.clear()
         pending, self._pending = self._pending, {}
         for callback, timer in pending.values():
             timer.cancel()
-            callback(self._error(WorkerGone, None, "worker exited before it replied"))
+            callback(self._error(WorkerGone, None, reason))
 
     # -- built-in commands (run in the worker) ----------------------------------------------------
 

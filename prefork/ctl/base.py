@@ -11,7 +11,9 @@ MAX_IN_FLIGHT = 8  # requests per connection waiting for the workers' answers
 STATS_TIMEOUT = 2.0  # seconds `status`/`stats` wait for a worker's stats
 COMMAND_TIMEOUT = 5.0  # seconds `command` waits for a worker's reply
 ACCEPT_PAUSE = 0.5  # seconds the listener rests after accept failed (EMFILE)
-_RECV_CHUNK = 64 * 1024
+# Read per turn of the loop and client: ~350 small requests, so a client that pipelines thousands
+# (and perhaps never reads the replies) costs each turn milliseconds, not a burst of work.
+_RECV_CHUNK = 16 * 1024
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 
 # Exit codes of `prefork ctl`.

@@ -1,18 +1,19 @@
 """The master's side of the workers' control channels (mixed into Server; runs in the master).
 
-Reads what workers send (the ready event, replies), broadcasts commands, and pings for hung-worker
-detection. The per-request bookkeeping (ids, callbacks, timeouts) lives on each Worker.
+Reads what workers send (the ready event, replies), writes what the master sends (whole frames,
+buffered, when the channel is writable), broadcasts commands, and pings for hung-worker detection.
+The per-request bookkeeping (ids, callbacks, timeouts) lives on each Worker.
 """
 
 from __future__ import annotations
 
 import logging
-import select
+import selectors
 import signal
 import time
 from typing import Any, Callable
 
-from prefork.control import FrameError
+from prefork.control import MAX_FRAME, FrameError
 from prefork.worker import CommandError, CommandTimeout, Worker, iter_messages
 
 log = logging.getLogger("prefork")
@@ -20,6 +21,11 @@ log = logging.getLogger("prefork")
 
 class WorkerChannels:
     """Commands and messages between the master and its workers."""
+
+    # Bytes of frames a worker's channel may hold unsent (beyond what its socket buffers took): a
+    # worker that lets this much pile up is not reading its channel (stopped, hung on a request with
+    # threads=1) and is killed and replaced, rather than the master waiting or cutting a frame.
+    max_unsent = 4 * MAX_FRAME
 
     def broadcast(self, command: str, *args: Any, timeout: float = 5.0) -> dict[int, Any]:
         """Run ``command`` in every current worker; return ``{index: result}``.
@@ -36,13 +42,12 @@ class WorkerChannels:
                 command, *args, timeout=timeout, callback=lambda r, w=worker: results.__setitem__(w.index, r))
         deadline = time.monotonic() + timeout
         while len(results) < len(targets):
-            waiting = {w._control: w for w in targets if w.index not in results and w._control is not None}
+            waiting = [w for w in targets if w.index not in results and w._control is not None]
             remaining = deadline - time.monotonic()
             if not waiting or remaining <= 0:
                 break
-            readable, _, _ = select.select(list(waiting), [], [], remaining)
-            for sock in readable:
-                self._read_worker(waiting[sock])
+            for worker in self._wait_channels(waiting, remaining):
+                self._read_worker(worker)
         for worker in targets:
             if worker.index not in results:
                 worker._expire(requests[worker.index], command, timeout)
@@ -70,8 +75,75 @@ class WorkerChannels:
     def _next_request_id(self) -> int:
         return next(self._request_ids)
 
+    def _send_frame(self, worker: Worker, frame: bytes) -> bool:
+        """Queue one whole frame for ``worker`` and write what its channel takes now (never waits).
+
+        False when the channel cannot take it (``max_unsent`` bytes would be waiting): the channel
+        is closed, its pending requests fail with WorkerGone, and the worker is killed (the loop
+        replaces it). A frame is never cut: the worker reads whole frames or nothing more.
+        """
+        if worker._control is None:
+            return False
+        if len(worker._outgoing) + len(frame) > self.max_unsent:
+            log.error("%s does not read its control channel (%d bytes unsent); killing it",
+                      worker.describe(), len(worker._outgoing))
+            self._close_channel(worker, "its control channel is full: the worker does not read it")
+            self._signal(worker, signal.SIGKILL)
+            return False
+        worker._outgoing += frame
+        self._write_worker(worker)
+        return True
+
+    def _write_worker(self, worker: Worker) -> None:
+        """Send what ``worker``'s channel takes of its queued frames; watch for writability if some is left."""
+        sock = worker._control
+        if sock is None:
+            return
+        while worker._outgoing:
+            try:
+                sent = sock.send(worker._outgoing)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # EPIPE, ECONNRESET: the worker is gone or going
+                log.warning("%s: control channel broken (%s)", worker.describe(), exc)
+                self._close_channel(worker, f"cannot send to the worker: {exc}")
+                self._signal(worker, signal.SIGKILL)  # a worker without its channel is out of our control
+                return
+            del worker._outgoing[:sent]
+        self._watch_writes(worker, bool(worker._outgoing))
+
+    def _watch_writes(self, worker: Worker, on: bool) -> None:
+        """Have the loop wake when ``worker``'s channel is writable (``on``), or only readable.
+
+        The loop calls the channel's callback (``_read_worker``) either way; it writes first.
+        """
+        if self._selector is None or worker._control is None:
+            return
+        try:
+            key = self._selector.get_key(worker._control)
+        except (KeyError, ValueError):  # not registered (yet): the loop registers it after the fork
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0)
+        if key.events != events:
+            self._selector.modify(worker._control, events, key.data)
+
+    @staticmethod
+    def _wait_channels(workers: list[Worker], timeout: float) -> list[Worker]:
+        """Block up to ``timeout`` until one of ``workers``' channels is readable, or writable with
+        frames queued; return those (the blocking ``call``/``broadcast`` only, never the loop)."""
+        with selectors.DefaultSelector() as selector:  # poll/epoll: no limit on descriptor numbers
+            for worker in workers:
+                if worker._control is not None:
+                    events = selectors.EVENT_READ | (selectors.EVENT_WRITE if worker._outgoing else 0)
+                    selector.register(worker._control, events, worker)
+            if not selector.get_map():
+                return []
+            return [key.data for key, _ in selector.select(timeout)]
+
     def _read_worker(self, worker: Worker) -> None:
-        """Read what ``worker`` sent on its control channel and handle each message."""
+        """Write what is queued for ``worker``, then read what it sent and handle each message."""
+        if worker._outgoing:
+            self._write_worker(worker)
         sock = worker._control
         if sock is None:
             return
@@ -108,14 +180,17 @@ class WorkerChannels:
             else:
                 log.debug("%s: reply to no pending request: %r", worker.describe(), message)
 
-    def _close_channel(self, worker: Worker) -> None:
+    def _close_channel(self, worker: Worker, reason: str | None = None) -> None:
         """Unregister and close a worker's channel; its pending requests fail with WorkerGone."""
         if worker._control is not None and self._selector is not None:
             try:
                 self._selector.unregister(worker._control)
             except (KeyError, ValueError):
                 pass
-        worker._detach()
+        if reason is None:
+            worker._detach()
+        else:
+            worker._detach(reason)
 
     def _schedule_ping(self, worker: Worker) -> None:
         """Hung-worker detection: ping every ``timeout`` seconds; no answer in time means SIGKILL."""

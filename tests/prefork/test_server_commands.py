@@ -123,12 +123,14 @@ BAD_INPUT = """
     def ready(server):
         worker = server.workers[0]
         raw = worker._control  # the master's end of the channel: send what no master would
+        raw.setblocking(True)  # (the master's own sends are buffered and non-blocking)
         raw.sendall(frame(b"not json"))
         raw.sendall(frame(b"[1, 2]"))
         raw.sendall(frame(b'{"id": 99, "args": []}'))
         raw.sendall(frame(b'{"id": 98, "command": "ping", "args": {"a": 1}}'))
         raw.sendall(struct.pack(">I", (1 << 20) + 1) + b"x" * ((1 << 20) + 1))
         raw.sendall(frame(b'{"id": 97, "command": "../../etc", "args": []}'))
+        raw.setblocking(False)
         note("after", json.dumps(worker.call("ping")))
     Server(app, workers=1, host="127.0.0.1", port=PORT, when_ready=ready).start()
 """
