@@ -1,0 +1,22 @@
+"""The tutorial's mysite/polls under `prefork mysite.wsgi:application --reload -w 2` (zero config).
+
+Every test: serve, check the pages equal a fresh start's, save ONE kind of change, and every page on
+every worker must become what a fresh start on the saved files serves (harness.assert_serves_like_fresh).
+Pages: the class-based list and detail views, a function view showing model method, property and
+fields, a page showing settings.SITE_TITLE, one listing admin.site's registry and list_display, and
+the admin changelist itself (logged in through a session made by the generator).
+"""
+
+import pytest
+
+from tests.realapps.apps import DJANGO_EDITS, DJANGO_FAILURES
+
+
+@pytest.mark.parametrize("category", list(DJANGO_EDITS))
+def test_save_is_served_like_a_fresh_start(django_app, category):
+    django_app.run_edit(DJANGO_EDITS[category])
+
+
+@pytest.mark.parametrize("failure", list(DJANGO_FAILURES))
+def test_broken_save_keeps_old_pages_then_the_fix_is_served_like_a_fresh_start(django_app, failure):
+    django_app.run_failure(DJANGO_FAILURES[failure])
