@@ -3,8 +3,8 @@
 Each file is compiled from its source (never from a .pyc, whose cache keys on mtime seconds and
 size and can serve stale code) and executed into a NEW module object by the import system, in
 load order. If any of them raises, `sys.modules` and the parent packages' attributes are put
-back exactly as they were and LoadError is raised. No threads, no
-global state: safe to call in a forked child.
+back exactly as they were for the project's modules (rollback.py) and LoadError is raised. No
+threads, no global state: safe to call in a forked child.
 """
 from __future__ import annotations
 
@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from importlib.machinery import ModuleSpec
 
 from .errors import LoadError
+from .rollback import Transaction
 from .runtime import Observed, Recorder, Scope
-
-_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -52,24 +51,26 @@ def execute(units: Sequence[Unit], scope: Scope | None = None, observed: Observe
     serves them from our compiled code, so when one of them imports another that has not run yet
     (an import cycle, or a dependency declared later) it runs then, once, exactly as a fresh
     interpreter's import would. `observed.imports` receives, per file, the modules of `scope` that
-    its execution imported (see runtime.py).
+    its execution imported (see runtime.py); rollback.py says what a failure puts back.
     """
     codes = {u.module: (u, compile_unit(u)) for u in units}  # fail on syntax before anything runs
-    recorder = Recorder(scope or Scope.of({u.module: u.path for u in units}), observed or Observed())
-    saved = dict(sys.modules)
-    attr_log = _detach(units)
-    finder = _BatchFinder(codes, recorder)
+    scope = scope or Scope.of({u.module: u.path for u in units})
+    recorder = Recorder(scope, observed or Observed())
+    txn = Transaction(scope)
+    finder = _BatchFinder(codes, recorder, txn)
     sys.meta_path.insert(0, finder)
     try:
+        for unit in units:  # inside the try: an interruption here is rolled back too
+            txn.detach(unit.module)
         with recorder:
             for unit in units:
                 if unit.module not in sys.modules:
                     importlib.import_module(unit.module)
     except Exception as exc:
-        _restore(saved, attr_log)
+        txn.rollback()
         raise LoadError(finder.failed or units[0].path, exc, exc.__traceback__) from exc
     except BaseException:
-        _restore(saved, attr_log)
+        txn.rollback()
         raise
     finally:
         with contextlib.suppress(ValueError):  # the batch's own code may have rearranged meta_path
@@ -81,14 +82,18 @@ def execute(units: Sequence[Unit], scope: Scope | None = None, observed: Observe
 class _BatchFinder(importlib.abc.MetaPathFinder):
     """Serves the batch's modules (each once) from the code compiled for this load."""
 
-    def __init__(self, codes: dict[str, tuple[Unit, types.CodeType]], recorder: Recorder) -> None:
+    def __init__(self, codes: dict[str, tuple[Unit, types.CodeType]], recorder: Recorder,
+                 txn: Transaction) -> None:
         self.codes = codes
         self.recorder = recorder
+        self.txn = txn
         self.failed: str | None = None
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
         entry = self.codes.pop(fullname, None)
         if entry is None:
+            # first in sys.meta_path, we see every first import of the load before it happens
+            self.txn.first_import(fullname)
             return None
         unit, code = entry
         loader = _UnitLoader(self, unit, code)
@@ -131,37 +136,9 @@ class _UnitLoader(importlib.machinery.SourceFileLoader):
             _attach_children(self.name, module)
 
 
-def _detach(units: Sequence[Unit]) -> list[tuple[object, str, object]]:
-    """Take the batch's modules out of sys.modules and off their parents; return what to put back."""
-    log: list[tuple[object, str, object]] = []
-    for unit in units:
-        sys.modules.pop(unit.module, None)
-        parent_name, _, child = unit.module.rpartition(".")
-        parent = sys.modules.get(parent_name) if parent_name else None
-        if parent is not None and child in parent.__dict__:
-            log.append((parent, child, parent.__dict__.pop(child)))
-        elif parent is not None:
-            log.append((parent, child, _MISSING))
-    return log
-
-
 def _attach_children(name: str, package: types.ModuleType) -> None:
     """Give a fresh package object the already-loaded submodules a fresh import would attach."""
     prefix = name + "."
     for key, sub in list(sys.modules.items()):
         if key.startswith(prefix) and "." not in key[len(prefix):] and sub is not None:
             package.__dict__.setdefault(key[len(prefix):], sub)
-
-
-def _restore(saved: dict[str, types.ModuleType], attr_log: list[tuple[object, str, object]]) -> None:
-    """Put sys.modules and the parent attributes back exactly as they were."""
-    for key in [k for k in sys.modules if k not in saved]:
-        del sys.modules[key]
-    for key, module in saved.items():
-        if sys.modules.get(key) is not module:
-            sys.modules[key] = module
-    for obj, attr, old in reversed(attr_log):
-        if old is _MISSING:
-            obj.__dict__.pop(attr, None)
-        else:
-            setattr(obj, attr, old)

@@ -32,12 +32,26 @@ class Scope:
     by_module: Mapping[str, str]   # module name -> absolute path
     by_path: Mapping[str, str]     # absolute path -> module name
     tops: frozenset[str]           # first components of the module names (a cheap pre-filter)
+    parents: frozenset[str]        # every package above a declared module (declared or not)
 
     @classmethod
     def of(cls, by_module: Mapping[str, str]) -> Scope:
         """Build from the project's module -> path map."""
+        parents = {p for m in by_module for p in with_parents(m)[:-1]}
         return cls(dict(by_module), {p: m for m, p in by_module.items()},
-                   frozenset(m.partition(".")[0] for m in by_module))
+                   frozenset(m.partition(".")[0] for m in by_module), frozenset(parents))
+
+    def is_project(self, name: str) -> bool:
+        """True for a declared module, a package above one, or any module inside a declared package
+        (an undeclared sibling): what a failed load must not leave behind. Everything else is
+        third-party code, which a rollback keeps."""
+        if name in self.by_module or name in self.parents:
+            return True
+        while "." in name:
+            name = name.rpartition(".")[0]
+            if name in self.by_module:
+                return True
+        return False
 
 
 @dataclass

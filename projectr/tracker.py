@@ -41,6 +41,7 @@ class Tracker:
     _by_module: dict[str, str] = field(default_factory=dict)
     _scope: Scope | None = None
     _edits: list[tuple[str, set[str], set[str]]] = field(default_factory=list)  # this load's graph edits
+    _unrecorded: bool = False  # this load's reading changed the graph in a way _edits cannot undo
     _scan_undo: list[tuple[str, tuple[bytes, frozenset[str]] | None]] = field(default_factory=list)
 
     def graph(self, project: Project) -> DependencyGraph:
@@ -82,7 +83,7 @@ class Tracker:
             self.loaded = True
             return [path for path, _ in resources]
         importlib.invalidate_caches()  # new files next to project files must be importable
-        self._edits, self._scan_undo = [], []
+        self._edits, self._scan_undo, self._unrecorded = [], [], False
         observed = Observed()
         try:
             contents = self._plan(project, changed, full)
@@ -114,7 +115,7 @@ class Tracker:
                     self._rescan(project, path, *changes.read(path))
                 except OSError:
                     continue
-        self._edits, self._scan_undo = [], []  # nothing to undo outside a load
+        self._edits, self._scan_undo, self._unrecorded = [], [], False  # nothing to undo outside a load
 
     def _candidates(self, project: Project, hints: Sequence[tuple[object, set[str] | None]]) -> set[str] | None:
         """Files load() must check: what a vouching watcher saw plus files never loaded; None: all."""
@@ -164,10 +165,11 @@ class Tracker:
         self._scan_undo.append((path, cached))
         self.scans[path] = (snap.digest, names)
         if cached is None or cached[1] == names:
-            self._dirty = self._dirty or cached is None
+            if cached is None:  # never scanned: the graph is rebuilt with it, which _edits cannot undo
+                self._dirty = self._unrecorded = True
             return
         if self._graph is None or self._dirty or self._graph_key != project._version:
-            self._dirty = True
+            self._dirty = self._unrecorded = True  # the rebuild will read this scan: undo = rebuild again
             return
         old = {self._by_module[n] for n in cached[1] if n in self._by_module}
         new = {self._by_module[n] for n in names if n in self._by_module}
@@ -193,11 +195,13 @@ class Tracker:
                 self._dirty = True  # a backward edge: recompute the order
 
     def _undo_graph_edits(self) -> None:
-        """Put back the import edges a failed load's reading changed."""
+        """Put back the import edges a failed load's reading changed (the scans are already back)."""
         for path, old, new in reversed(self._edits):
             if self._graph is not None and not self._graph.replace_imports(path, new, old):
                 self._dirty = True
-        self._edits = []
+        if self._unrecorded:
+            self._dirty = True  # a graph built from the failed scans: build it again from the restored ones
+        self._edits, self._unrecorded = [], False
 
     def _scan_all(self, specs: list[FileSpec]) -> dict[str, frozenset[str]]:
         """Import scans for every file, reading from disk those never scanned."""

@@ -374,3 +374,20 @@ def test_loaded_modules_behave_like_imported_ones(tree):
     tree.write("PKG/version.py", "V = 9\n")
     assert importlib.reload(version).V == 9
     assert not tree.path("PKG/__pycache__").exists()  # we never write bytecode
+
+
+def test_a_failed_load_leaves_no_edge_even_when_the_graph_was_rebuilt_for_it(tree):
+    """A change of declarations makes load() rebuild the graph from the new scans; a failure must
+    not keep the failed edit's import edges (they would make affected() lie)."""
+    p = _package_a_b(tree, b=1)
+    a, b = _files(tree, "a", "b")
+    with p.directory(tree.pkg):
+        p.resource("*.txt")  # new declarations: the next load rebuilds the graph
+    tree.write("PKG/b.py", "from .a import A\nraise RuntimeError\n")
+    with pytest.raises(LoadError):
+        p.load()
+    assert not p.graph.has_edge(a, b)
+    assert p.affected([a]) == [a]
+    tree.write("PKG/b.py", "B = 2\n")  # same imports as the loaded b: no rescan will fix the graph
+    assert p.load() == [b]
+    assert p.affected([a]) == [a]
