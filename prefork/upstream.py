@@ -11,6 +11,10 @@ Each hook runs in the master. It computes the set of ports of the ready workers 
 set changed, rewrites the file atomically (temporary file + ``os.replace``, so nginx never reads half
 a file) and runs the reload command. A rolling reload keeps every port, so it rewrites nothing.
 
+The reload command never blocks the master: it is started as a child process that the master's loop
+watches (``Server.watch_child``) and kills after ``reload_timeout``. At most one runs at a time; a
+change while it runs queues exactly one more run, which reads the file as it is by then.
+
 An empty upstream block is rejected by nginx, so the file never gets one: when no worker is ready
 (shutdown, ``workers 0``, every worker crashed) the last non-empty list is kept. The master keeps its
 listening sockets through all of these, so a connection nginx sends there waits in the backlog for the
@@ -24,9 +28,11 @@ import logging
 import os
 import re
 import shlex
+import signal
 import subprocess
 import tempfile
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, Iterable, Sequence
 
 log = logging.getLogger("prefork.upstream")
 
@@ -81,14 +87,27 @@ def write_atomically(path: str, text: str) -> None:
         raise
 
 
+@dataclass
+class _ReloadRun:
+    """One run of the reload command, watched by the master loop."""
+
+    proc: subprocess.Popen
+    output: IO[bytes]  # its stdout and stderr, for the log line when it fails
+    timer: Any = None  # kills it after reload_timeout
+    killed: bool = False
+
+
 class NginxUpstream:
     """Write the live worker ports to an nginx upstream file and reload nginx when they change.
 
     ``keepalive`` idle connections per nginx worker are kept open to the workers (None: none); it
     needs ``proxy_http_version 1.1`` and an empty ``Connection`` header in the ``location``, as in
-    examples/nginx/nginx.conf. ``reload_command`` is an argv list, a shell-like string (split with :func:`shlex.split`), or None
-    to only write the file. It runs in the master, waited for up to ``reload_timeout`` seconds; a
-    failure is logged at WARNING and never raised into the master.
+    examples/nginx/nginx.conf. ``reload_command`` is an argv list, a shell-like string (split with
+    :func:`shlex.split`), or None to only write the file. In a master (the hooks, or ``sync`` after
+    ``attach``) it runs as a child process the loop watches, never waited for: one at a time, one more
+    queued while it runs, killed after ``reload_timeout`` seconds. Outside a master (``sync`` called
+    from a script) it is waited for, up to ``reload_timeout``. A failure is logged at WARNING and never
+    raised into the master.
     """
 
     def __init__(
@@ -113,7 +132,9 @@ class NginxUpstream:
         self.reload_timeout = reload_timeout
         self.server: Any = None
         self.ports: frozenset[int] = frozenset(self._ports_on_disk())
-        self.reloads = 0  # how many times the reload command ran (successfully or not)
+        self.reloads = 0  # how many times the reload command was started (successfully or not)
+        self._running: _ReloadRun | None = None  # the command running now (in a master)
+        self._queued = False  # run it once more when the running one exits
 
     def _ports_on_disk(self) -> set[int]:
         try:
@@ -135,7 +156,7 @@ class NginxUpstream:
 
     def worker_ready(self, worker: Any) -> None:
         """Hook: ``worker`` accepts connections; add its port if it is new."""
-        self.sync(self._live_ports(worker, exclude=None) | {worker.port})
+        self.sync(self._live_ports(worker, exclude=None) | {worker.port}, server=self._server_of(worker))
 
     def worker_exited(self, worker: Any, status: Any = None) -> None:
         """Hook: ``worker`` exited; drop its port if no ready worker serves it any more.
@@ -147,7 +168,7 @@ class NginxUpstream:
         server = self._server_of(worker)
         if getattr(server, "state", "running") == "stopping" or not getattr(worker, "stopping", True):
             return
-        self.sync(self._live_ports(worker, exclude=worker))
+        self.sync(self._live_ports(worker, exclude=worker), server=server)
 
     def _server_of(self, worker: Any) -> Any:
         server = getattr(worker, "server", None) or self.server
@@ -167,10 +188,11 @@ class NginxUpstream:
 
     # --- the work ---
 
-    def sync(self, ports: Iterable[int]) -> bool:
+    def sync(self, ports: Iterable[int], *, server: Any = None) -> bool:
         """Make the file list ``ports``; return True when it was rewritten (and nginx reloaded).
 
-        An empty ``ports`` keeps the last non-empty list (see the module docstring).
+        An empty ``ports`` keeps the last non-empty list (see the module docstring). ``server``
+        (default: the attached one) is the master whose loop runs the reload command.
         """
         wanted = frozenset(int(p) for p in ports)
         if not wanted:
@@ -184,13 +206,81 @@ class NginxUpstream:
         write_atomically(self.path, text)
         log.info("upstream %s: wrote ports %s to %s", self.name, sorted(wanted) or "(none)", self.path)
         self.ports = wanted
-        self.run_reload()
+        self.run_reload(server)
         return True
 
-    def run_reload(self) -> bool:
-        """Run the reload command (if any); return True when it exited 0. Runs in the master."""
+    def run_reload(self, server: Any = None) -> bool:
+        """Run the reload command, if any.
+
+        In a master (``server``, or the attached one, has ``watch_child``): start it as a watched
+        child process, or queue one more run if it is running already; return True (started or
+        queued). Elsewhere: run it and wait up to ``reload_timeout``; return True when it exited 0.
+        """
         if not self.reload_command:
             return False
+        loop = server if server is not None else self.server
+        if loop is None or not callable(getattr(loop, "watch_child", None)):
+            return self._run_and_wait()
+        if self._running is not None:
+            self._queued = True  # coalesced: however many changes, one more run reads the latest file
+            return True
+        self._start(loop)
+        return True
+
+    # --- the command as a child of the master (never waited for) ---
+
+    def _start(self, loop: Any) -> None:
+        """Start the command; the loop reports its exit to ``_finished`` (master)."""
+        self.reloads += 1
+        output = tempfile.TemporaryFile()
+        try:
+            proc = subprocess.Popen(self.reload_command, stdin=subprocess.DEVNULL, stdout=output,
+                                    stderr=subprocess.STDOUT)
+        except OSError as exc:  # not found, not executable: nothing runs, nothing to watch
+            output.close()
+            log.warning("upstream reload command %s failed: %s", shlex.join(self.reload_command), exc)
+            return
+        run = _ReloadRun(proc, output)
+        self._running = run
+        # The master reaps every child with waitpid(-1): the exit comes back through the loop.
+        loop.watch_child(proc.pid, lambda status: self._finished(loop, run, status))
+        call_later = getattr(loop, "call_later", None)
+        if call_later is not None:
+            run.timer = call_later(self.reload_timeout, lambda: self._overdue(run))
+        log.debug("upstream reload command %s started (pid %d)", shlex.join(self.reload_command), proc.pid)
+
+    def _overdue(self, run: _ReloadRun) -> None:
+        """The command outlived ``reload_timeout``: kill it (it is not reaped yet, so the pid is its)."""
+        if self._running is run:
+            run.killed = True
+            try:
+                os.kill(run.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _finished(self, loop: Any, run: _ReloadRun, status: int) -> None:
+        """The loop reaped the command: log a failure, then start the queued run if any (master)."""
+        run.proc.returncode = status  # reaped by the master: Popen must never wait for this pid again
+        if run.timer is not None:
+            run.timer.cancel()
+        if self._running is run:
+            self._running = None
+        command = shlex.join(self.reload_command or [])
+        if run.killed:
+            log.warning("upstream reload command %s did not finish within %g s; killed",
+                        command, self.reload_timeout)
+        elif status != 0:
+            log.warning("upstream reload command %s exited %d: %s", command, status, _tail(run.output))
+        run.output.close()
+        if self._queued and self.reload_command:
+            self._queued = False
+            self._start(loop)
+
+    # --- outside a master: run and wait ---
+
+    def _run_and_wait(self) -> bool:
+        """Run the command and wait for it (no master loop to watch it); True when it exited 0."""
+        assert self.reload_command
         self.reloads += 1
         try:
             done = subprocess.run(self.reload_command, stdin=subprocess.DEVNULL, capture_output=True,
@@ -203,6 +293,16 @@ class NginxUpstream:
                         done.returncode, (done.stderr or done.stdout).strip()[-500:])
             return False
         return True
+
+
+def _tail(output: IO[bytes], limit: int = 500) -> str:
+    """The last ``limit`` bytes a command wrote, stripped, as text."""
+    try:
+        size = output.seek(0, os.SEEK_END)
+        output.seek(max(0, size - limit))
+        return output.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
 
 
 Upstream = NginxUpstream  # the short name prefork.cli uses
