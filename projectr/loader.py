@@ -50,12 +50,14 @@ def execute(units: Sequence[Unit], scope: Scope | None = None, observed: Observe
     The batch's modules are taken out of `sys.modules` (and off their parents) first, and a finder
     serves them from our compiled code, so when one of them imports another that has not run yet
     (an import cycle, or a dependency declared later) it runs then, once, exactly as a fresh
-    interpreter's import would. `observed.imports` receives, per file, the modules of `scope` that
-    its execution imported (see runtime.py); rollback.py says what a failure puts back.
+    interpreter's import would. `observed` receives, per file, the modules of `scope` that its
+    execution imported, and the warnings raised (see runtime.py); rollback.py says what a failure
+    puts back.
     """
-    codes = {u.module: (u, compile_unit(u)) for u in units}  # fail on syntax before anything runs
     scope = scope or Scope.of({u.module: u.path for u in units})
     recorder = Recorder(scope, observed or Observed())
+    with recorder:  # a SyntaxWarning is the project's to report too
+        codes = {u.module: (u, compile_unit(u)) for u in units}  # fail on syntax before anything runs
     txn = Transaction(scope)
     finder = _BatchFinder(codes, recorder, txn)
     sys.meta_path.insert(0, finder)

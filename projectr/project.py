@@ -203,7 +203,10 @@ class Project(metaclass=_Registry):
 
         Returns the absolute paths loaded in order, followed by resource files whose content
         changed; [] if nothing changed. Raises LoadError (modules left as they were) on failure.
+        Warnings raised meanwhile are logged (WARNING, naming the module) and kept in
+        `last_load_warnings`.
         """
+        self._tracker.warnings = []
         self._reread_definition_if_changed()
         if self.root not in sys.path:
             sys.path.insert(0, self.root)
@@ -212,6 +215,16 @@ class Project(metaclass=_Registry):
         except LoadError as exc:
             log.warning("projectr %s: load failed: %s", self.name, exc)
             raise
+        finally:
+            for module, warning in self._tracker.warnings:
+                log.warning("projectr %s: loading %s: %s", self.name, module, warning)
+
+    @property
+    def last_load_warnings(self) -> list[str]:
+        """The warnings raised while the last load() executed modules (also if it failed), each as
+        "file:line: Category: message"; [] if none. A reload that re-registers state (Django's
+        "Model ... was already registered") shows up here instead of passing silently."""
+        return [warning for _, warning in self._tracker.warnings]
 
     def watch_changes(self, backend: str = "auto", **options: Any) -> BaseWatcher:
         """Return a watcher (fileno(), changed_files(), close()) over this project's files."""

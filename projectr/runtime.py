@@ -1,4 +1,5 @@
-"""What a load sees while the batch executes: the project modules each file imports at run time.
+"""What a load sees while the batch executes: the project modules each file imports at run time,
+and the warnings it raises.
 
 The import scan (imports.py) reads source; it cannot see `importlib.import_module(name)`, nor an
 import inside a function that a module calls while it executes (a registry's `autodiscover()`,
@@ -7,6 +8,12 @@ Django's `setup()` importing the settings module). While `execute()` runs, a Rec
 `importlib.import_module`, however it was imported), and a stack says which file of the batch is
 executing, so such an import is charged to the file whose execution made it. Everything is put
 back when the load ends: imports outside `load()` cost nothing.
+
+Warnings raised meanwhile (Django's "Model ... was already registered" on a reload) are recorded
+instead of shown, as "file:line: Category: message", with the module that was executing, so that
+load() can report them (`Project.last_load_warnings`, a WARNING log line) rather than let a reload
+that duplicated state pass silently. The warning filters are untouched, but the "already shown"
+registries are reset, so a warning that every reload repeats is reported by every reload.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import builtins
 import importlib
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,9 +64,11 @@ class Scope:
 
 @dataclass
 class Observed:
-    """What executing a batch observed: per executed file, the project modules its execution imported."""
+    """What executing a batch observed: per executed file, the project modules its execution imported;
+    the warnings raised, each as (module executing, "file:line: Category: message")."""
 
     imports: dict[str, set[str]] = field(default_factory=dict)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Recorder:
@@ -72,14 +82,20 @@ class Recorder:
         self._active = False
         self._real_import: Callable[..., Any] = builtins.__import__
         self._real_gcd: Callable[..., Any] | None = None
+        self._real_showwarning: Callable[..., Any] = warnings.showwarning
 
     def __enter__(self) -> Recorder:
         self._real_import = builtins.__import__
         self._real_gcd = getattr(_BOOTSTRAP, "_gcd_import", None)
+        self._real_showwarning = warnings.showwarning
         self._active = True
         builtins.__import__ = self._import
         if self._real_gcd is not None:
             _BOOTSTRAP._gcd_import = self._gcd_import
+        warnings.showwarning = self._showwarning  # the documented hook; filters stay as they are
+        reset = getattr(warnings, "_filters_mutated", None)  # what catch_warnings calls, for the same reason
+        if reset is not None:
+            reset()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -90,6 +106,8 @@ class Recorder:
             builtins.__import__ = self._real_import
         if self._real_gcd is not None and getattr(_BOOTSTRAP, "_gcd_import", None) == self._gcd_import:
             _BOOTSTRAP._gcd_import = self._real_gcd
+        if warnings.showwarning == self._showwarning:  # e.g. logging.captureWarnings() ran: keep theirs
+            warnings.showwarning = self._real_showwarning
 
     def push(self, path: str, module: str) -> None:
         """`path` starts executing: charge imports to it until the matching pop() (files nest)."""
@@ -116,6 +134,31 @@ class Recorder:
                 self._note([target])
         assert self._real_gcd is not None
         return self._real_gcd(name, package, level)
+
+    def _showwarning(self, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                     file: object = None, line: str | None = None) -> None:
+        """warnings.showwarning while loading: record the batch's warnings; others are shown as usual."""
+        if not self._active or threading.get_ident() != self._thread:
+            self._real_showwarning(message, category, filename, lineno, file, line)
+            return
+        where = self._where(filename, lineno)
+        module = self._stack[-1][1] if self._stack else self.scope.by_path.get(where[0])
+        if module is None:
+            self._real_showwarning(message, category, filename, lineno, file, line)
+            return
+        self.observed.warnings.append((module, f"{where[0]}:{where[1]}: {category.__name__}: {message}"))
+
+    def _where(self, filename: str, lineno: int) -> tuple[str, int]:
+        """The warning's own location if it is a project file, else the innermost project line on the
+        stack (Django warns from its own code: the model's class statement is what matters)."""
+        if filename in self.scope.by_path:
+            return filename, lineno
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_filename in self.scope.by_path:
+                return frame.f_code.co_filename, frame.f_lineno
+            frame = frame.f_back  # type: ignore[assignment]
+        return filename, lineno
 
     def _note(self, names: list[str]) -> None:
         path, module = self._stack[-1]

@@ -33,6 +33,7 @@ class Tracker:
     runtime: dict[str, frozenset[str]] = field(default_factory=dict)  # path -> modules its last run imported
     loaded: bool = False
     checked: int = 0  # files stat-checked by the last load() (diagnostics, tests, benchmarks)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # the last load's (module, warning)
     _unloaded: set[str] = field(default_factory=set)
     _complete_version: int = -1
     _graph: DependencyGraph | None = None
@@ -60,6 +61,7 @@ class Tracker:
         """Reload what changed (everything if forced or first) as one transaction; return the paths."""
         specs = project._by_path
         full = force or not self.loaded
+        self.warnings = []
         hints = project._hints_begin()
         try:
             return self._load(project, specs, full, self._candidates(project, hints))
@@ -84,7 +86,7 @@ class Tracker:
             return [path for path, _ in resources]
         importlib.invalidate_caches()  # new files next to project files must be importable
         self._edits, self._scan_undo, self._unrecorded = [], [], False
-        observed = Observed()
+        observed = Observed(warnings=self.warnings)  # kept even if the load fails
         try:
             contents = self._plan(project, changed, full)
             order = list(contents)

@@ -119,3 +119,127 @@ def test_the_import_hooks_exist_only_during_load(tree):
         p.load()
     assert builtins.__import__ is _original_import
     assert importlib._bootstrap._gcd_import is _original_gcd  # type: ignore[attr-defined]
+
+
+REGISTRY = '''
+import warnings
+REG = {}
+def register(name, module):
+    """Like Django's apps.register_model: warn on a re-registration, raise on a conflict."""
+    if name in REG and REG[name] != module:
+        raise RuntimeError(f"Conflicting {name!r}: {REG[name]} and {module}")
+    if name in REG:
+        warnings.warn(f"{name!r} was already registered", RuntimeWarning)
+    REG[name] = module
+'''
+
+
+@pytest.fixture
+def registry(tree):
+    """A third-party registry (outside the project, so it is never reloaded)."""
+    tree.write("site/registry_PKG.py", REGISTRY)
+    sys.path.insert(0, str(tree.root / "site"))
+    yield f"registry_{tree.pkg}"
+    sys.modules.pop(f"registry_{tree.pkg}", None)
+
+
+def _models_project(tree):
+    tree.write("PKG/__init__.py", "")
+    models = tree.write("PKG/models.py", "import registry_PKG\nX = 1\nregistry_PKG.register('thing', __name__)\n")
+    p = tree.project()
+    with p.directory(tree.pkg):
+        p.file("__init__")
+        p.file("models")
+    return p, models
+
+
+def test_a_reload_that_re_registers_state_reports_the_warning(tree, registry, caplog):
+    import warnings
+    p, models = _models_project(tree)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # a normal process: each warning shown once per location
+        p.load()
+        assert p.last_load_warnings == []
+        for x in (2, 3):  # every reload re-registers: every reload says so
+            tree.write("PKG/models.py", f"import registry_PKG\nX = {x}\nregistry_PKG.register('thing', __name__)\n")
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="projectr"):
+                assert p.load() == [models]
+            expected = f"{models}:3: RuntimeWarning: 'thing' was already registered"
+            assert p.last_load_warnings == [expected]
+            logged = [r.getMessage() for r in caplog.records if r.name == "projectr"]
+            assert any(f"{tree.pkg}.models" in m and expected in m for m in logged), logged
+    assert p.load() == [] and p.last_load_warnings == []
+
+
+def test_warnings_outside_load_are_shown_as_usual(tree, registry):
+    import warnings
+    p, _ = _models_project(tree)
+    p.load()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn("not ours", UserWarning)
+    assert [str(w.message) for w in caught] == ["not ours"]
+    assert warnings.showwarning is warnings._showwarning_orig  # type: ignore[attr-defined]
+
+
+def test_a_conflicting_registration_is_a_load_error_naming_file_and_line(tree, registry):
+    p, models = _models_project(tree)
+    p.load()
+    tree.write("PKG/models.py", "import registry_PKG\nX = 3\nregistry_PKG.register('thing', 'elsewhere')\n")
+    with pytest.raises(LoadError) as info:
+        p.load()
+    assert str(info.value).startswith(f"{models}:3: RuntimeError: Conflicting 'thing'")
+
+
+DJANGO_SETTINGS = "SECRET_KEY = 'x'\nINSTALLED_APPS = ['PKG.shop']\nUSE_TZ = True\n"
+DJANGO_MODELS = ("from django.db import models\n\n\nclass Thing(models.Model):\n"
+                 "    name = models.CharField(max_length=10)\n")
+DJANGO_RUN = '''
+import json, os, sys
+from projectr import LoadError, Project
+p = Project("django-PKG", root=os.getcwd())
+with p.directory("PKG"):
+    p.file("__init__")
+    p.file("settings")
+    p.file("wsgi")
+    with p.directory("shop"):
+        p.file("__init__")
+        p.file("models")
+        p.file("other")
+p.load()
+out = {"first": p.last_load_warnings}
+with open("PKG/shop/models.py", "a") as f:
+    f.write("# edited\\n")
+p.load()
+out["reload"] = p.last_load_warnings
+with open("PKG/shop/other.py", "w") as f:
+    f.write("from django.db import models\\n\\n\\nclass Thing(models.Model):\\n    class Meta:\\n        app_label = 'shop'\\n")
+try:
+    p.load()
+except LoadError as exc:
+    out["conflict"] = str(exc)
+print(json.dumps(out))
+'''
+
+
+def test_django_model_re_registration_is_reported(tree):
+    """The real thing: Django warns when a reload registers a model again, raises on a conflict."""
+    import json
+    pytest.importorskip("django")
+    from projectr_testutil import run_python
+    tree.write("PKG/__init__.py", "")
+    tree.write("PKG/settings.py", DJANGO_SETTINGS)
+    tree.write("PKG/wsgi.py", "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'PKG.settings')\n"
+                              "import django\ndjango.setup()\n")
+    tree.write("PKG/shop/__init__.py", "")
+    models = tree.write("PKG/shop/models.py", DJANGO_MODELS)
+    other = tree.write("PKG/shop/other.py", "")
+    result = run_python(DJANGO_RUN.replace("PKG", tree.pkg), cwd=tree.root, extra_args=["-B"])
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["first"] == []
+    assert len(out["reload"]) == 1 and out["reload"][0].startswith(
+        f"{models}:4: RuntimeWarning: Model 'shop.thing' was already registered.")
+    assert "was already registered" in result.stderr  # logged at WARNING (Python's last-resort handler)
+    assert out["conflict"].startswith(f"{other}:4: RuntimeError: Conflicting 'thing' models in application 'shop'")
