@@ -1,7 +1,8 @@
 """Watch a project's files: inotify (Linux, no thread), watchdog (thread + self-pipe), polling (thread).
 
 `watch(project, backend="auto")` returns a Watcher: `fileno()` for select, `changed_files()`
-(non-blocking, coalesced, each path once) and `close()`; it is a context manager.
+(non-blocking, coalesced, each path once: [] while a burst is still arriving, and the fd wakes
+again when it ends) and `close()`; it is a context manager.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .base import BaseWatcher, Watcher, watch_set
-from .debounce import DEFAULT_LIMIT, DEFAULT_WINDOW, settle
+from .debounce import DEFAULT_LIMIT, DEFAULT_WINDOW, Burst, settle
 from .filters import DefaultFilter, WatchSet
 from .polling import POLL_INTERVAL
 
@@ -22,7 +23,7 @@ log = logging.getLogger("projectr.watch")
 
 BACKENDS = ("inotify", "watchdog", "polling")
 
-__all__ = ["BACKENDS", "BaseWatcher", "DEFAULT_LIMIT", "DEFAULT_WINDOW", "DefaultFilter", "POLL_INTERVAL",
+__all__ = ["BACKENDS", "BaseWatcher", "Burst", "DEFAULT_LIMIT", "DEFAULT_WINDOW", "DefaultFilter", "POLL_INTERVAL",
            "WatchSet", "Watcher", "choose_backend", "settle", "watch", "watch_set"]
 
 

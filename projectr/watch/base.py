@@ -4,18 +4,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import threading
+import time
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from . import gitlock
-from .debounce import DEFAULT_LIMIT, DEFAULT_WINDOW, settle
+from .debounce import DEFAULT_LIMIT, DEFAULT_WINDOW, Burst
 from .filters import DefaultFilter, WatchSet
+from .wakeup import Wakeup, make_wakeup
 
 if TYPE_CHECKING:
     from ..project import Project
 
 log = logging.getLogger("projectr.watch")
+
+# While changes are held for git's index lock, look at the lock at least this often: its removal
+# normally wakes the fd by itself (an event in .git), this covers a .git the backend cannot watch.
+LOCK_RECHECK = 1.0
 
 
 @runtime_checkable
@@ -38,47 +43,68 @@ def watch_set(project: Project, accept: DefaultFilter | None = None) -> WatchSet
 
 
 class BaseWatcher:
-    """Shared logic: pending set, git-lock hold, refresh after the project's declarations change.
+    """Shared logic: pending set, debounce window, git-lock hold, refresh after the project's
+    declarations change, and the wakeup fd that makes the window's end and the lock's staleness
+    wake select().
 
-    Subclasses implement `fileno()`, `_collect()` (move new events into `_pending`, coalescing a
-    burst), `_apply(watch_set)` (start watching new folders) and `_close()`.
+    Subclasses set `_wakeup` (over their event fd) and implement `_collect()` (move new events into
+    `_pending` without waiting; True if that added anything), `_apply(watch_set)` (start watching
+    new folders) and `_close()`.
     """
 
     def __init__(self, project: Project, debounce: float = DEFAULT_WINDOW,
                  debounce_limit: float = DEFAULT_LIMIT, accept: DefaultFilter | None = None) -> None:
         self._project = project
         self._accept = accept
-        self._window = debounce
-        self._limit = debounce_limit
         self._set = watch_set(project, accept)
         self._version = project._version
         self._pending: set[str] = set()
+        self._burst = Burst(debounce, debounce_limit)
+        self._wakeup: Wakeup | None = None
         self._closed = False
 
     def fileno(self) -> int:
-        raise NotImplementedError
+        assert self._wakeup is not None
+        return self._wakeup.fileno()
 
     def changed_files(self) -> list[str]:
         """Return the project files changed since the last call (each once, project order); never blocks.
 
-        While git holds `.git/index.lock`, changes are held back; the lock's removal wakes the fd.
+        Returns [] while a burst is still arriving (the debounce window) or while git holds
+        `.git/index.lock`; the fd becomes readable again when the window ends, when the lock goes
+        (or goes stale), so waiting on the fd and calling again never misses a change.
         """
+        assert self._wakeup is not None
         self._refresh()
-        self._collect()
+        self._wakeup.clear()
+        if self._collect():
+            self._burst.extend(time.monotonic())
         if not self._pending:
+            self._burst.reset()
+            self._wakeup.disarm()
             return []
-        if gitlock.is_locked(self._set.git_dir):
+        wait = self._burst.remaining(time.monotonic())
+        if wait > 0:
+            self._wakeup.arm(wait)
+            return []
+        held = gitlock.held_for(self._set.git_dir)
+        if held is not None:
             log.debug("holding %d change(s) while git holds index.lock", len(self._pending))
+            self._wakeup.arm(min(held + 0.01, LOCK_RECHECK))  # +10 ms: stale for sure when we wake
             return []
         batch = self._set.ordered(self._pending)
         self._pending.clear()
+        self._burst.reset()
+        self._wakeup.disarm()
         return batch
 
     def close(self) -> None:
-        """Stop watching and release the fd (and thread, for watchdog/polling)."""
+        """Stop watching and release the fds (and thread, for watchdog/polling)."""
         if not self._closed:
             self._closed = True
             self._project._watchers.discard(self)
+            if self._wakeup is not None:
+                self._wakeup.close()
             self._close()
 
     def load_hints_begin(self) -> set[str] | None:
@@ -105,7 +131,7 @@ class BaseWatcher:
             self._set = watch_set(self._project, self._accept)
             self._apply(self._set)
 
-    def _collect(self) -> None:
+    def _collect(self) -> bool:
         raise NotImplementedError
 
     def _apply(self, ws: WatchSet) -> None:
@@ -119,17 +145,16 @@ class ThreadedWatcher(BaseWatcher):
     """A backend whose events come from a thread (watchdog's observer, the poller).
 
     The thread hands paths over with `_deliver()`, which records them under a lock and writes a
-    byte to a self-pipe; `fileno()` is the pipe's read end, so select() works as with inotify.
+    byte to a self-pipe; the watcher's fd wakes on the pipe (and on its deadlines), so select()
+    works as with inotify.
     """
 
     def __init__(self, project: Project, **options: object) -> None:
         super().__init__(project, **options)  # type: ignore[arg-type]
         self._rfd, self._wfd = make_wake_pipe()
+        self._wakeup = make_wakeup(self._rfd, self._wfd)
         self._lock = threading.Lock()
         self._incoming: set[str] = set()
-
-    def fileno(self) -> int:
-        return self._rfd
 
     def _deliver(self, paths: set[str] | list[str], wake_anyway: bool = False) -> None:
         """Called in the thread: queue `paths` and wake the fd (also when only a git lock went away)."""
@@ -139,16 +164,12 @@ class ThreadedWatcher(BaseWatcher):
         if paths or wake_anyway:
             wake(self._wfd)
 
-    def _collect(self) -> None:
-        if drain_pipe(self._rfd):
-            settle(self._wait_pipe, self._window, self._limit)
+    def _collect(self) -> bool:
+        drain_pipe(self._rfd)
         with self._lock:
-            self._pending.update(self._incoming)
-            self._incoming.clear()
-
-    def _wait_pipe(self, timeout: float) -> bool:
-        ready, _, _ = select.select([self._rfd], [], [], timeout)
-        return bool(ready) and drain_pipe(self._rfd)
+            incoming, self._incoming = self._incoming, set()
+        self._pending.update(incoming)
+        return bool(incoming)
 
     def _close_pipe(self) -> None:
         os.close(self._rfd)

@@ -40,13 +40,19 @@ def _gitdir_from_file(path: str, base: str) -> str | None:
 
 def is_locked(git_dir: str | None) -> bool:
     """True while git holds its index lock (a checkout, rebase, merge is rewriting files)."""
+    return held_for(git_dir) is not None
+
+
+def held_for(git_dir: str | None) -> float | None:
+    """Seconds until git's index lock counts as stale, or None if there is no lock (or a stale one)."""
     if git_dir is None:
-        return False
+        return None
+    lock = os.path.join(git_dir, "index.lock")
     try:
-        age = time.time() - os.stat(os.path.join(git_dir, "index.lock")).st_mtime
+        age = time.time() - os.stat(lock).st_mtime
     except OSError:
-        return False
+        return None
     if age > STALE_LOCK_SECONDS:
-        log.warning("ignoring stale %s (%.0f s old)", os.path.join(git_dir, "index.lock"), age)
-        return False
-    return True
+        log.warning("ignoring stale %s (%.0f s old)", lock, age)
+        return None
+    return STALE_LOCK_SECONDS - age

@@ -1,4 +1,5 @@
-"""Linux backend: the inotify fd itself is the watcher's fd (no thread).
+"""Linux backend: one inotify instance, no thread; the watcher's fd is an epoll fd over the inotify
+fd and a timerfd (wakeup.py), so the end of a debounce window wakes select() too.
 
 Folders are watched, and events are matched against the exact set of known files, so atomic
 rename-over saves, delete+recreate and new files are seen; everything else is drained and dropped.
@@ -13,8 +14,8 @@ from typing import TYPE_CHECKING
 from inotify_simple import INotify, flags
 
 from .base import BaseWatcher, log
-from .debounce import settle
 from .filters import WatchSet
+from .wakeup import EpollWakeup
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -33,6 +34,7 @@ class InotifyWatcher(BaseWatcher):
     def __init__(self, project: Project, **options: object) -> None:
         super().__init__(project, **options)  # type: ignore[arg-type]
         self._inotify = INotify(nonblocking=True)
+        self._wakeup = EpollWakeup(self._inotify.fileno())
         self._wd_dir: dict[int, str] = {}
         self._dir_wd: dict[str, int] = {}
         self._reliable = False
@@ -40,9 +42,6 @@ class InotifyWatcher(BaseWatcher):
         # files that may have changed since the last load(); None: unknown (overflow, watch lost, new)
         self._since_load: set[str] | None = None
         self._apply(self._set)
-
-    def fileno(self) -> int:
-        return self._inotify.fileno()
 
     def _apply(self, ws: WatchSet) -> None:
         """Watch every folder the set needs (and the git dir, for the lock), stop watching the rest."""
@@ -73,7 +72,7 @@ class InotifyWatcher(BaseWatcher):
             return None  # in a forked child (a trial load): changing watches would change the parent's
         self._refresh()
         taken, self._since_load = self._since_load, set()
-        if taken is None or not self._reliable or select.select([self], [], [], 0)[0]:
+        if taken is None or not self._reliable or select.select([self._inotify.fileno()], [], [], 0)[0]:
             return None
         return taken
 
@@ -83,22 +82,19 @@ class InotifyWatcher(BaseWatcher):
         else:
             self._since_load |= taken
 
-    def _collect(self) -> None:
-        if self._read(0):
-            settle(lambda timeout: self._read(timeout * 1000), self._window, self._limit)
-
-    def _read(self, timeout_ms: float) -> bool:
-        """Read (waiting up to timeout_ms) and sort events; True if any event arrived."""
-        events = self._inotify.read(timeout=timeout_ms)
-        lost = False
+    def _collect(self) -> bool:
+        """Read what is queued, never waiting; True if it concerns the project."""
+        events = self._inotify.read(timeout=0)
+        lost = relevant = False
         for event in events:
             if event.mask & flags.Q_OVERFLOW:
                 self._pending.update(self._set.files)  # events were lost: assume everything changed
                 self._since_load = None
+                relevant = True
                 continue
             folder = self._wd_dir.get(event.wd)
             if event.mask & (flags.IGNORED | flags.DELETE_SELF | flags.MOVE_SELF):
-                lost = True
+                lost = relevant = True
                 self._since_load = None
                 if folder:
                     self._pending.update(p for p in self._set.files if os.path.dirname(p) == folder)
@@ -110,11 +106,12 @@ class InotifyWatcher(BaseWatcher):
                 path = os.path.join(folder, event.name)
                 if self._set.matches(path):
                     self._pending.add(path)
+                    relevant = True
                     if self._since_load is not None:
                         self._since_load.add(path)
         if lost:
             self._forget_dead_watches()
-        return bool(events)
+        return relevant
 
     def _forget_dead_watches(self) -> None:
         """A watched folder vanished or moved, or a folder appeared: drop dead watches, add wanted ones."""

@@ -64,6 +64,19 @@ def collect_changes(watcher, expected: set[str], timeout: float = 5.0) -> set[st
     return seen
 
 
+def next_batch(watcher, timeout: float = 5.0) -> list[str]:
+    """The next non-empty changed_files() batch, waiting on the fd (a burst's window ends by itself)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not wait_readable(watcher, left):
+            return []
+        batch = watcher.changed_files()
+        if batch:
+            return batch
+
+
 def run_python(code: str, cwd: str | Path, timeout: float = 60.0,
                extra_args: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run code in a fresh interpreter (own session), killed by process group on timeout."""

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from projectr import LoadError, Project, ProjectError
-from projectr_testutil import bump_mtime, tree  # noqa: F401  (tree is a fixture)
+from projectr_testutil import bump_mtime, next_batch, tree  # noqa: F401  (tree is a fixture)
 
 
 def _chain(tree):
@@ -316,7 +316,7 @@ def test_an_inotify_watcher_spares_load_the_stat_of_every_file(tree):
         assert p.load() == _files(tree, "version", "util", "views/home")  # fd unread: stat everything
         assert p._tracker.checked == len(p.source_files)
         tree.write("PKG/version.py", "V = 2\n")
-        assert w.changed_files() == [version]
+        assert next_batch(w) == [version]
         assert p.load() == _files(tree, "version", "util", "views/home")
         assert p._tracker.checked == 1  # only what the watcher saw
         assert sys.modules[f"{tree.pkg}.views.home"].PAGE == 2

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import select
+import time
 
 import pytest
 
 from projectr import Project
-from projectr.watch import BACKENDS, choose_backend
-from projectr_testutil import bump_mtime, collect_changes, tree, wait_readable  # noqa: F401  (tree is a fixture)
+from projectr.watch import BACKENDS, choose_backend, gitlock
+from projectr_testutil import (bump_mtime, collect_changes, next_batch, tree,  # noqa: F401  (tree is a fixture)
+                               wait_readable)
 
 OPTIONS = {"inotify": {}, "watchdog": {}, "polling": {"interval": 0.02}}
 
@@ -117,12 +119,35 @@ def test_debounce_collects_a_burst_that_is_still_arriving(tree):
     with p.watch_changes(backend="inotify", debounce=0.2, debounce_limit=1.0) as w:
         _truncate_and_write(paths[0])
         assert wait_readable(w)
+        assert w.changed_files() == []  # the window is open: nothing yet, and no waiting
         rest = threading.Timer(0.02, lambda: [_truncate_and_write(x) for x in paths[1:]])
         rest.start()
         try:
-            assert w.changed_files() == paths
+            assert next_batch(w) == paths
         finally:
             rest.join()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_changed_files_never_waits_and_the_fd_wakes_when_the_window_ends(tree, backend):
+    """A server calls changed_files() from its event loop: it must return at once, and select() on
+    the fd must be enough to get the batch when the debounce window closes."""
+    p = _project(tree)
+    target = str(tree.path("PKG/m1.py"))
+    window = 0.3
+    with p.watch_changes(backend=backend, debounce=window, debounce_limit=1.0, **OPTIONS[backend]) as w:
+        _truncate_and_write(target)
+        batch: list[str] = []
+        first_read = None
+        deadline = time.monotonic() + 5
+        while not batch and time.monotonic() < deadline:
+            assert wait_readable(w, deadline - time.monotonic())
+            started = time.monotonic()
+            batch = w.changed_files()
+            assert time.monotonic() - started < window / 3  # never the window's wait
+            first_read = first_read or started
+        assert batch == [target]
+        assert time.monotonic() - first_read >= window * 0.9  # the window was honoured all the same
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -135,10 +160,29 @@ def test_git_index_lock_holds_the_batch_until_released(tree, backend):
     target = str(tree.path("PKG/m2.py"))
     with p.watch_changes(backend=backend, **OPTIONS[backend]) as w:
         _truncate_and_write(target)
-        assert wait_readable(w)
-        assert w.changed_files() == []  # held while git works
+        for _ in range(3):  # past the debounce window too
+            if not wait_readable(w, 0.3):
+                break
+            assert w.changed_files() == []  # held while git works
         lock.unlink()
         assert collect_changes(w, {target}) == {target}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_changes_held_for_a_lock_that_goes_stale_are_released_without_another_event(tree, backend):
+    """A crashed git leaves index.lock behind: once it is stale the fd wakes by itself."""
+    p = _project(tree)
+    git = tree.root / ".git"
+    git.mkdir()
+    lock = git / "index.lock"
+    lock.write_text("")
+    almost_stale = time.time() - gitlock.STALE_LOCK_SECONDS + 0.4
+    os.utime(lock, (almost_stale, almost_stale))
+    target = str(tree.path("PKG/m2.py"))
+    with p.watch_changes(backend=backend, **OPTIONS[backend]) as w:
+        _truncate_and_write(target)
+        assert next_batch(w, timeout=5) == [target]  # nothing else happens: no write, no git
+        assert lock.exists()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
