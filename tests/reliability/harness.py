@@ -3,7 +3,7 @@
 - ``Load``: client threads sending GETs on keep-alive connections and recording every request
   (port, send time, end time, outcome, body), so scenarios count instead of guessing.
 - ``Result``: one row of the reliability table (scenario, load, duration, requests, failures,
-  recoveries, max recovery time) plus the scenario's own counts.
+  recoveries, max recovery time, retried requests) plus the scenario's own counts.
 - small process helpers: ctl calls with a timer, the children of a pid, a port's state.
 
 Processes are started through tests.integration.conftest.Launcher (own session each, killed by
@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -36,6 +37,46 @@ __all__ = ["EXAMPLES", "PYTHON", "Launcher", "Running", "free_ports", "wait_for"
 
 DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
 
+# struct tcp_info (linux/tcp.h): tcpi_bytes_acked, the bytes of ours the peer's TCP acknowledged
+# (since Linux 4.2), follows 104 bytes of older fields and two u64 pacing rates.
+_TCPI_BYTES_ACKED = struct.Struct("=Q")
+_TCPI_BYTES_ACKED_OFFSET = 120
+
+
+def bytes_acked(sock: socket.socket) -> int | None:
+    """How many bytes sent on ``sock`` its peer's TCP has acknowledged (None: not known here)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _TCPI_BYTES_ACKED_OFFSET + _TCPI_BYTES_ACKED.size:
+        return None
+    return _TCPI_BYTES_ACKED.unpack_from(info, _TCPI_BYTES_ACKED_OFFSET)[0]
+
+
+class ProbedConnection(http.client.HTTPConnection):
+    """An HTTPConnection that keeps a second descriptor of its socket (``probe``).
+
+    http.client closes its socket as soon as a connection drops; the probe still answers TCP_INFO
+    afterwards, which tells whether the server had taken the request in (its TCP acknowledged the
+    bytes) or had closed the connection before the request reached it. ``discard()`` closes both.
+    """
+
+    probe: socket.socket | None = None
+
+    def connect(self) -> None:
+        super().connect()
+        self.probe = self.sock.dup()
+
+    def acked(self) -> int | None:
+        return None if self.probe is None else bytes_acked(self.probe)
+
+    def discard(self) -> None:
+        self.close()
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
+
 
 @dataclass
 class Request:
@@ -48,17 +89,22 @@ class Request:
     body: Any = None          # the parsed body when ok
     error: str | None = None  # why it failed
     conn_opened: float = 0.0  # when the connection it went out on was opened
-    retried: bool = False     # a second attempt after a dropped idle keep-alive connection
+    retried: bool = False     # a second attempt after the server closed an idle keep-alive connection
 
 
 class Load:
     """``clients`` threads, each on its own keep-alive connection, GETting ``path`` until stopped.
 
     Client i talks to ``ports()[i % len(ports())]`` (``ports`` may be a list or a callable that
-    follows a changing worker count). Like a browser or nginx, a client retries an idempotent GET
-    once on a fresh connection when a reused keep-alive connection was dropped before any answer;
-    that retry is counted (``retries``), and only a request that fails on the fresh connection
-    too, or gets a non-200 status, is a failure.
+    follows a changing worker count).
+
+    A dropped request (the connection closed or reset without an answer) is a failure when the
+    server had accepted it: its TCP acknowledged the request's bytes, so the server took the
+    request in and then dropped it. Only when the server had closed a reused keep-alive connection
+    before the request reached it (nothing acknowledged: the race every HTTP client meets when a
+    server closes idle connections) does the client retry, once, on a fresh connection, as browsers
+    and nginx do. Those first attempts are kept apart in ``retried`` (counted by ``retries``), never
+    in ``requests``; a retry that fails too is a failure. ``retry=False`` makes every drop a failure.
     """
 
     def __init__(self, ports: list[int] | Callable[[], list[int]], clients: int = 8,
@@ -70,7 +116,7 @@ class Load:
         self.timeout = timeout
         self.retry = retry
         self.requests: list[Request] = []
-        self.retries = 0
+        self.retried: list[Request] = []  # dropped first attempts that were retried (not in requests)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True, name=f"load-{i}")
@@ -104,6 +150,11 @@ class Load:
         return len(self.requests)
 
     @property
+    def retries(self) -> int:
+        """How many requests needed a second attempt (the server had closed their idle connection)."""
+        return len(self.retried)
+
+    @property
     def failures(self) -> list[Request]:
         return [r for r in self.requests if not r.ok]
 
@@ -123,7 +174,7 @@ class Load:
             self.requests.append(request)
 
     def _run(self, number: int) -> None:
-        conn: http.client.HTTPConnection | None = None
+        conn: ProbedConnection | None = None
         opened = 0.0
         while not self._stop.is_set():
             ports = self._ports()
@@ -132,21 +183,23 @@ class Load:
                 continue
             port = ports[number % len(ports)]
             if conn is not None and conn.port != port:
-                conn.close()
+                conn.discard()
                 conn = None
             sent = time.monotonic()
             retried = False
             for attempt in (1, 2):
                 reused = conn is not None
+                acked_before = conn.acked() if conn is not None else None
                 try:
                     if conn is None:
-                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=self.timeout)
+                        conn = ProbedConnection("127.0.0.1", port, timeout=self.timeout)
+                        conn.connect()
                         opened = time.monotonic()
                     conn.request("GET", self.path)
                     response = conn.getresponse()
                     data = response.read()
                     if response.getheader("Connection", "").lower() == "close":
-                        conn.close()
+                        conn.discard()
                         conn = None
                     if response.status != 200:
                         self._record(Request(port, sent, time.monotonic(), False, None,
@@ -156,23 +209,42 @@ class Load:
                                              None, opened, retried))
                     break
                 except DROPPED as exc:
+                    accepted = conn is None or _server_took_it(exc, acked_before, conn.acked())
                     if conn is not None:
-                        conn.close()
+                        conn.discard()
                     conn = None
-                    if attempt == 1 and reused and self.retry:
+                    dropped = Request(port, sent, time.monotonic(), False, None, repr(exc), opened, retried)
+                    if attempt == 1 and reused and self.retry and not accepted:
                         retried = True
                         with self._lock:
-                            self.retries += 1
+                            self.retried.append(dropped)
                         continue
-                    self._record(Request(port, sent, time.monotonic(), False, None, repr(exc), opened, retried))
+                    if accepted:
+                        dropped.error = f"{exc!r} after the server had accepted the request"
+                    self._record(dropped)
+                    break
                 except (OSError, ValueError, http.client.HTTPException) as exc:
                     if conn is not None:
-                        conn.close()
+                        conn.discard()
                     conn = None
                     self._record(Request(port, sent, time.monotonic(), False, None, repr(exc), opened, retried))
                     break
         if conn is not None:
-            conn.close()
+            conn.discard()
+
+
+def _server_took_it(exc: BaseException, before: int | None, after: int | None) -> bool:
+    """True unless the drop shows the request never reached the server.
+
+    A server that closed an idle connection before the request arrived sent its FIN first: the
+    client reads end-of-file (or EPIPE on a later send), and the server's TCP never acknowledged the
+    request (it answered it with a reset). A server that took the request in has acknowledged it,
+    or, when it closed with the request unread in its buffer, reset the connection without a FIN
+    (ECONNRESET at the client). Unknown counts as taken: a drop is a failure unless shown harmless.
+    """
+    if isinstance(exc, ConnectionResetError) and not isinstance(exc, http.client.RemoteDisconnected):
+        return True  # (RemoteDisconnected, end-of-file, is a ConnectionResetError too)
+    return before is None or after is None or after > before
 
 
 @dataclass
@@ -186,8 +258,15 @@ class Result:
     failures: int = 0
     recoveries: int = 0
     max_recovery: float | None = None  # seconds
+    retried: int = 0  # requests sent again after the server closed their idle connection (not failures)
     extra: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # what the scenario found wrong
+
+    def count_load(self, load: Load) -> None:
+        """Take the requests, failures and retried requests of ``load``."""
+        self.requests = load.count
+        self.failures = len(load.failures)
+        self.retried = load.retries
 
     def recovered(self, seconds: float) -> None:
         self.recoveries += 1
@@ -202,14 +281,15 @@ class Result:
         extra = ", ".join(f"{k}={v}" for k, v in self.extra.items())
         verdict = "ok" if not self.problems else "FAIL: " + "; ".join(self.problems)
         return (f"| {self.scenario} | {self.load} | {self.duration:.1f} s | {self.requests} | {self.failures} | "
-                f"{self.recoveries} | {recovery} | {extra} | {verdict} |")
+                f"{self.recoveries} | {recovery} | {self.retried} | {extra} | {verdict} |")
 
     def assert_ok(self) -> None:
         assert not self.problems, f"{self.scenario}: " + "; ".join(self.problems) + f"\n{self.row()}"
 
 
-TABLE_HEADER = ("| scenario | load | duration | requests | failures | recoveries | max recovery | counts | verdict |\n"
-                "|---|---|---|---|---|---|---|---|---|")
+TABLE_HEADER = ("| scenario | load | duration | requests | failures | recoveries | max recovery | retried | counts "
+                "| verdict |\n"
+                "|---|---|---|---|---|---|---|---|---|---|")
 
 
 # -- processes, ports, the control socket ----------------------------------------------------------

@@ -161,9 +161,7 @@ def reloads_under_load(launcher: Launcher, reloads: int = 20, workers: int = 4, 
             result.recovered(served_at - edited)
         load.wait_requests(clients)
     result.duration = time.monotonic() - started
-    result.requests = load.count
-    result.failures = len(load.failures)
-    result.extra["keep-alive retries"] = load.retries
+    result.count_load(load)
     generations = {r.body["generation"] for r in load.requests if r.ok}
     result.extra["generations seen"] = len(generations)
     result.check(result.failures == 0, f"{result.failures} failed requests: {[r.error for r in load.failures[:5]]}")
@@ -269,12 +267,10 @@ def bad_edits_under_load(launcher: Launcher, rounds: int = 1, workers: int = 4, 
                 result.extra[f"fix of {name}"] = f"{recovery * 1000:.0f} ms"
         load.wait_requests(clients)
     result.duration = time.monotonic() - started
-    result.requests = load.count
-    result.failures = len(load.failures)
+    result.count_load(load)
     result.extra["failed reloads logged"] = failures_logged
     result.extra["responses from the bad code"] = wrong_code
     result.extra["worst ctl/signal answer"] = f"{probe.worst * 1000:.0f} ms"
-    result.extra["keep-alive retries"] = load.retries
     result.check(result.failures == 0, f"{result.failures} failed requests: {[r.error for r in load.failures[:5]]}")
     result.check(probe.worst < 1.0, f"the master took {probe.worst:.2f} s to answer")
     result.check(server.proc.poll() is None, "the master exited")
@@ -342,8 +338,7 @@ def chaos(launcher: Launcher, seconds: float = 5.0, interval: float = 0.1, worke
         for port in ports:
             wait_for(lambda: [r for r in load.ok_after(chaos_end, port)], 10, f"port {port} serving after chaos")
     result.duration = time.monotonic() - started
-    result.requests = load.count
-    result.failures = len(load.failures)
+    result.count_load(load)
     for when, port, pid in kills:
         answers = [r.done for r in load.requests if r.ok and r.port == port and r.done > when and r.body != pid]
         if answers:
@@ -355,7 +350,7 @@ def chaos(launcher: Launcher, seconds: float = 5.0, interval: float = 0.1, worke
     backoffs = len(re.findall(r"before it was ready", server.log()))
     status = ctl(server.dir / "server.pid", "status")
     result.extra.update({"kills": len(kills), "forks": spawned, "in-flight failures": len(load.failures),
-                         "dropped idle retried": load.retries, "boot backoffs": backoffs})
+                         "boot backoffs": backoffs})
     result.check(len(kills) >= seconds / interval * 0.5, f"only {len(kills)} kills")
     result.check(not unexplained, f"{len(unexplained)} failures not on a killed worker: "
                                   f"{[f.error for f in unexplained[:3]]}")
@@ -683,8 +678,7 @@ def _hostile_input(launcher: Launcher, where: Path, burst: int, seed: int, resul
         status = ctl(server.dir / "server.pid", "status")
         load.wait_requests(8)
     result.duration = time.monotonic() - started
-    result.requests = load.count
-    result.failures = len(load.failures)
+    result.count_load(load)
     result.extra.update({"worker channel": {k: v for k, v in report["kinds"].items()},
                          "worker RSS KiB": report["rss_kib"], "ctl": ctl_counts, "raw streams": raw_streams,
                          "master RSS growth KiB": rss_after - rss_before})
@@ -1025,11 +1019,10 @@ def nginx_front(launcher: Launcher, reloads: int = 20, clients: int = 8, max_wor
         watching.set()
         watcher.join(5)
     result.duration = time.monotonic() - started
-    result.requests = load.count
-    result.failures = len(load.failures)
+    result.count_load(load)
     latencies = sorted(r.done - r.sent for r in load.requests if r.ok)
     errors = (prefix / "error.log").read_text()
-    result.extra.update({"keep-alive retries": load.retries, "stale upstream samples": len(stale),
+    result.extra.update({"stale upstream samples": len(stale),
                          "max latency": f"{latencies[-1] * 1000:.0f} ms" if latencies else "-",
                          "p99 latency": f"{latencies[int(len(latencies) * 0.99)] * 1000:.0f} ms" if latencies else "-"})
     no_live = errors.count("no live upstreams")
