@@ -380,8 +380,19 @@ def test_too_many_connections_are_refused(tmp_path: Path) -> None:
 
 # --- peers of another uid (needs root to become another user) -----------------------------------
 
-def _nobody_client(path: str) -> str:
-    """In a forked child that became uid 65534: what the control socket says to a stranger."""
+NOBODY, OTHER = 65534, 65533  # two unprivileged uids
+
+
+def _drop_to(uid: int) -> None:
+    """In a forked child: become ``uid`` (group too, no supplementary groups), in a session of its own."""
+    os.setsid()
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+
+def _client_verdict(path: str) -> str:
+    """What the control socket says to this process: "ok", "EACCES", or the error reply."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(5)
     try:
@@ -392,20 +403,20 @@ def _nobody_client(path: str) -> str:
         sock.sendall(encode_frame(request(1, "workers", [0])))
     except BrokenPipeError:
         pass  # refused before we spoke: the error reply is already waiting
-    return recv_message(sock, FrameReader(), 5)["error"]
+    reply = recv_message(sock, FrameReader(), 5)
+    return "ok" if reply["ok"] else reply["error"]
 
 
-def run_as_nobody(path: str) -> str:
-    """Fork (the interpreter may not be readable by nobody, so no exec), drop to uid 65534, connect."""
+def in_child(uid: int, work) -> str:
+    """Fork (the interpreter may not be readable by the uid, so no exec), become ``uid``, return
+    what ``work()`` returned there. The child is killed by process group afterwards."""
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: its own session, another uid, report through the pipe
+    if pid == 0:
         try:
-            os.setsid()
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            os.write(write_end, _nobody_client(path).encode())
+            os.close(read_end)
+            _drop_to(uid)
+            os.write(write_end, str(work()).encode())
         except BaseException as exc:  # make a failure readable in the parent's assertion
             os.write(write_end, f"child failed: {exc!r}".encode())
         finally:
@@ -422,11 +433,23 @@ def run_as_nobody(path: str) -> str:
         os.waitpid(pid, 0)
 
 
+def run_as_nobody(path: str) -> str:
+    """What the control socket says to a client of uid 65534."""
+    return in_child(NOBODY, lambda: _client_verdict(path))
+
+
+def traversable_dir(owner: int = 0) -> str:
+    """A directory anyone may traverse (pytest's tmp_path is inside a 0700 one), owned by ``owner``."""
+    where = tempfile.mkdtemp(prefix="prefork-ctl-")
+    os.chown(where, owner, owner)
+    os.chmod(where, 0o711)
+    return where
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
 def test_other_uid_is_refused() -> None:
-    # a directory anyone may traverse, so only the socket's own mode and SO_PEERCRED stand in the way
-    where = tempfile.mkdtemp(prefix="prefork-ctl-")
-    os.chmod(where, 0o711)
+    # only the socket's own mode and SO_PEERCRED stand in the way
+    where = traversable_dir()
     server = FakeServer()
     ctl = ControlServer(server, os.path.join(where, "app.pid.ctl")).open()
     server.start()
@@ -439,6 +462,66 @@ def test_other_uid_is_refused() -> None:
         server.stop()
         ctl.close()
         server.close()
+        os.rmdir(where)
+
+
+def _serve_ctl_as_this_uid(path: str, stop_fd: int, report_fd: int) -> None:
+    """In a child that became another uid: serve a ControlServer at ``path``; say "ready" on
+    ``report_fd``; when ``stop_fd`` reaches EOF, report the ``workers`` counts it was asked for."""
+    server = FakeServer()
+    ctl = ControlServer(server, path).open()
+    server.start()
+    os.chmod(path, 0o666)  # the mode admits everyone: only SO_PEERCRED decides
+    os.write(report_fd, b"ready")
+    os.read(stop_fd, 1)  # until the test closes its end
+    server.stop()
+    ctl.close()
+    server.close()
+    os.write(report_fd, str(server.worker_counts).encode())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become other uids (CI runs as root)")
+def test_a_master_of_another_uid_admits_its_own_uid_and_root_only() -> None:
+    # The test above runs the master as root, where "not the master's uid" and "not root" are the
+    # same refusal: a check that only refused non-root peers would pass it. Here the master is uid
+    # 65534 (a forked child that setuid'd): its own uid and root get in, uid 65533 does not.
+    where = traversable_dir(owner=NOBODY)
+    path = os.path.join(where, "app.pid.ctl")
+    stop_r, stop_w = os.pipe()
+    report_r, report_w = os.pipe()
+    master_pid = os.fork()
+    if master_pid == 0:
+        try:
+            os.close(stop_w)
+            os.close(report_r)
+            _drop_to(NOBODY)
+            _serve_ctl_as_this_uid(path, stop_r, report_w)
+        except BaseException as exc:
+            os.write(report_w, f"master failed: {exc!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(stop_r)
+    os.close(report_w)
+    try:
+        assert os.read(report_r, 200) == b"ready"
+        assert os.stat(path).st_uid == NOBODY
+        assert in_child(NOBODY, lambda: _client_verdict(path)) == "ok"  # the master's own uid
+        assert in_child(OTHER, lambda: _client_verdict(path)) == "permission denied: uid 65533 is not 65534"
+        assert _client_verdict(path) == "ok"  # root, from this process
+        os.close(stop_w)  # the master child stops and reports what it was asked to do
+        stop_w = -1
+        assert os.read(report_r, 200) == b"[0, 0]"  # exactly the two admitted `workers 0` requests
+    finally:
+        for fd in (stop_w, report_r):
+            if fd >= 0:
+                os.close(fd)
+        try:
+            os.killpg(master_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(master_pid, 0)
+        if os.path.exists(path):
+            os.unlink(path)
         os.rmdir(where)
 
 
@@ -641,11 +724,13 @@ def test_clients_that_never_read_never_stall_the_master(master, tmp_path: Path) 
         worst = 0.0
         while time.monotonic() - killed < 3.0:  # a window of measurements while the hogs push
             start = time.monotonic()
-            rows = call(path, "status", timeout=5)["workers"]
+            assert call(path, "help", timeout=5)
             worst = max(worst, time.monotonic() - start)
+            # (status waits for the workers' stats, a booting replacement's too: not timed)
+            rows = call(path, "status", timeout=5)["workers"]
             if replaced_after is None and any(r["slot"] == 0 and r["pid"] != victim and r["ready"] for r in rows):
                 replaced_after = time.monotonic() - killed
-        assert worst < 0.3, f"a status took {worst:.2f} s while clients did not read"
+        assert worst < 0.3, f"a help took {worst:.2f} s while clients did not read"
         assert replaced_after is not None and replaced_after < 1.0, f"slot 0 replaced after {replaced_after}"
         running.wait_log(r"dropping a client that does not read its replies", count=len(hogs))
         for sender in senders:
