@@ -90,6 +90,15 @@ class _WriteWatch:
         return [key.data for key, _ in self.selector.select(0)]
 
     def close(self) -> None:
+        """Close the selector and the sockets of the clients it still watches.
+
+        In the master a client is unwatched before it is closed, so nothing is left here when the
+        ControlServer closes. In a freshly forked worker, where the master closes every io handler,
+        this closes the clients that wait for writability (they are no io handler meanwhile): no
+        worker keeps a copy of a control connection open.
+        """
+        for key in list(self.selector.get_map().values()):
+            key.data.sock.close()
         self.selector.close()
 
 

@@ -772,6 +772,29 @@ def test_a_stalled_client_is_dropped_by_a_timer(master, tmp_path: Path) -> None:
             pass
 
 
+def test_a_worker_forked_while_a_client_waits_keeps_no_copy_of_it(master, tmp_path: Path) -> None:
+    # A client whose replies wait is not read meanwhile (no io handler of the loop); a worker forked
+    # then must still close its copy, or the client never sees the master hang up on it.
+    running = master(REAL_MASTER, ports=2)
+    running.wait_ready()
+    path = socket_path(tmp_path / "app.pid")
+    with connect(path) as hog:
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.sendall(b"".join(encode_frame(request(i, "help")) for i in range(3_000)))
+        victim = ctl_status(path)["workers"][0]["pid"]
+        os.kill(victim, signal.SIGKILL)  # its replacement is forked while the hog's replies wait
+        running.wait_log(rf"spawned worker 0 \(pid (?!{victim}\b)\d+", timeout=5)
+        running.wait_log(r"dropping a client that does not read its replies", timeout=5)
+        hog.settimeout(5)
+        try:
+            while hog.recv(65536):  # what was sent before the drop, then EOF: nobody else holds it
+                pass
+        except ConnectionResetError:
+            pass
+        except socket.timeout:
+            raise AssertionError("the dropped connection stayed open: a worker holds a copy") from None
+
+
 def hostile_round(path: str) -> None:
     """10,000 bad requests in a burst, then random bytes on fresh connections."""
     batch = b"".join(encode_frame({"id": i, "command": ["bad"], "args": 1}) for i in range(10_000))
