@@ -489,7 +489,7 @@ DJANGO_FAILURES: dict[str, FailureCase] = {
         r"AlreadyRegistered|already registered", DJANGO_EDITS["admin"]),
     "endless_import": FailureCase(
         Change("polls/helpers.py", "def heading(text):", "while True:\n    pass\n\n\ndef heading(text):"),
-        r"(?i)hung|did not finish|timed? ?out|timeout", DJANGO_EDITS["helper"]),
+        r"hung|did not finish", DJANGO_EDITS["helper"]),
 }
 
 
@@ -792,7 +792,7 @@ FLASK_FAILURES: dict[str, FailureCase] = {
     "endless_import": FailureCase(
         Change("shop/services.py", "def format_price(cents, currency):",
                "while True:\n    pass\n\n\ndef format_price(cents, currency):"),
-        r"(?i)hung|did not finish|timed? ?out|timeout", FLASK_EDITS["helper"]),
+        r"hung|did not finish", FLASK_EDITS["helper"]),
 }
 
 

@@ -55,6 +55,7 @@ START_TIMEOUT = 45.0    # seconds for a server to answer on every port (Django o
 STOP_TIMEOUT = 10.0     # seconds between TERM and KILL
 POLL_INTERVAL = 0.05    # seconds between polls inside a deadline loop
 LOG_TAIL_LINES = 60
+SWEEP_REQUEST_TIMEOUT = 5.0  # seconds per request in a comparison sweep (a hung worker costs this once)
 
 Pages = dict[str, tuple[int | None, str]]
 Normalize = Callable[[str], str]
@@ -288,23 +289,31 @@ def normalize_default(body: str) -> str:
 
 
 def fetch_pages(base_url: str, paths: Iterable[str], *, headers: Mapping[str, str] | None = None,
-                normalize: Normalize | None = normalize_default, timeout: float = 10.0) -> Pages:
+                normalize: Normalize | None = normalize_default, timeout: float = 10.0,
+                stop_on_error: bool = False) -> Pages:
     """GET every path from ``base_url`` ("http://127.0.0.1:PORT"): {path: (status, text)}.
 
-    A connection error is a page too: status None, the error as its body (so it shows in a diff).
+    A connection error or timeout is a page too: status None, the error as its body (so it shows
+    in a diff). ``stop_on_error``: after the first such page, the remaining paths are not asked
+    (a hung worker would make each of them wait ``timeout``) and are reported as skipped.
     """
     match = re.fullmatch(r"http://([^:/]+):(\d+)/?", base_url)
     if not match:
         raise ValueError(f"base_url must look like http://127.0.0.1:PORT, not {base_url!r}")
     port = int(match.group(2))
     pages: Pages = {}
+    failed = False
     for path in paths:
+        if failed and stop_on_error:
+            pages[path] = (None, "<not asked: an earlier page of this worker got no answer>")
+            continue
         try:
             status, raw = _http_get(port, path, headers, timeout)
             text = raw.decode("utf-8", "replace")
             pages[path] = (status, normalize(text) if normalize else text)
         except (OSError, http.client.HTTPException) as exc:
             pages[path] = (None, f"<no answer: {exc!r}>")
+            failed = True
     return pages
 
 
@@ -323,12 +332,14 @@ def _mismatches(server: ServerProcess, expected: Pages, paths: list[str], header
                 ) -> list[tuple[int, str, tuple[int | None, str]]]:
     found = []
     for worker in range(server.workers):
-        got = fetch_pages(server.base_url(worker), paths, headers=headers, normalize=normalize)
+        got = fetch_pages(server.base_url(worker), paths, headers=headers, normalize=normalize,
+                          timeout=SWEEP_REQUEST_TIMEOUT, stop_on_error=True)
         found += [(worker, path, got[path]) for path in paths if got[path] != expected[path]]
     return found
 
 
-def _report(server: ServerProcess, expected: Pages, mismatches, headline: str) -> str:
+def _report(server: ServerProcess, expected: Pages, mismatches, headline: str,
+            log_lines: int = LOG_TAIL_LINES) -> str:
     worker, path, got = mismatches[0]
     by_worker: dict[int, list[str]] = {}
     for w, p, _ in mismatches:
@@ -337,18 +348,19 @@ def _report(server: ServerProcess, expected: Pages, mismatches, headline: str) -
                         for w, ps in sorted(by_worker.items()))
     return (f"{headline}\nmismatching pages: {summary}\n"
             f"first mismatch, worker {worker} (port {server.ports[worker]}):\n"
-            f"{_diff(path, expected[path], got)}\n{server.log_tail()}")
+            f"{_diff(path, expected[path], got)}" + (f"\n{server.log_tail(log_lines)}" if log_lines else ""))
 
 
 def assert_serves_now(server: ServerProcess, expected: Pages, paths: Iterable[str] | None = None, *,
                       headers: Mapping[str, str] | None = None,
                       normalize: Normalize | None = normalize_default, what: str = "the expected pages",
-                      ) -> None:
+                      log_lines: int = LOG_TAIL_LINES) -> None:
     """One sweep: every worker serves ``expected`` right now (no polling)."""
     paths = list(paths if paths is not None else expected)
     mismatches = _mismatches(server, expected, paths, headers, normalize)
     if mismatches:
-        raise AssertionError(_report(server, expected, mismatches, f"{server.name} does not serve {what}"))
+        raise AssertionError(_report(server, expected, mismatches, f"{server.name} does not serve {what}",
+                                     log_lines))
 
 
 def assert_serves(server: ServerProcess, expected: Pages, paths: Iterable[str] | None = None, *,
