@@ -138,9 +138,11 @@ def test_hup_replaces_every_worker_on_the_same_ports(master):
     before = [try_pid(server.port), try_pid(server.port + 1)]
     server.signal(signal.SIGHUP)
     server.wait_log(r"generation 1 serving: 2 workers replaced")
+    # The predecessors get their stop now; until each has read it, it may still accept one more
+    # connection on the shared socket, so look at who answers once they are gone.
+    wait_until(lambda: all(process_gone(pid) for pid in before), what="the old workers to exit")
     after = [try_pid(server.port), try_pid(server.port + 1)]
     assert all(after) and not set(before) & set(after)
-    wait_until(lambda: all(process_gone(pid) for pid in before), what="the old workers to exit")
 
 
 def test_ttin_adds_and_ttou_removes_a_worker(master):
