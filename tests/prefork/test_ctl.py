@@ -164,14 +164,14 @@ def run_master_cli(tmp_path: Path, *args: str, timeout: float = 20.0) -> subproc
 @pytest.mark.parametrize("kind", ["file", "directory"])
 def test_a_taken_control_socket_path_stops_the_cli_with_one_line(tmp_path: Path, kind: str) -> None:
     # Used to escape as a CtlError traceback from Server.start(); now the CLI's one-line report.
-    from tests.prefork.prefork_testutil import port_block
+    from tests.integration.conftest import free_ports
 
     taken = tmp_path / "app.pid.ctl"
     if kind == "file":
         taken.write_text("precious")
     else:
         taken.mkdir()
-    result = run_master_cli(tmp_path, "--workers", "1", "--host", "127.0.0.1", "--port", str(port_block(1)),
+    result = run_master_cli(tmp_path, "--workers", "1", "--host", "127.0.0.1", "--port", str(free_ports(1)),
                             "--pid", str(tmp_path / "app.pid"))
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr

@@ -18,7 +18,8 @@ import pytest
 
 from prefork.ctl import call, socket_path
 from prefork.upstream import ports_in
-from tests.prefork.prefork_testutil import ROOT, port_block, wait_until
+from tests.integration.conftest import free_ports  # below the ephemeral range: no client takes them
+from tests.prefork.prefork_testutil import ROOT, wait_until
 
 
 def children(pid: int) -> list[tuple[int, str]]:
@@ -68,15 +69,18 @@ def cli_master(tmp_path: Path):
 
 
 def test_a_reload_command_that_sleeps_30_s_never_blocks_the_master(cli_master, tmp_path: Path) -> None:
-    port = port_block(2)
+    port = free_ports(2)
     upstream = tmp_path / "upstream.conf"
     master = cli_master("--workers", "2", "--host", "127.0.0.1", "--port", str(port),
                         "--pid", str(tmp_path / "app.pid"), "--upstream", str(upstream),
                         "--upstream-reload", "sleep 30")
     ctl = socket_path(tmp_path / "app.pid")
     # (30 s: the old master sat in a 10 s subprocess.run per change before writing the next list)
-    wait_until(lambda: upstream.exists() and ports_in(upstream.read_text()) == {port, port + 1}, timeout=30,
-               what="both ports in the upstream file")
+    def listed() -> bool:
+        assert master.poll() is None, (tmp_path / "master.log").read_text()
+        return upstream.exists() and ports_in(upstream.read_text()) == {port, port + 1}
+
+    wait_until(listed, timeout=30, what="both ports in the upstream file")
     start = time.monotonic()
     workers = call(ctl, "status", timeout=5)["workers"]
     assert time.monotonic() - start < 1.0
