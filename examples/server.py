@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     project = Project.from_file(args.project)
-    project.load()
-    from worker_commands import CatalogCommands  # next to project.py; its root is on sys.path now
+    sys.path.insert(0, project.root)  # worker_commands.py lives next to project.py
+    from worker_commands import CatalogCommands
 
     server = ProjectrServer(project=project, app="myproject.app:application",
                             workers=args.workers, host=args.host, port=args.port,

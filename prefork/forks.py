@@ -153,6 +153,42 @@ def _wait_until_orphaned(parent: int) -> None:
         os.sched_yield()
 
 
+def close_inherited(keep: Iterable[int]) -> None:
+    """Close every fd of this new process except ``keep``, stdio and the logging handlers' files.
+
+    Runs in the base, right after it is forked from the master: whatever the master holds (the
+    selector, the watcher's fds, listening sockets, worker channels, the pid file lock) must not
+    live on in the base, its generations and their workers. The Python objects that wrapped
+    those fds stay referenced by the server object and are never used or collected here.
+    """
+    keep = {0, 1, 2, *keep, *_logging_fds()}
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _max_fd())
+
+
+def _logging_fds() -> set[int]:
+    """File descriptors of the streams logging handlers write to (kept open in the base)."""
+    fds = set()
+    for handler in list(logging.getLogger().handlers) + [h for lg in logging.Logger.manager.loggerDict.values()
+                                                         for h in getattr(lg, "handlers", [])]:
+        stream = getattr(handler, "stream", None)
+        try:
+            fds.add(stream.fileno())  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - no stream, or not a file: nothing to keep
+            continue
+    return fds
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536
+
+
 def close_fds(fds: Iterable[int]) -> None:
     """Close each fd, ignoring those already closed (in a new child, on its parent's fds)."""
     for fd in set(fds):

@@ -11,6 +11,7 @@ each worker is double-forked from here, so it starts from exactly this generatio
 from __future__ import annotations
 
 import builtins
+import contextlib
 import faulthandler
 import gc
 import importlib
@@ -24,7 +25,7 @@ import types
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 from prefork import forks, stdio
 from prefork.apps import resolve_app
@@ -40,6 +41,7 @@ class Recorder:
     edges: dict[str, set[str]] = field(default_factory=dict)  # imported module -> its importers
     opened: set[str] = field(default_factory=set)
     active: bool = False
+    _project: dict[str, bool] = field(default_factory=dict)  # module name -> is a project module
 
     def audit(self, event: str, args: tuple[Any, ...]) -> None:
         """sys.addaudithook callback: remember non-Python files under the root that get opened."""
@@ -51,27 +53,72 @@ class Recorder:
             if path.startswith(self.root + os.sep):
                 self.opened.add(path)
 
-    def wrap_import(self, real: Callable[..., Any]) -> Callable[..., Any]:
-        """A ``builtins.__import__`` that records which project module imported which."""
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """Record imports and opened files while the block runs (import statements and import_module)."""
+        from importlib import _bootstrap
+
+        real_import, real_gcd = builtins.__import__, _bootstrap._gcd_import
+        builtins.__import__ = self._wrap_import(real_import)
+        _bootstrap._gcd_import = self._wrap_gcd(real_gcd)  # what importlib.import_module calls
+        self.active = True
+        try:
+            yield
+        finally:
+            self.active = False
+            builtins.__import__, _bootstrap._gcd_import = real_import, real_gcd
+
+    def _wrap_import(self, real: Callable[..., Any]) -> Callable[..., Any]:
         def recording_import(name: str, globals: Any = None, locals: Any = None,
                              fromlist: Any = (), level: int = 0) -> Any:
             module = real(name, globals, locals, fromlist, level)
-            if self.active and globals:
-                self._record(globals.get("__name__"), globals.get("__package__"), name, fromlist, level)
+            if globals:
+                package = globals.get("__package__")
+                try:
+                    target = importlib.util.resolve_name("." * level + name, package) if level else name
+                except (ImportError, ValueError):
+                    return module
+                self._record(globals.get("__name__"), target, fromlist)
             return module
         return recording_import
 
-    def _record(self, importer: Any, package: Any, name: str, fromlist: Any, level: int) -> None:
+    def _wrap_gcd(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        def recording_gcd(name: str, package: Any = None, level: int = 0) -> Any:
+            module = real(name, package, level)
+            self._record(_calling_module(), module.__name__, ())
+            return module
+        return recording_gcd
+
+    def _record(self, importer: Any, target: str, fromlist: Any) -> None:
+        """``importer`` imported ``target`` (and its parents, and the submodules in ``fromlist``)."""
         if not isinstance(importer, str):
             return
-        try:
-            target = importlib.util.resolve_name("." * level + name, package) if level else name
-        except (ImportError, ValueError):
-            return
-        names = [target] + [f"{target}.{item}" for item in (fromlist or ()) if isinstance(item, str)]
+        parts = target.split(".")
+        names = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        names += [f"{target}.{item}" for item in (fromlist or ()) if isinstance(item, str)]
         for imported in names:
-            if imported != importer and imported in sys.modules:
+            if imported != importer and self._is_project(imported):
                 self.edges.setdefault(imported, set()).add(importer)
+
+    def _is_project(self, name: str) -> bool:
+        known = self._project.get(name)
+        if known is None:
+            module = sys.modules.get(name)
+            if module is None:
+                return False  # not imported (yet): asked again next time
+            known = self._project[name] = _is_project_module(module, self.root)
+        return known
+
+
+def _calling_module() -> str | None:
+    """The module whose code called importlib.import_module (skipping the import machinery)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if not (name.startswith("importlib") or name in (__name__, "projectr.runtime", "projectr.loader")):
+            return name
+        frame = frame.f_back
+    return None
 
 
 @dataclass
@@ -111,6 +158,7 @@ def run_generation(server: Any, channel: socket.socket, dump_fd: int, request: d
 
 def _isolate(server: Any, dump_fd: int, request: dict[str, Any]) -> None:
     """Signals, parent-death signal, stdio and the stack-dump pipe of a new generation."""
+    faulthandler.unregister(signal.SIGUSR1)  # a partial generation inherits its parent's registration
     forks.ignore_terminal_signals()
     forks.die_with_parent()
     if os.getppid() != request["master_pid"]:  # the master died before we could notice it
@@ -129,19 +177,18 @@ def _import_fresh(server: Any, channel: socket.socket, request: dict[str, Any]) 
     importlib.invalidate_caches()  # the base listed folders before files were added or removed
     recorder = Recorder(root)
     sys.addaudithook(recorder.audit)
+    # What the master and the base loaded is shared by every process: keep the collector off it.
+    # The project's own objects stay collectable, which is what lets a partial reload prove that
+    # the old code became garbage (a collection then costs what the project allocated, not more).
+    gc.freeze()
     before = list(sys.modules)
     started = time.perf_counter()
-    real_import = builtins.__import__
-    builtins.__import__ = recorder.wrap_import(real_import)
-    recorder.active = True
     try:
-        app = resolve_app(request["app"])
+        with recorder.recording():
+            app = resolve_app(request["app"])
     except BaseException as exc:  # noqa: BLE001 - any failure is reported, the master keeps serving
         _report_failure(channel, exc, request)
         return None
-    finally:
-        recorder.active = False
-        builtins.__import__ = real_import
     elapsed = (time.perf_counter() - started) * 1000.0
     known = set(before)
     preload = [name for name, module in list(sys.modules.items())
@@ -184,6 +231,11 @@ def _loaded_project_files(root: str) -> list[str]:
 # partial reloads
 
 
+# Modules whose containers change with any import (not registries a module could fill twice).
+_BOOKKEEPING = frozenset({"sys", "gc", "linecache", "warnings", "typing", "abc", "_abc", "encodings",
+                          "codecs", "re", "sre_compile", "functools", "zipimport", "inspect", "dis", "tokenize"})
+
+
 class Refused(Exception):
     """A partial reload ran, but cannot be shown to equal a fresh import; the reason says why."""
 
@@ -193,17 +245,17 @@ def _apply_partial(server: Any, channel: socket.socket, request: dict[str, Any],
     """Re-execute the affected loaded modules; report ready, refused or failed."""
     from projectr.loader import Unit, execute
 
-    gc.unfreeze()  # the parent generation froze its heap; the old code must be collectable here
     started = time.perf_counter()
     names = _reload_set(request["units"], state.recorder)
     units = [Unit(path, name, is_pkg, _read(path)) for name, path, is_pkg in names]
+    state.app = None  # the parent's app object would keep the old code alive and fail the check
     try:
         app = _checked_reload(units, request["app"], state.recorder, execute)
     except Refused as exc:
         forks.send(channel, {"event": "refused", "reason": str(exc)})
         return None
     except BaseException as exc:  # noqa: BLE001 - a fresh generation will say it properly
-        forks.send(channel, {"event": "refused", "reason": f"{type(exc).__name__}: {exc}"})
+        forks.send(channel, {"event": "refused", "reason": f"{type(exc).__name__}: {exc}", "error": True})
         return None
     elapsed = (time.perf_counter() - started) * 1000.0
     forks.send(channel, {"event": "ready", "ms": elapsed, "modules": [n for n, _, _ in names],
@@ -213,21 +265,20 @@ def _apply_partial(server: Any, channel: socket.socket, request: dict[str, Any],
 
 
 def _reload_set(units: list[list[Any]], recorder: Recorder) -> list[tuple[str, str, bool]]:
-    """The master's affected modules plus their run-time importers, limited to what is imported here.
-
-    Kept in ``sys.modules`` order, which is the order a fresh import started them in.
-    """
-    wanted = {name: (path, is_pkg) for name, path, is_pkg in units}
+    """The master's affected modules plus their run-time importers, limited to what is imported here."""
+    wanted = {name: (path, is_pkg) for name, path, is_pkg in units if name in sys.modules}
+    given = list(wanted)  # the master's load order; importers found at run time follow
     todo = list(wanted)
     while todo:
         name = todo.pop()
         for importer in recorder.edges.get(name, ()):
             module = sys.modules.get(importer)
             path = getattr(module, "__file__", None)
-            if importer not in wanted and path and path.endswith(".py"):
+            if importer not in wanted and path and path.endswith(".py") and recorder._is_project(importer):
                 wanted[importer] = (os.path.abspath(path), os.path.basename(path) == "__init__.py")
                 todo.append(importer)
-    return [(name, *wanted[name]) for name in list(sys.modules) if name in wanted]
+    extra = [name for name in sys.modules if name in wanted and name not in given]
+    return [(name, *wanted[name]) for name in given + extra]
 
 
 def _read(path: str) -> bytes:
@@ -245,30 +296,51 @@ def _checked_reload(units: list[Any], app_spec: str, recorder: Recorder,
     """
     names = {unit.module for unit in units}
     old = _weak_old_objects(names)
-    sizes = _container_sizes(names)
+    containers = _containers(names)
+    _check_importers(names, recorder)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        real_import = builtins.__import__
-        builtins.__import__ = recorder.wrap_import(real_import)
-        recorder.active = True
-        try:
+        with recorder.recording():
             execute(units)
             app = resolve_app(app_spec)
-        finally:
-            recorder.active = False
-            builtins.__import__ = real_import
     if caught:
         first = caught[0]
         raise Refused(f"{os.path.basename(first.filename)}:{first.lineno}: "
                       f"{first.category.__name__}: {first.message}")
     gc.collect()
     for name, ref in old:
-        if ref() is not None:
-            raise Refused(f"{name} is still referenced from outside the reloaded modules")
-    for key, size in _container_sizes(names).items():
-        if sizes.get(key, size) != size:
-            raise Refused(f"{key[0]}.{key[1]} changed while the reloaded modules ran")
+        obj = ref()
+        if obj is not None:
+            raise Refused(f"{name} is still referenced by {_holder(obj)}")
+    for module, container, size in containers:
+        if len(container) != size:
+            namespace = getattr(sys.modules.get(module), "__dict__", {})
+            attr = next((k for k, v in namespace.items() if v is container), "?")
+            raise Refused(f"{module}.{attr} changed size while the reloaded modules ran")
     return app
+
+
+def _check_importers(names: set[str], recorder: Recorder) -> None:
+    """Refuse when a module outside the set imported one in it: it may keep what it read.
+
+    (Django's settings object copies the settings module's values; its app registry holds the
+    models.) The app's own module is imported by prefork, which resolves the app again.
+    """
+    allowed = names | {"prefork.apps"}
+    for name in sorted(names):
+        outside = sorted(recorder.edges.get(name, set()) - allowed)
+        if outside:
+            raise Refused(f"{name} is imported by {outside[0]}")
+
+
+def _holder(obj: Any) -> str:
+    """Name what keeps an old object alive (only on a refusal: get_referrers scans the heap)."""
+    modules = {id(vars(m)): name for name, m in list(sys.modules.items()) if m is not None}
+    for referrer in gc.get_referrers(obj):
+        if isinstance(referrer, dict) and id(referrer) in modules:
+            return f"module {modules[id(referrer)]}"
+    kinds = sorted({type(r).__name__ for r in gc.get_referrers(obj) if not isinstance(r, types.FrameType)})
+    return "objects outside the reloaded modules (" + ", ".join(kinds[:4]) + ")"
 
 
 def _weak_old_objects(names: set[str]) -> list[tuple[str, weakref.ref[Any]]]:
@@ -285,20 +357,20 @@ def _weak_old_objects(names: set[str]) -> list[tuple[str, weakref.ref[Any]]]:
     return refs
 
 
-def _container_sizes(excluded: set[str]) -> dict[tuple[str, str], int]:
-    """Size of every module-level list, dict and set of the modules outside ``excluded``."""
-    sizes = {}
+def _containers(excluded: set[str]) -> list[tuple[str, Any, int]]:
+    """Every module-level list, dict and set outside ``excluded``, with its size now."""
+    found = []
+    seen = {id(vars(builtins))}
     for name, module in list(sys.modules.items()):
-        if name in excluded or module is None:
+        namespace = getattr(module, "__dict__", None)
+        if name in excluded or namespace is None or name in _BOOKKEEPING or name.startswith("importlib"):
             continue
-        try:
-            items = list(vars(module).items())
-        except TypeError:
-            continue
-        for attr, value in items:
-            if type(value) in (list, dict, set) and not attr.startswith("__"):
-                sizes[(name, attr)] = len(value)
-    return sizes
+        for attr, value in list(namespace.items()):
+            kind = type(value)
+            if (kind is list or kind is dict or kind is set) and id(value) not in seen and "cache" not in attr.lower():
+                seen.add(id(value))
+                found.append((name, value, len(value)))
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +379,6 @@ def _container_sizes(excluded: set[str]) -> dict[tuple[str, str], int]:
 
 def _serve(server: Any, channel: socket.socket, dump_fd: int, state: GenerationState) -> None:
     """Answer the master's fork requests until it closes the channel or asks us to exit."""
-    gc.freeze()  # what is loaded now stays shared copy-on-write with every worker
     while True:
         try:
             message, fds = forks.receive(channel)

@@ -94,7 +94,7 @@ class Generations:
         if pid == 0:
             from prefork.base import run_base
 
-            forks.close_fds(self._master_fds() + [mine.fileno()])
+            forks.close_inherited([theirs.fileno()] + ([self._output_fd] if self._output_fd else []))
             run_base(self, theirs, master_pid)
         theirs.close()
         base = BaseProcess(pid, mine)
@@ -103,27 +103,6 @@ class Generations:
         self._register_channel(base, lambda: self._read_base(base))
         log.debug("base process %d started", pid)
         return base
-
-    def _master_fds(self) -> list[int]:
-        """Every fd of the master's own that a forked helper must not keep (master)."""
-        fds = [fd for fd in self._io_handlers]
-        if self._selector is not None:
-            with contextlib.suppress(Exception):
-                fds.append(self._selector.fileno())  # type: ignore[attr-defined]
-        if self._pipe is not None:
-            fds += [self._pipe.fileno(), getattr(self._pipe, "_write", -1)]
-        fds += [slot.sock.fileno() for slot in self._slots if slot.sock is not None]
-        if self._shared_sock is not None:
-            fds.append(self._shared_sock.fileno())
-        fds += [w._control.fileno() for w in self._by_pid.values() if w._control is not None]
-        fds += [w._control.fileno() for w in self._pending_forks.values() if w._control is not None]
-        fds += [g.channel.fileno() for g in self._generations.values()]
-        fds += [g.dump_fd for g in self._generations.values()]
-        ctl = getattr(self._ctl, "fileno", None)
-        if callable(ctl):
-            with contextlib.suppress(Exception):
-                fds.append(ctl())
-        return [fd for fd in fds if isinstance(fd, int) and fd > 2 and fd != self._output_fd]
 
     def _read_base(self, base: BaseProcess) -> None:
         try:
@@ -201,6 +180,8 @@ class Generations:
             self._cancel_timers(gen)
             gen.report = message
             gen.state = "ready" if event == "ready" else "failed"
+            log.debug("generation %d (%s) %s after %.1f ms (its own work: %.1f ms)", gen.number, gen.kind,
+                      event, (time.perf_counter() - gen.started) * 1000.0, message.get("ms", 0.0))
             gen.on_report(gen, message)
         elif event == "forked":
             self._fork_done(int(message["id"]), int(message["pid"]))
@@ -213,6 +194,8 @@ class Generations:
         self._cancel_timers(gen)
         self._generations.pop(gen.number, None)
         dump = self._read_dump(gen)
+        log.debug("generation %d (pid %s) gone while %s; %d bytes of stack dump", gen.number, gen.pid,
+                  gen.state, len(dump))
         with contextlib.suppress(OSError):
             os.close(gen.dump_fd)
         for request_id, worker in list(self._pending_forks.items()):

@@ -27,17 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from projectr import Project
+from projectr import LoadError, Project, changes
 
 from prefork import forks
 from prefork.discover import declare_file, is_project_file
 from prefork.server import Server, notify
+from prefork.server.failures import describe_load_error
 from prefork.server.generations import GenerationProcess, Generations
 from prefork.server.strategy import Plan, plan_reload
 
 log = logging.getLogger("prefork.reload")
 
-STARTUP_TIMEOUT = 120.0  # seconds generation 0 may take to import the app cold
+STARTUP_TIMEOUT = 120.0
+_MAX_TRIES = 4  # a reload starts over at most this often for files that change under it  # seconds generation 0 may take to import the app cold
 
 
 class AppLoadError(Exception):
@@ -99,6 +101,8 @@ class ReloadRecord:
     roll_ms: float = 0.0
     total_ms: float = 0.0
     generation: GenerationProcess | None = None
+    snapshots: dict[str, changes.Snapshot | None] = field(default_factory=dict)
+    tries: int = 1                 # generations started over because files changed meanwhile
     loaded: list[str] = field(default_factory=list)  # changed paths, for callers of the old API
 
 
@@ -146,6 +150,7 @@ class ProjectrServer(Generations, Server):
         self._unserved: set[str] = set()
         self._refused: set[str] = set()
         self._preload: list[str] = []
+        self._files: dict[str, changes.Snapshot | None] = {}  # what the serving generation was made from
         self._base = None
         self._generations: dict[int, GenerationProcess] = {}
         self._serving: GenerationProcess | None = None
@@ -165,6 +170,7 @@ class ProjectrServer(Generations, Server):
         Raises AppLoadError when the app cannot be imported: nothing serves yet to fall back on.
         """
         forks.become_subreaper()
+        self._files = _snapshots(self._project_files())
         self._start_base()
         outcome: dict[str, Any] = {}
         gen = self._request_generation("fresh", {"learn": True},
@@ -182,7 +188,8 @@ class ProjectrServer(Generations, Server):
         self._serving = self._spawn_from = gen
         self._preload = list(outcome.get("preload", ()))
         self._preload_base(self._preload)
-        log.info("generation %d imported the app in %.0f ms", gen.number, outcome.get("ms", 0.0))
+        logging.getLogger("prefork").info("generation %d imported the app in %.0f ms", gen.number,
+                                          outcome.get("ms", 0.0))
 
     # -- the watcher (master) ----------------------------------------------------------------------
 
@@ -207,6 +214,19 @@ class ProjectrServer(Generations, Server):
                 declare_file(self.project, path)  # a new module: watched from now on
             _drop_bytecode(path)
 
+    def _project_files(self) -> list[str]:
+        files = self.project.source_files + self.project.resource_files
+        if self.project.definition_file:
+            files.append(self.project.definition_file)
+        return files
+
+    def _changed_files(self) -> set[str]:
+        """Files that differ from what the serving generation was made from (a stat each) (master)."""
+        known = self._files
+        found = {path for path in known if changes.check(path, known[path])[0] and
+                 not (known[path] is None and not os.path.exists(path))}
+        return found | {path for path in self._project_files() if path not in known}
+
     # -- reloads (master) -----------------------------------------------------------------------------
 
     @property
@@ -225,22 +245,56 @@ class ProjectrServer(Generations, Server):
     def handle_reload(self, full: bool = False) -> None:
         """Plan and start a reload, or note one more after the running one (master)."""
         if self._current is not None:
-            self._again = True
-            self._again_full = self._again_full or full
+            if not self._supersede(self._current):
+                self._again = True
+                self._again_full = self._again_full or full
             return
         self.reload_count += 1
-        record = ReloadRecord(self.reload_count, time.perf_counter(), set(self._unserved), full)
+        # A signal, `prefork ctl reload` or a watcher handler of the user's says no file names: look.
+        changed = set(self._unserved) or self._changed_files()
+        record = ReloadRecord(self.reload_count, time.perf_counter(), changed, full)
+        record.snapshots = _snapshots(changed)
+        for path in changed:
+            _drop_bytecode(path)
         self._current = record
         notify("RELOADING=1")
         self._call_hook("on_reload")
         try:
             self._begin(record)
+        except LoadError as exc:  # the definition file is broken: say where
+            self._failed(record, describe_load_error(exc))
         except Exception as exc:  # noqa: BLE001 - a bug here must not leave the reload running for ever
             log.exception("reload #%d could not start", record.number)
             self._failed(record, {"error": f"{type(exc).__name__}: {exc}"})
 
+    def _supersede(self, record: ReloadRecord) -> bool:
+        """Files changed while a new generation imports: kill it and start over with every change.
+
+        Its verdict would be stale anyway; and the save that fixes an endless loop at import
+        must not wait for ``reload_timeout``. Not once workers are being replaced. (master)
+        """
+        booting = [g for g in self._generations.values() if g.state == "booting"]
+        if not booting or record.tries >= _MAX_TRIES:
+            return False
+        now = self._unserved | self._changed_files()
+        moved = {path for path in now if path not in record.snapshots or
+                 changes.check(path, record.snapshots[path])[0]}
+        if not moved:
+            return False
+        for gen in booting:
+            self._retire_generation(gen)
+        record.tries += 1
+        record.changed |= moved
+        record.snapshots.update(_snapshots(moved))
+        log.debug("reload #%d: files changed while generation %s imported; starting over",
+                  record.number, ", ".join(str(g.number) for g in booting))
+        self._guarded(lambda: self._begin(record), f"reload #{record.number}")
+        return True
+
     def _begin(self, record: ReloadRecord) -> None:
         serving = self._serving
+        if self.project.definition_file in record.changed:
+            self.project._reread_definition_if_changed()  # a LoadError fails this reload
         if record.full:
             self._stop_base()
             self._start_base()
@@ -277,8 +331,12 @@ class ProjectrServer(Generations, Server):
             self._roll_from(record, gen)
             return
         self._retire_generation(gen)
-        record.reason = f"partial refused: {report.get('reason') or report.get('error')}"
-        self._refused.update(p for p in record.changed if p.endswith(".py"))
+        if report.get("event") == "failed":  # it died or hung: a fresh import would do the same
+            self._failed(record, report)
+            return
+        record.reason = f"partial refused: {report.get('reason')}"
+        if not report.get("error"):  # unsafe by construction: do not try again for these files
+            self._refused.update(p for p in record.changed if p.endswith(".py"))
         log.debug("reload #%d: %s; importing afresh", record.number, record.reason)
         self._fresh(record)
 
@@ -318,6 +376,7 @@ class ProjectrServer(Generations, Server):
             if old is not gen:
                 self._retire_generation(old)
             self._unserved -= record.changed
+            self._files.update(record.snapshots)
             self._succeeded(record, info)
             return
         self._spawn_from = self._serving
@@ -396,6 +455,17 @@ class ProjectrServer(Generations, Server):
             self._unregister_channel(gen)
         self._stop_base()
         super()._cleanup()
+
+
+def _snapshots(paths: Iterable[str]) -> dict[str, changes.Snapshot | None]:
+    """What each file holds now (None: it does not exist) (master)."""
+    taken: dict[str, changes.Snapshot | None] = {}
+    for path in paths:
+        try:
+            taken[path] = changes.read(path)[1]
+        except OSError:
+            taken[path] = None
+    return taken
 
 
 def _drop_bytecode(path: str) -> None:

@@ -28,8 +28,8 @@ PYTHON = sys.executable
 DEADLINE = 15.0  # seconds; only matters when something is broken
 
 # The reload log formats (docs/integration.md shows examples; test_readme_idiom checks them).
-SUCCESS_LINE = re.compile(r"^reload #\d+: \d+ modules? \([\w., ]+\) in [\d.]+ ms; \d+ workers? replaced "
-                          r"in \d+ ms \((?:(?:\d )?trials? [\d.]+ ms|no trial); generation \d+\)$")
+SUCCESS_LINE = re.compile(r"^reload #\d+: (?:\d+ modules? \([\w., ]+\)|fresh generation \(.+\)|"
+                          r"workers respawned \(.+\)) in \d+ ms; \d+ workers? replaced \(generation \d+\)$")
 FAILURE_HEAD = re.compile(r"^reload #\d+ failed: \S+\.py:\d+: (\w+Error: .+|hung: the import did not "
                           r"finish within \d+ s and was (killed|interrupted))$")
 STILL_SERVING = "  still serving generation {}; the changes stay pending: save a fix to retry them all"
@@ -285,10 +285,22 @@ def rewrite(path: Path, old: str, new: str) -> None:
     save(path, text.replace(old, new, 1))
 
 
-def trial_child(master_pid: int, workers: set[int]) -> int | None:
-    """The pid of a child of the master that is not one of ``workers`` (Linux /proc), or None."""
+def new_generation(master_pid: int, above: int = 0) -> int | None:
+    """The pid of a generation process numbered above ``above`` (a child of the master), or None.
+
+    Generations are adopted by the master and titled ``prefork generation N`` (setproctitle).
+    """
     children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-    return next((int(pid) for pid in children if int(pid) not in workers), None)
+    found = None
+    for pid in children:
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        match = re.match(r"prefork generation (\d+)", title)
+        if match and int(match.group(1)) > above:
+            found = int(pid)
+    return found
 
 
 def process_state(pid: int) -> str:

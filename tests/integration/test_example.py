@@ -12,8 +12,8 @@ import signal
 import subprocess
 import threading
 
-from conftest import (FAILURE_HEAD, PYTHON, STILL_SERVING, SUCCESS_LINE, http_get, rewrite, save,
-                      status, trial_child, wait_for)
+from conftest import (FAILURE_HEAD, PYTHON, STILL_SERVING, SUCCESS_LINE, http_get, new_generation, rewrite,
+                      save, status, wait_for)
 
 VERSION_FILE = "myproject/version.py"
 
@@ -39,8 +39,8 @@ def test_edit_leaf_module_is_served_by_every_worker(launcher, project_copy):
     after = server.wait_all(lambda s: s["version"] == "2.0", "every worker on version 2.0")
     assert all(s["generation"] == 1 for s in after)
     assert before.isdisjoint(s["pid"] for s in after)
-    server.wait_log(r"reload #1: \d+ modules \(myproject\.version, [^)]*\) in [\d.]+ ms; "
-                    r"2 workers replaced in \d+ ms")
+    server.wait_log(r"reload #1: \d+ modules \(myproject\.version, [^)]*\) in \d+ ms; "
+                    r"2 workers replaced \(generation 1\)")
     assert SUCCESS_LINE.match(server.messages()[0]), server.messages()
 
 
@@ -108,11 +108,12 @@ def test_bad_edits_keep_old_code_serving_and_recover(launcher, project_copy):
     assert len(blocks) == 3 and all(FAILURE_HEAD.match(b[0]) and b[-1] == STILL_SERVING.format(n)
                                     for n, b in enumerate(blocks)), blocks
     failure = re.search(r"reload #3 failed: .*\n((?:  .*\n)+)", server.log()).group(0)
-    assert failure.splitlines()[1:] == [  # one readable block: the user's frame, the line, the state
+    assert failure.splitlines()[-3:] == [  # one readable block: the import chain ends at the user's line
         f'    File "{project_copy / VERSION_FILE}", line 2, in <module>',
         "      VERSION = VERSIN",
         "  still serving generation 1; the changes stay pending: save a fix to retry them all",
     ]
+    assert "/prefork/" not in failure and "/projectr/" not in failure and "importlib" not in failure
 
 
 def test_failed_reload_keeps_changes_pending_until_fixed(launcher, project_copy):
@@ -133,8 +134,8 @@ def test_endless_loop_at_import_is_abandoned_and_master_answers(launcher, projec
     server = launcher.example(project_copy, reload_timeout=2.0)
     pids = {s["pid"] for s in server.statuses()}
     save(project_copy / VERSION_FILE, 'VERSION = "2.0"\nwhile True:\n    pass\n')
-    wait_for(lambda: trial_child(server.proc.pid, pids), what="the trial child to start")
-    # While the trial spins, the master still answers prefork ctl and signals, the old workers serve.
+    wait_for(lambda: new_generation(server.proc.pid), what="the new generation to start")
+    # While the import spins, the master still answers prefork ctl and signals, the old workers serve.
     result = subprocess.run([PYTHON, "-m", "prefork", "ctl", "--pid", str(server.pid_file), "status"],
                             capture_output=True, text=True, timeout=10)
     assert result.returncode == 0, result.stderr
@@ -158,7 +159,7 @@ def test_sighup_replaces_every_worker_without_changes(launcher, project_copy):
     server.signal(signal.SIGHUP)
     after = server.wait_all(lambda s: s["generation"] == 1, "generation 1 after SIGHUP")
     assert before.isdisjoint(s["pid"] for s in after)
-    server.wait_log(r"reload #1: 0 modules in [\d.]+ ms; 2 workers replaced")
+    server.wait_log(r"reload #1: fresh generation \(reload requested\) in \d+ ms; 2 workers replaced")
 
 
 def test_rapid_same_size_edits_end_on_the_last(launcher, project_copy):
@@ -168,9 +169,10 @@ def test_rapid_same_size_edits_end_on_the_last(launcher, project_copy):
         path.write_text(f'VERSION = "1.{digit}"\n')  # in place: same size, same mtime tick
     server.wait_all(lambda s: s["version"] == "1.9", "every worker on the last edit")
     server.wait_log(r"reload #\d+: ")
-    # Coalesced: far fewer reloads than edits, and the last one serves 1.9 for good.
+    # Coalesced: a burst within the watcher's window is one batch, then at most one reload runs and
+    # one more follows it (each edit is one write: at most the first edit races the window).
     reloads = len(re.findall(r"reload #\d+: ", server.log()))
-    assert 1 <= reloads <= 9
+    assert 1 <= reloads <= 3, server.log()
     assert all(s["version"] == "1.9" for s in server.statuses())
 
 
@@ -183,7 +185,8 @@ def test_resource_change_reforks_workers_without_reloading_modules(launcher, pro
     wait_for(lambda: all("Answered by worker" in http_get(p, "/")[1].decode() for p in server.ports),
              what="the new template on every worker")
     assert before.isdisjoint(s["pid"] for s in server.statuses())
-    server.wait_log(r"reload #1: 0 modules \+ 1 resource \(myproject/templates/page\.html\) in")
+    server.wait_log(r"reload #1: workers respawned \(myproject/templates/page\.html: only files read at "
+                    r"request time changed\) in \d+ ms")
 
 
 def test_worker_command_and_ctl_status(launcher, project_copy):
@@ -274,8 +277,8 @@ def test_saving_a_fix_during_a_hang_applies_it_at_once(launcher, project_copy):
     server = launcher.example(project_copy, reload_timeout=60.0)
     pids = {s["pid"] for s in server.statuses()}
     save(project_copy / VERSION_FILE, 'VERSION = "2.0"\nwhile True:\n    pass\n')
-    wait_for(lambda: trial_child(server.proc.pid, pids), what="the trial child to start")
+    wait_for(lambda: new_generation(server.proc.pid), what="the new generation to start")
     save(project_copy / VERSION_FILE, 'VERSION = "fixed"\n')
     server.wait_all(lambda s: s["version"] == "fixed", "the fix served while the timeout is far off")
-    server.wait_log(r"reload #1: .*\(2 trials [\d.]+ ms; generation 1\)")
+    server.wait_log(r"reload #1: .* in \d+ ms; 2 workers replaced \(generation 1\)")
     assert "failed" not in server.log()

@@ -13,8 +13,7 @@ from prefork import cli
 from prefork.apps import resolve_app
 from prefork.discover import discover_project
 from prefork.server.failures import describe_load_error, parse_stack_dump, user_frames_of_dump
-from prefork.server.projectr import ProjectrServer, ReloadRecord, describe_loaded, resolve_project
-from prefork.server.trial import last_json_line
+from prefork.server.projectr import ProjectrServer, ReloadRecord, module_names, resolve_project
 
 DUMP = '''\
 Current thread 0x00007f (most recent call first):
@@ -28,12 +27,6 @@ def test_parse_stack_dump_prefers_the_innermost_project_frame():
     assert parse_stack_dump(DUMP, ["/site/pkg/settings.py"]) == ("/site/pkg/settings.py", 4)
     assert parse_stack_dump(DUMP, []) == ("/usr/lib/python3.11/time.py", 3)
     assert parse_stack_dump("garbage", []) == (None, None)
-
-
-def testlast_json_line_skips_dump_text_and_bad_json():
-    text = 'Thread 0x1:\n{"ok": true, "n": 1}\n  File "x", line 1 in y\n{broken\n'
-    assert last_json_line(text) == {"ok": True, "n": 1}
-    assert last_json_line("nothing here") is None
 
 
 @pytest.fixture
@@ -84,11 +77,11 @@ def test_resolve_app_reads_the_reloaded_module(small_project):
         resolve_app("unitpkg.leaf:VALUE")
 
 
-def test_describe_loaded_names_modules_and_resources(small_project):
-    loaded = small_project.load()
-    text = describe_loaded(small_project, loaded)
-    assert text == "3 modules (unitpkg, unitpkg.leaf, unitpkg.top) + 1 resource (unitpkg/page.html)"
-    assert describe_loaded(small_project, []) == "0 modules"
+def test_module_names_names_modules_and_keeps_resource_paths(small_project):
+    root = Path(small_project.root)
+    paths = [str(root / "unitpkg" / "__init__.py"), str(root / "unitpkg" / "leaf.py"),
+             str(root / "unitpkg" / "page.html"), "/elsewhere/x.py"]
+    assert module_names(small_project, paths) == ["unitpkg", "unitpkg.leaf", "unitpkg/page.html", "/elsewhere/x.py"]
 
 
 def test_describe_load_error_gives_file_line_error_and_short_traceback(small_project):
@@ -103,18 +96,26 @@ def test_describe_load_error_gives_file_line_error_and_short_traceback(small_pro
     assert "leaf.py\", line 2" in report["traceback"] and "/projectr/" not in report["traceback"]
 
 
-def test_discover_project_declares_the_apps_local_modules(tmp_path, monkeypatch):
-    (tmp_path / "discpkg").mkdir()
+def test_discover_project_declares_every_source_file_under_the_root(tmp_path):
+    (tmp_path / "discpkg" / "templates").mkdir(parents=True)
     (tmp_path / "discpkg" / "__init__.py").write_text("")
     (tmp_path / "discpkg" / "util.py").write_text("import json\nX = 1\n")
+    (tmp_path / "discpkg" / "templates" / "page.html").write_text("<p>")
     (tmp_path / "discapp.py").write_text("from discpkg import util\napp = lambda e, s: [b'']\n")
-    monkeypatch.chdir(tmp_path)
-    project = discover_project("discapp:app")
-    assert "discapp" not in sys.modules  # imported in a throwaway child only
+    (tmp_path / "lazy.py").write_text("Y = 2\n")  # imported by nobody at start: watched all the same
+    for skipped in (".venv/lib", "node_modules/x", "build", "discpkg/__pycache__", "my-tool"):
+        (tmp_path / skipped).mkdir(parents=True, exist_ok=True)
+        (tmp_path / skipped / "skip.py").write_text("")
+    (tmp_path / "venv2").mkdir()
+    (tmp_path / "venv2" / "pyvenv.cfg").write_text("")
+    (tmp_path / "venv2" / "v.py").write_text("")
+    project = discover_project("discapp:app", tmp_path)
+    assert "discapp" not in sys.modules  # nothing is imported to find the files
     names = sorted(os.path.relpath(p, tmp_path) for p in project.source_files)
-    assert names == ["discapp.py", "discpkg/__init__.py", "discpkg/util.py"]
-    with pytest.raises(ImportError, match="No module named 'nothere'"):
-        discover_project("nothere:app")
+    assert names == ["discapp.py", "discpkg/__init__.py", "discpkg/util.py", "lazy.py"]
+    resources = sorted(os.path.relpath(p, tmp_path) for p in project.resource_files)
+    assert "discpkg/templates/page.html" in resources
+    assert not any(r.startswith((".venv", "node_modules", "build", "venv2")) for r in resources)
 
 
 def test_projectr_server_adds_the_environment_mixin(small_project):
@@ -136,8 +137,9 @@ def test_projectr_server_adds_the_environment_mixin(small_project):
     (["a:b", "--bind", "[::1]:9001"], dict(host="::1", port=9001)),
     (["a:b", "-p", "7000", "--host", "localhost", "--threads", "8"], dict(host="localhost", port=7000, threads=8)),
     (["a:b", "--project", "p.py", "--reload", "--reload-timeout", "2.5"],
-     dict(project="p.py", reload=True, reload_timeout=2.5, no_trial=False)),
-    (["a:b", "--reload", "--no-trial"], dict(reload=True, no_trial=True)),
+     dict(project="p.py", reload=True, reload_timeout=2.5, no_partial=False)),
+    (["a:b", "--reload", "--no-partial"], dict(reload=True, no_partial=True)),
+    (["a:b", "--reload", "--no-trial"], dict(reload=True)),  # accepted for old scripts
     (["a:b", "--log-level", "debug", "--timeout", "3", "--graceful-timeout", "9"],
      dict(log_level="DEBUG", timeout=3.0, graceful_timeout=9.0)),
 ])
@@ -172,11 +174,15 @@ def testuser_frames_of_dump_stop_at_the_loader(tmp_path):
 
 
 def test_a_bug_in_a_reload_step_fails_that_reload_only(small_project, caplog):
-
     server = ProjectrServer(project=small_project, app="unitpkg.top:app")
-    server._current = ReloadRecord(number=4, requested=0.0)
+    server.reload_count = 3
+
+    def broken(record):
+        raise ZeroDivisionError("division by zero")
+
+    server._begin = broken
     with caplog.at_level("INFO", logger="prefork.reload"):
-        server._safely(lambda: 1 / 0)
+        server.handle_reload()
     assert not server.reloading  # the next reload request starts a new reload
     assert "reload #4 failed: ?: ZeroDivisionError: division by zero" in caplog.text
     assert "still serving generation 0" in caplog.text
