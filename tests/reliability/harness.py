@@ -99,12 +99,13 @@ class Load:
     follows a changing worker count).
 
     A dropped request (the connection closed or reset without an answer) is a failure when the
-    server had accepted it: its TCP acknowledged the request's bytes, so the server took the
-    request in and then dropped it. Only when the server had closed a reused keep-alive connection
-    before the request reached it (nothing acknowledged: the race every HTTP client meets when a
-    server closes idle connections) does the client retry, once, on a fresh connection, as browsers
-    and nginx do. Those first attempts are kept apart in ``retried`` (counted by ``retries``), never
-    in ``requests``; a retry that fails too is a failure. ``retry=False`` makes every drop a failure.
+    server had accepted it: it read the request, then hung up (see ``_server_took_it`` for how TCP
+    tells). Only when the server closed a reused keep-alive connection without having read the
+    request (it had closed it as idle before the request came, or closed it with the request still
+    unread: the race every HTTP client meets when a server closes idle connections) does the client
+    retry, once, on a fresh connection, as browsers and nginx do. Those first attempts are kept
+    apart in ``retried`` (counted by ``retries``), never in ``requests``; a retry that fails too is
+    a failure, and so is any drop on a fresh connection. ``retry=False`` makes every drop a failure.
     """
 
     def __init__(self, ports: list[int] | Callable[[], list[int]], clients: int = 8,
@@ -234,16 +235,22 @@ class Load:
 
 
 def _server_took_it(exc: BaseException, before: int | None, after: int | None) -> bool:
-    """True unless the drop shows the request never reached the server.
+    """True when the drop shows the server had read the request before it hung up.
 
-    A server that closed an idle connection before the request arrived sent its FIN first: the
-    client reads end-of-file (or EPIPE on a later send), and the server's TCP never acknowledged the
-    request (it answered it with a reset). A server that took the request in has acknowledged it,
-    or, when it closed with the request unread in its buffer, reset the connection without a FIN
-    (ECONNRESET at the client). Unknown counts as taken: a drop is a failure unless shown harmless.
+    How a connection ends tells (Linux, and any TCP that resets on unread data):
+
+    - the server read the request, then closed (a bug, or a worker killed mid-request): its TCP
+      acknowledged the bytes, and the close sent a FIN: end-of-file with the request acknowledged;
+    - the server closed an idle connection before the request arrived: a FIN first, and the request
+      was answered with a reset, never acknowledged: end-of-file (or EPIPE) without acknowledgement;
+    - the server closed with the request still unread in its socket (the moment between "idle?" and
+      close() that no server closing idle connections can avoid): a reset without a FIN, ECONNRESET.
+
+    Only the first is the server's failure; the others are the race HTTP clients retry. Unknown
+    (no TCP_INFO) counts as read: a drop is a failure unless shown harmless.
     """
     if isinstance(exc, ConnectionResetError) and not isinstance(exc, http.client.RemoteDisconnected):
-        return True  # (RemoteDisconnected, end-of-file, is a ConnectionResetError too)
+        return False  # reset, not end-of-file (RemoteDisconnected is a ConnectionResetError too)
     return before is None or after is None or after > before
 
 
