@@ -46,16 +46,35 @@ def discover_project(app_spec: str, root: str | os.PathLike[str] | None = None) 
     """A Project of every source file under ``root`` (default: the working directory)."""
     base = os.path.realpath(root or os.getcwd())
     project = Project(f"prefork:{app_spec}", root=base)
-    for folder, dirs, files in os.walk(base):
-        dirs[:] = sorted(d for d in dirs if not _skipped(d) and not _is_virtualenv(os.path.join(folder, d)))
-        rel = os.path.relpath(folder, base)
-        for name in sorted(files):
-            if name.endswith(".py"):
+    for folder in _folders(base):
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py") and os.path.isfile(os.path.join(folder, name)):
                 declare_file(project, os.path.join(folder, name))
-        with _in_folder(project, rel):
-            for suffix in RESOURCE_SUFFIXES + (".py",):  # .py: new modules are seen too
-                project.resource(f"*{suffix}")
+    watch_tree(project)
     return project
+
+
+def watch_tree(project: Project) -> None:
+    """Watch templates, configuration and new modules in every folder under the project's root.
+
+    A definition file only adds precision: templates (Django's and Jinja's folders included) and
+    modules it does not list are still watched, so what is served never depends on the list.
+    """
+    known = set(project.resource_patterns)
+    for folder in _folders(project.root):
+        with _in_folder(project, os.path.relpath(folder, project.root)):
+            for suffix in RESOURCE_SUFFIXES + (".py",):  # .py: new modules are seen too
+                if os.path.join(folder, f"*{suffix}") not in known:
+                    project.resource(f"*{suffix}")
+
+
+def _folders(root: str) -> list[str]:
+    """``root`` and every folder below it that can hold the project's own files."""
+    found = []
+    for folder, dirs, _files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not _skipped(d) and not _is_virtualenv(os.path.join(folder, d)))
+        found.append(folder)
+    return found
 
 
 def declare_file(project: Project, path: str) -> bool:

@@ -115,7 +115,9 @@ def _calling_module() -> str | None:
     frame = sys._getframe(2)
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
-        if not (name.startswith("importlib") or name in (__name__, "projectr.runtime", "projectr.loader")):
+        if name in (__name__, "projectr.loader"):
+            return None  # the reload itself imports its modules: nobody's dependency
+        if not (name.startswith("importlib") or name == "projectr.runtime"):
             return name
         frame = frame.f_back
     return None
@@ -141,7 +143,10 @@ def run_generation(server: Any, channel: socket.socket, dump_fd: int, request: d
     try:
         _isolate(server, dump_fd, request)
         forks.send(channel, {"event": "started", "pid": os.getpid()})
-        if state is None:
+        if request.get("probe"):
+            _probe(channel, request)
+            state = None  # a probe serves nothing
+        elif state is None:
             state = _import_fresh(server, channel, request)
         else:
             state = _apply_partial(server, channel, request, state)
@@ -225,6 +230,22 @@ def _loaded_project_files(root: str) -> list[str]:
         if path and path.endswith(".py") and is_project_file(os.path.abspath(path), root):
             files.append(os.path.abspath(path))
     return files
+
+
+def _probe(channel: socket.socket, request: dict[str, Any]) -> None:
+    """Import what the workers would import on their first request; report, then exit.
+
+    Runs in a throwaway copy of the serving generation, so that a bad save in a module the
+    framework imports lazily (Django's views and URLconfs) fails here, not in every new worker.
+    """
+    started = time.perf_counter()
+    try:
+        for name in request["probe"]:
+            importlib.import_module(name)
+    except BaseException as exc:  # noqa: BLE001 - reported to the master; the old workers serve on
+        _report_failure(channel, exc, request)
+        return
+    forks.send(channel, {"event": "ready", "ms": (time.perf_counter() - started) * 1000.0})
 
 
 # ---------------------------------------------------------------------------------------------

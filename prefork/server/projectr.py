@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 from projectr import LoadError, Project, changes
 
 from prefork import forks
-from prefork.discover import declare_file, is_project_file
+from prefork.discover import declare_file, is_project_file, watch_tree
 from prefork.server import Server, notify
 from prefork.server.failures import describe_load_error
 from prefork.server.generations import GenerationProcess, Generations
@@ -139,6 +139,7 @@ class ProjectrServer(Generations, Server):
             spec = f"{getattr(app, '__module__', '')}:{getattr(app, '__qualname__', '')}"
             self.app_spec = spec
         self.project = resolve_project(project)
+        watch_tree(self.project)
         self.reload_timeout = reload_timeout
         self.partial = partial
         self.reload_count = 0
@@ -295,6 +296,7 @@ class ProjectrServer(Generations, Server):
         serving = self._serving
         if self.project.definition_file in record.changed:
             self.project._reread_definition_if_changed()  # a LoadError fails this reload
+            watch_tree(self.project)
         if record.full:
             self._stop_base()
             self._start_base()
@@ -310,7 +312,12 @@ class ProjectrServer(Generations, Server):
                 plan = Plan("fresh", "partial reloads are off")
         record.plan, record.reason = plan, plan.reason
         log.debug("reload #%d: %s (%s)", record.number, plan.kind, plan.reason or "affected modules loaded")
-        if plan.kind == "respawn":
+        if plan.kind == "respawn" and plan.modules and serving is not None:
+            record.strategy = "respawn"
+            names = module_names(self.project, plan.modules)
+            self._request_generation("partial", {"probe": names},
+                                     lambda gen, report: self._probe_reported(record, gen, report))
+        elif plan.kind == "respawn":
             record.strategy = "respawn"
             self._roll_from(record, serving)
         elif plan.kind == "partial":
@@ -323,6 +330,14 @@ class ProjectrServer(Generations, Server):
 
     def _fresh(self, record: ReloadRecord) -> None:
         self._request_generation("fresh", {}, lambda gen, report: self._fresh_reported(record, gen, report))
+
+    def _probe_reported(self, record: ReloadRecord, gen: GenerationProcess, report: dict[str, Any]) -> None:
+        """The workers' first-request imports were tried in a throwaway copy: respawn, or fail (master)."""
+        self._retire_generation(gen)
+        if report.get("event") != "ready":
+            self._failed(record, report)
+            return
+        self._roll_from(record, self._serving)
 
     def _partial_reported(self, record: ReloadRecord, gen: GenerationProcess, report: dict[str, Any]) -> None:
         if report.get("event") == "ready":

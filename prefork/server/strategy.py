@@ -21,7 +21,8 @@ class Plan:
 
     kind: str                      # "respawn", "partial" or "fresh"
     reason: str
-    modules: tuple[str, ...] = field(default_factory=tuple)  # partial: affected paths, load order
+    # partial: the affected loaded modules; respawn: the modules to try importing first (load order)
+    modules: tuple[str, ...] = field(default_factory=tuple)
 
 
 def plan_reload(changed: Iterable[str], *, sources: set[str], loaded: set[str], opened: set[str],
@@ -51,9 +52,12 @@ def plan_reload(changed: Iterable[str], *, sources: set[str], loaded: set[str], 
     modules = [path for path in changed if path.endswith(".py")]
     if not modules:
         return Plan("respawn", "only files read at request time changed")
-    wanted = [path for path in affected(modules) if path in loaded]
+    dependents = affected(modules)
+    wanted = [path for path in dependents if path in loaded]
     if not wanted and not any(path in loaded for path in modules):
-        return Plan("respawn", "the changed modules are imported by the workers, not at start")
+        # The workers import these on their first request: tried first (a probe), then respawn.
+        return Plan("respawn", "the changed modules are imported by the workers, not at start",
+                    tuple(path for path in dependents if path not in loaded))
     seen_refused = [path for path in modules if path in refused]
     if seen_refused:
         return Plan("fresh", f"partial refused before for {rel[seen_refused[0]]}")

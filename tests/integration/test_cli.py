@@ -14,7 +14,7 @@ from conftest import PYTHON, free_ports, http_get, save, wait_for
 
 FLAGS = ["--workers", "-w", "--host", "--port", "-p", "--bind", "--shared-port", "--threads", "--pid",
          "--log-file", "--log-level", "--graceful-timeout", "--timeout", "--project", "--reload",
-         "--reload-timeout", "--no-trial", "--upstream", "--upstream-reload"]
+         "--reload-timeout", "--no-partial", "--upstream", "--upstream-reload"]
 
 HELLO = '''\
 import helper
@@ -150,13 +150,18 @@ def test_shared_port(launcher, site):
 
 def test_reload_without_project_watches_the_apps_modules(launcher, site):
     def command(port: int) -> list[str]:
-        return [PYTHON, "-m", "prefork", "hello:app", "-w", "2", "-p", str(port), "--reload", "--no-trial"]
+        return [PYTHON, "-m", "prefork", "hello:app", "-w", "2", "-p", str(port), "--reload"]
 
     server = launcher.start_http(command, workers=2, cwd=site)
     save(site / "helper.py", 'def greeting():\n    return "hello 2"\n')
     wait_for(lambda: all(body(p).startswith("hello 2") for p in server.ports), what="the helper edit")
-    server.wait_log(r"reload #1: 2 modules \(helper, hello\) in [\d.]+ ms; 2 workers replaced in \d+ ms "
-                    r"\(no trial; generation 1\)")
+    server.wait_log(r"reload #1: 2 modules \(helper, hello\) in \d+ ms; 2 workers replaced \(generation 1\)")
+    # A module nothing imports yet is watched too: the working directory's files are the project.
+    save(site / "later.py", 'WORD = "later"\n')
+    save(site / "helper.py", 'from later import WORD\n\ndef greeting():\n    return "hello " + WORD\n')
+    wait_for(lambda: all(body(p).startswith("hello later") for p in server.ports), what="the new module used")
+    save(site / "later.py", 'WORD = "sooner"\n')
+    wait_for(lambda: all(body(p).startswith("hello sooner") for p in server.ports), what="the new module's edit")
 
 
 def test_project_and_reload_on_the_example(launcher, project_copy):
