@@ -40,18 +40,25 @@ class Recorder:
     root: str
     edges: dict[str, set[str]] = field(default_factory=dict)  # imported module -> its importers
     opened: set[str] = field(default_factory=set)
+    written: set[str] = field(default_factory=set)
     active: bool = False
     _project: dict[str, bool] = field(default_factory=dict)  # module name -> is a project module
 
     def audit(self, event: str, args: tuple[Any, ...]) -> None:
-        """sys.addaudithook callback: remember non-Python files under the root that get opened."""
+        """sys.addaudithook callback: remember non-Python files under the root that get opened.
+
+        Files opened for writing are the app's own output (a log, a cache): their changes are not
+        edits to reload for, or the app would reload itself in a loop.
+        """
         if not self.active or event != "open":
             return
-        path = args[0]
+        path, mode, flags = args
         if isinstance(path, str) and not path.endswith((".py", ".pyc")):
             path = os.path.abspath(path)
             if path.startswith(self.root + os.sep):
-                self.opened.add(path)
+                writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                    isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR))
+                (self.written if writing else self.opened).add(path)
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
@@ -199,7 +206,8 @@ def _import_fresh(server: Any, channel: socket.socket, request: dict[str, Any]) 
     preload = [name for name, module in list(sys.modules.items())
                if name not in known and not _is_project_module(module, root)]
     forks.send(channel, {"event": "ready", "ms": elapsed, "loaded": _loaded_project_files(root),
-                         "opened": sorted(recorder.opened), "preload": preload if request.get("learn") else []})
+                         "opened": sorted(recorder.opened),
+                         "written": sorted(recorder.written), "preload": preload if request.get("learn") else []})
     return GenerationState(app, recorder, elapsed)
 
 
@@ -281,7 +289,8 @@ def _apply_partial(server: Any, channel: socket.socket, request: dict[str, Any],
     elapsed = (time.perf_counter() - started) * 1000.0
     forks.send(channel, {"event": "ready", "ms": elapsed, "modules": [n for n, _, _ in names],
                          "loaded": _loaded_project_files(request["root"]),
-                         "opened": sorted(state.recorder.opened), "preload": []})
+                         "opened": sorted(state.recorder.opened),
+                         "written": sorted(state.recorder.written), "preload": []})
     return GenerationState(app, state.recorder, elapsed)
 
 

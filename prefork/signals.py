@@ -23,6 +23,7 @@ SIGNAL_EVENTS: dict[int, tuple[Any, ...]] = {
     signal.SIGTTIN: ("add_workers", 1),
     signal.SIGTTOU: ("add_workers", -1),
     signal.SIGUSR1: ("reopen_logs",),
+    signal.SIGUSR2: ("reload_full",),
 }
 
 

@@ -131,7 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("status", help=COMMANDS["status"].help)
     sub.add_parser("stats", help=COMMANDS["stats"].help)
-    sub.add_parser("reload", help=COMMANDS["reload"].help)
+    reload = sub.add_parser("reload", help=COMMANDS["reload"].help)
+    reload.add_argument("--full", action="store_true",
+                        help="also replace the base: third-party modules are imported again (USR2)")
     sub.add_parser("help", help="list the master's commands")
     workers = sub.add_parser("workers", help=COMMANDS["workers"].help)
     workers.add_argument("count", type=int, metavar="N")
@@ -146,6 +148,8 @@ def _request_args(options: argparse.Namespace) -> list[Any]:
         return [options.count]
     if options.command == "command":
         return [options.name, *options.args]
+    if options.command == "reload" and options.full:
+        return ["--full"]
     return []
 
 

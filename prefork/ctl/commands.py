@@ -157,10 +157,14 @@ def cmd_stats(server: Any, args: list[Any]) -> Any:
 
 
 def cmd_reload(server: Any, args: list[Any]) -> dict[str, Any]:
-    """Ask the master for a rolling reload (as SIGHUP does)."""
-    _no_args("reload", args)
-    server.reload()
-    return {"reload": "requested", "generation": getattr(server, "generation", None)}
+    """Ask the master for a rolling reload (as SIGHUP does); ``--full`` also renews the base (USR2)."""
+    if args not in ([], ["--full"]):
+        raise BadRequest(f"reload takes no arguments but --full, got {args!r}")
+    if args:
+        server.post_event("reload_full")
+    else:
+        server.reload()
+    return {"reload": "full" if args else "requested", "generation": getattr(server, "generation", None)}
 
 
 def _worker_count(value: Any) -> int:
@@ -199,7 +203,8 @@ def cmd_help(server: Any, args: list[Any]) -> dict[str, str]:
 COMMANDS: dict[str, Command] = {
     "status": Command(cmd_status, "status", "table of workers: slot, pid, port, generation, uptime, served, in flight, RSS"),
     "stats": Command(cmd_stats, "stats", "raw stats of every worker as JSON, keyed by slot"),
-    "reload": Command(cmd_reload, "reload", "rolling reload of every worker (like SIGHUP)"),
+    "reload": Command(cmd_reload, "reload [--full]",
+                      "rolling reload of every worker (like SIGHUP); --full also renews the base (like USR2)"),
     "workers": Command(cmd_workers, "workers N", "set the number of worker slots to N >= 0"),
     "command": Command(cmd_command, "command NAME [ARGS...]", "send a worker command to every worker"),
     "help": Command(cmd_help, "help", "this list"),

@@ -108,6 +108,7 @@ class Server(Processes, Rolling, WorkerChannels):
         self._roll: Roll | None = None
         self._roll_again = False
         self._reload_again = False
+        self._reload_again_full = False  # the coalesced reload is a full one (USR2 during a roll)
         self._deferred_target: int | None = None
         self._serving_app: App | None = None
         self._announced = False
@@ -235,6 +236,10 @@ class Server(Processes, Rolling, WorkerChannels):
 
         ProjectrServer forks its base and generation 0 here; a plain Server has its app already.
         """
+
+    def handle_reload_full(self) -> None:
+        """USR2, ``prefork ctl reload --full``: a plain Server has nothing more to renew than a reload."""
+        self.handle_reload()
 
     def handle_reload(self) -> None:
         """Default reload: the ``on_reload`` hook, ``load_app()``, then ``roll_workers()`` (master).
@@ -393,12 +398,13 @@ class Server(Processes, Rolling, WorkerChannels):
 
     def _dispatch(self, name: str, args: tuple[Any, ...]) -> None:
         """Run one event's handler; coalesce reloads during a roll; ignore changes while stopping."""
-        if self.state == "stopping" and name in ("reload", "roll", "set_workers", "add_workers"):
+        if self.state == "stopping" and name in ("reload", "reload_full", "roll", "set_workers", "add_workers"):
             log.info("%s ignored: the server is stopping", name)
             return
-        if name == "reload" and self._roll is not None:
+        if name in ("reload", "reload_full") and self._roll is not None:
             log.info("reload requested during a roll: one more reload will follow it")
             self._reload_again = True
+            self._reload_again_full = self._reload_again_full or name == "reload_full"
             return
         handler = getattr(self, f"handle_{name}", None)
         if handler is None:

@@ -58,6 +58,11 @@ class GenerationProcess:
         """Non-Python files under the root it opened while importing."""
         return set(self.report.get("opened", ()))
 
+    @property
+    def written(self) -> set[str]:
+        """Files under the root it opened for writing while importing (the app's own output)."""
+        return set(self.report.get("written", ()))
+
 
 @dataclass
 class BaseProcess:

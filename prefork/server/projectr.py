@@ -200,7 +200,8 @@ class ProjectrServer(Generations, Server):
         return watcher
 
     def _on_watcher_readable(self, watcher: Any) -> None:
-        changed = watcher.changed_files()
+        written = self._serving.written if self._serving is not None else set()
+        changed = [path for path in watcher.changed_files() if path not in written]
         if changed:
             self.note_changes(changed)
             self.reload()
@@ -226,7 +227,8 @@ class ProjectrServer(Generations, Server):
         known = self._files
         found = {path for path in known if changes.check(path, known[path])[0] and
                  not (known[path] is None and not os.path.exists(path))}
-        return found | {path for path in self._project_files() if path not in known}
+        found |= {path for path in self._project_files() if path not in known}
+        return found - (self._serving.written if self._serving is not None else set())
 
     # -- reloads (master) -----------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ class Rolling:
     _roll: Roll | None
     _roll_again: bool
     _reload_again: bool
+    _reload_again_full: bool
     _deferred_target: int | None
 
     def roll_workers(self) -> bool:
@@ -143,8 +144,9 @@ class Rolling:
             target, self._deferred_target = self._deferred_target, None
             self.handle_set_workers(target)
         if self._reload_again:
+            full, self._reload_again_full = self._reload_again_full, False
             self._reload_again = self._roll_again = False
-            self.post_event("reload")
+            self.post_event("reload_full" if full else "reload")
         elif self._roll_again:
             self._roll_again = False
             self.post_event("roll")
