@@ -26,30 +26,18 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import WSGITask
 
-from prefork import commands, signals, stdio
+from prefork import commands, forks, signals, stdio
 from prefork.control import FrameError, FrameReader, encode_frame, reply_error, reply_ok, parse_request
 from prefork.proctitle import set_title
 from prefork.worker import Worker, iter_messages
 
 log = logging.getLogger("prefork.worker")
 
-PR_SET_PDEATHSIG = 1
 LOOP_TIMEOUT = 1.0  # waitress's own housekeeping interval (idle-channel cleanup); nothing of ours waits on it
 # While draining, a connection accepted but not yet used is probably carrying a request right now:
 # give it this long to arrive before treating the connection as idle.
 FRESH_GRACE = 2.0
 SEND_TIMEOUT = 60.0  # threads=1: how long a response may wait for a client that reads nothing
-
-
-def set_parent_death_signal(signum: int = signal.SIGTERM) -> bool:
-    """Ask Linux to send ``signum`` when the master dies (even by SIGKILL); False elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 def rss_bytes() -> int:
@@ -70,7 +58,7 @@ def run_worker(worker: Worker, *, app: Any, listener: socket.socket, control: so
     code = 1
     try:
         signals.reset_in_child()
-        set_parent_death_signal()
+        forks.die_with_parent(signal.SIGTERM)
         if os.getppid() != master_pid:  # the master died before PR_SET_PDEATHSIG took effect
             os._exit(0)
         stdio.redirect_stdio(output_fd)
@@ -88,22 +76,8 @@ def run_worker(worker: Worker, *, app: Any, listener: socket.socket, control: so
         log.exception("worker %s (pid %s, port %s) failed", worker.index, os.getpid(), worker.port)
         code = 1
     finally:
-        _flush_everything()
+        stdio.flush_all()
         os._exit(code)
-
-
-def _flush_everything() -> None:
-    """Flush Python's buffers before ``os._exit`` skips the interpreter's own shutdown."""
-    for handler in logging.getLogger().handlers:
-        try:
-            handler.flush()
-        except Exception:  # a broken handler must not keep the worker from exiting
-            pass
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
 
 
 class Runtime:
@@ -217,7 +191,7 @@ class Runtime:
     def master_gone(self) -> NoReturn:
         """The control channel hit EOF: the master is gone, so exit now."""
         log.warning("%s: master is gone, exiting", self.worker.describe())
-        _flush_everything()
+        stdio.flush_all()
         os._exit(0)
 
 

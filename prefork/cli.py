@@ -35,7 +35,8 @@ talks to a running master through the control socket next to its pid file.
 
 EPILOG = """\
 exit status: 0 after a clean stop; 1 when the server cannot start (port in use, live pid file,
-app import failure), with a one-line reason on stderr; 2 for bad arguments.
+app import failure), with a one-line reason on stderr, or when a stop had to kill workers; 2 for bad
+arguments.
 """
 
 
@@ -268,6 +269,9 @@ def serve(args: argparse.Namespace) -> int:
         if exc.errno == errno.EADDRINUSE and not reason.startswith("cannot listen"):
             reason = f"cannot listen on {args.host}:{args.port}: address already in use"
         raise StartError(reason) from exc
+    if not server.stopped_cleanly:
+        log.warning("stopped, but some workers had to be killed (SIGKILL) after their deadline")
+        return EXIT_START_FAILED
     return EXIT_OK
 
 

@@ -164,7 +164,7 @@ def run_generation(server: Any, channel: socket.socket, dump_fd: int, request: d
         logging.getLogger("prefork").exception("generation %s failed", request.get("number"))
         code = 1
     finally:
-        _flush()
+        stdio.flush_all()
         os._exit(code)
 
 
@@ -463,11 +463,3 @@ def _fork_generation(server: Any, channel: socket.socket, dump_fd: int, state: G
         forks.close_fds([channel.fileno(), dump_fd])
         run_generation(server, socket.socket(fileno=new_channel_fd), new_dump_fd, args, state)
     forks.close_fds(fds)
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001 - a broken stream must not keep us from exiting
-            pass

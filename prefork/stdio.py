@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import IO, Any, Union
 
 Stream = Union[str, os.PathLike, IO[Any], Any]
@@ -68,3 +69,21 @@ def reopen_log_handlers() -> int:
                     handler.release()
                 count += 1
     return count
+
+
+def flush_all() -> None:
+    """Flush logging handlers and Python's stdio buffers (before a fork, or ``os._exit``).
+
+    A fork would otherwise copy unwritten output into the child, and ``os._exit`` skips the
+    interpreter's own flush. A broken stream must not stop either.
+    """
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001 - see above
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - see above
+            pass

@@ -117,6 +117,7 @@ class Server(Processes, Rolling, WorkerChannels):
         self._output_fd: int | None = None
         self._output_path: str | None = None
         self._master_pid = os.getpid()
+        self.stopped_cleanly = True  # False once a stop had to SIGKILL a worker (the CLI then exits 1)
         # Workers forked by a generation process (ProjectrServer) instead of by the master itself:
         self._spawn_from: Any = None
         self._pending_forks: dict[int, Worker] = {}   # request id -> worker whose pid is not known yet
@@ -482,6 +483,7 @@ class Server(Processes, Rolling, WorkerChannels):
     def _cleanup(self) -> None:
         """Kill what is left, close everything, remove the pid file (always runs at the end of start)."""
         for worker in list(self._by_pid.values()):
+            self.stopped_cleanly = False
             self._signal(worker, signal.SIGKILL)
         for pid in list(self._by_pid):
             try:

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from prefork import signals
+from prefork import signals, stdio
 from prefork.notify import notify
 from prefork.server.slots import Slot
 from prefork.sockets import bind_listener, bound_port, control_pair
@@ -180,7 +180,7 @@ class Processes:
             log.debug("asked generation %d for %s, generation %d", self._spawn_from.number,
                       worker.describe(), worker.generation)
             return worker
-        _flush_output()
+        stdio.flush_all()
         try:
             with signals.blocked_for_fork():  # a TERM sent while the child boots must not be lost
                 pid = os.fork()
@@ -251,6 +251,8 @@ class Processes:
         """A stopping worker outlived its deadline: SIGKILL it."""
         if worker.pid in self._by_pid:
             log.warning("%s did not stop in time; killing it", worker.describe())
+            if self.state == "stopping":
+                self.stopped_cleanly = False
             self._signal(worker, signal.SIGKILL)
 
     def _signal(self, worker: Worker, signum: int) -> None:
@@ -283,14 +285,5 @@ def _close_quietly(io: Any) -> None:
             io.close()
         else:
             os.close(io.fileno())
-    except OSError:
-        pass
-
-
-def _flush_output() -> None:
-    """Flush Python's stdio buffers so a fork does not duplicate them."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # a closed or broken stream must not stop a fork
-            pass
+    except Exception as exc:  # noqa: BLE001 - a user object's close() must not kill every worker at boot
+        log.debug("closing %r in a new worker: %s", io, exc)
