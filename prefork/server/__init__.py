@@ -399,7 +399,8 @@ class Server(Processes, Rolling, WorkerChannels):
 
     def _dispatch(self, name: str, args: tuple[Any, ...]) -> None:
         """Run one event's handler; coalesce reloads during a roll; ignore changes while stopping."""
-        if self.state == "stopping" and name in ("reload", "reload_full", "roll", "set_workers", "add_workers"):
+        if self.state == "stopping" and name in ("reload", "reload_full", "changed", "roll", "set_workers",
+                                                 "add_workers"):
             log.info("%s ignored: the server is stopping", name)
             return
         if name in ("reload", "reload_full") and self._roll is not None:

@@ -146,8 +146,9 @@ class ProjectrServer(Generations, Server):
         self.last_reload: ReloadRecord | None = None
         self.strategy_counts = {"respawn": 0, "partial": 0, "fresh": 0}
         self._current: ReloadRecord | None = None
-        self._again = False
+        self._again = False            # a reload was asked for while one ran
         self._again_full = False
+        self._again_changes = False    # files changed while one ran
         self._unserved: set[str] = set()
         self._refused: set[str] = set()
         self._preload: list[str] = []
@@ -187,6 +188,8 @@ class ProjectrServer(Generations, Server):
             self._retire_generation(gen)
             raise AppLoadError(str(self.app_spec), outcome or {"error": "the server was stopped"})
         self._serving = self._spawn_from = gen
+        if self._unserved:
+            self.post_event("changed")  # saved while generation 0 imported
         self._preload = list(outcome.get("preload", ()))
         self._preload_base(self._preload)
         logging.getLogger("prefork").info("generation %d imported the app in %.0f ms", gen.number,
@@ -200,11 +203,27 @@ class ProjectrServer(Generations, Server):
         return watcher
 
     def _on_watcher_readable(self, watcher: Any) -> None:
-        written = self._serving.written if self._serving is not None else set()
-        changed = [path for path in watcher.changed_files() if path not in written]
+        changed = watcher.changed_files()
         if changed:
             self.note_changes(changed)
-            self.reload()
+            self.post_event("changed")
+
+    def handle_changed(self) -> None:
+        """The watcher saw changes: reload, unless they are only the app's own output (master).
+
+        Decided here, not when the watcher fires, because the files a generation wrote are known
+        only once it has reported (a write during generation 0's import is seen before that).
+        """
+        if self._serving is None:
+            return  # generation 0 is still importing: _prepare_app looks again when it is ready
+        self._unserved -= self._serving.written
+        if not self._unserved:
+            return
+        if self._current is not None and not self._supersede(self._current):
+            self._again_changes = True  # looked at again when this reload ends
+            return
+        if self._current is None:
+            self.handle_reload()
 
     def note_changes(self, paths: Iterable[str]) -> None:
         """Record changed files: the next reload serves them (master)."""
@@ -296,6 +315,8 @@ class ProjectrServer(Generations, Server):
 
     def _begin(self, record: ReloadRecord) -> None:
         serving = self._serving
+        if serving is not None:
+            record.changed -= serving.written  # the app's own output, not an edit
         if self.project.definition_file in record.changed:
             self.project._reread_definition_if_changed()  # a LoadError fails this reload
             watch_tree(self.project)
@@ -446,10 +467,13 @@ class ProjectrServer(Generations, Server):
     def _finish(self) -> None:
         """Leave the reloading state; run the coalesced reload if one was asked for (master)."""
         self._current = None
+        changes, self._again_changes = self._again_changes, False
         if self._again:
             full, self._again, self._again_full = self._again_full, False, False
             if not getattr(self, "_reload_again", False):
                 self.post_event("reload_full" if full else "reload")
+        elif changes:
+            self.post_event("changed")
 
     # -- stop (master) ----------------------------------------------------------------------------
 
