@@ -7,7 +7,6 @@ while requests run on waitress's task threads.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import random

@@ -65,15 +65,16 @@ class Recorder:
         """Record imports and opened files while the block runs (import statements and import_module)."""
         from importlib import _bootstrap
 
-        real_import, real_gcd = builtins.__import__, _bootstrap._gcd_import
+        real_import, real_gcd = builtins.__import__, _bootstrap._gcd_import  # type: ignore[attr-defined]
         builtins.__import__ = self._wrap_import(real_import)
-        _bootstrap._gcd_import = self._wrap_gcd(real_gcd)  # what importlib.import_module calls
+        _bootstrap._gcd_import = self._wrap_gcd(real_gcd)  # type: ignore[attr-defined]  # import_module
         self.active = True
         try:
             yield
         finally:
             self.active = False
-            builtins.__import__, _bootstrap._gcd_import = real_import, real_gcd
+            builtins.__import__ = real_import
+            _bootstrap._gcd_import = real_gcd  # type: ignore[attr-defined]
 
     def _wrap_import(self, real: Callable[..., Any]) -> Callable[..., Any]:
         def recording_import(name: str, globals: Any = None, locals: Any = None,
@@ -119,7 +120,7 @@ class Recorder:
 
 def _calling_module() -> str | None:
     """The module whose code called importlib.import_module (skipping the import machinery)."""
-    frame = sys._getframe(2)
+    frame: types.FrameType | None = sys._getframe(2)
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
         if name in (__name__, "projectr.loader"):
@@ -227,7 +228,7 @@ def _report_failure(channel: socket.socket, exc: BaseException, request: dict[st
 
 def _is_project_module(module: Any, root: str) -> bool:
     path = getattr(module, "__file__", None)
-    return bool(path) and is_project_file(os.path.abspath(path), root)
+    return isinstance(path, str) and is_project_file(os.path.abspath(path), root)
 
 
 def _loaded_project_files(root: str) -> list[str]:

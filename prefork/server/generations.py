@@ -10,6 +10,7 @@ master (a subreaper), so reaping and supervision stay where they always were.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import selectors
@@ -79,6 +80,18 @@ class BaseProcess:
 class Generations:
     """Mixed into ProjectrServer: base and generation processes, and forking workers through them."""
 
+    # Provided by Server and ProjectrServer (this is a mixin of theirs):
+    state: str
+    project: Any
+    app_spec: Any
+    _output_fd: int | None
+    _selector: selectors.BaseSelector | None
+    call_later: Callable[..., Any]
+    post_event: Callable[..., None]
+    watch_child: Callable[[int, Callable[[int], Any]], None]
+    _next_request_id: Callable[[], int]
+    _adopt_pid: Callable[[Any, int], None]
+    _worker_gone: Callable[[Any, int], None]
     reload_timeout: float
     _base: BaseProcess | None
     _generations: dict[int, GenerationProcess]
@@ -104,7 +117,7 @@ class Generations:
         theirs.close()
         base = BaseProcess(pid, mine)
         self._base = base
-        self.watch_child(pid, lambda status, base=base: self._base_exited(base, status))
+        self.watch_child(pid, functools.partial(self._base_exited, base))
         self._register_channel(base, lambda: self._read_base(base))
         log.debug("base process %d started", pid)
         return base

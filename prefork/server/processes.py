@@ -11,7 +11,6 @@ import logging
 import os
 import selectors
 import signal
-import sys
 import time
 from typing import Any
 
