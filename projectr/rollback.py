@@ -5,9 +5,9 @@ What a load changes, and how each change is put back:
 - the batch's modules are detached (out of sys.modules, off their parent packages): the old module
   objects and the old attribute values go back;
 - modules imported for the first time during the load: the import system sets each one as an
-  attribute of its parent package (overwriting whatever had that name); project modules among
-  them are removed again with that attribute restored, while other modules (third-party code:
-  numpy refuses to be imported twice in a process) are kept, with their parents.
+  attribute of its parent package (overwriting whatever had that name); the project's among them
+  (anything under its top-level packages, Scope.is_project) are removed again with that attribute
+  restored, while third-party modules are kept (numpy refuses to be imported twice in a process).
 
 The rollback is shielded from asynchronous exceptions (a SIGALRM handler raising ReloadTimeout, a
 KeyboardInterrupt): signals are blocked while it runs, and it is idempotent and re-run until it
@@ -78,17 +78,10 @@ class Transaction:
             raise interruption
 
     def _plan(self) -> None:
-        """Decide once which new modules go: the project's, except parents of kept ones."""
-        if self._drop is not None:
-            return
-        new = [name for name in list(sys.modules) if name not in self.saved]
-        drop = {name for name in new if self.scope.is_project(name)}
-        for name in new:
-            if name not in drop:  # a kept module keeps its packages
-                while "." in name:
-                    name = name.rpartition(".")[0]
-                    drop.discard(name)
-        self._drop = frozenset(drop)
+        """Decide once (an interrupted _apply must resume with the same list) which new modules go."""
+        if self._drop is None:
+            self._drop = frozenset(name for name in list(sys.modules)
+                                   if name not in self.saved and self.scope.is_project(name))
 
     def _apply(self) -> None:
         """Idempotent: can be re-run from the start after an interruption anywhere in it."""

@@ -39,27 +39,19 @@ class Scope:
 
     by_module: Mapping[str, str]   # module name -> absolute path
     by_path: Mapping[str, str]     # absolute path -> module name
-    tops: frozenset[str]           # first components of the module names (a cheap pre-filter)
-    parents: frozenset[str]        # every package above a declared module (declared or not)
+    tops: frozenset[str]           # first components of the module names: the project's namespace
 
     @classmethod
     def of(cls, by_module: Mapping[str, str]) -> Scope:
         """Build from the project's module -> path map."""
-        parents = {p for m in by_module for p in with_parents(m)[:-1]}
         return cls(dict(by_module), {p: m for m, p in by_module.items()},
-                   frozenset(m.partition(".")[0] for m in by_module), frozenset(parents))
+                   frozenset(m.partition(".")[0] for m in by_module))
 
     def is_project(self, name: str) -> bool:
-        """True for a declared module, a package above one, or any module inside a declared package
-        (an undeclared sibling): what a failed load must not leave behind. Everything else is
-        third-party code, which a rollback keeps."""
-        if name in self.by_module or name in self.parents:
-            return True
-        while "." in name:
-            name = name.rpartition(".")[0]
-            if name in self.by_module:
-                return True
-        return False
+        """True for any module under the project's top-level packages or modules, declared or not
+        (an undeclared sibling, a namespace parent): what a failed load must not leave behind.
+        Everything else is third-party code, which a rollback keeps."""
+        return name.partition(".")[0] in self.tops
 
 
 @dataclass
