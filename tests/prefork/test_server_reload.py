@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import http.client
+import json
 import signal
 import threading
-import time
 
-from tests.prefork.prefork_testutil import http_get, process_gone, try_pid, wait_until
+from tests.prefork.prefork_testutil import http_get, try_pid, wait_until
 
 
 class Load:
@@ -160,23 +160,42 @@ def test_failed_successors_leave_the_old_workers_serving(master, tmp_path):
     assert not set(after) & set(before)
 
 
-def test_reloads_during_a_roll_are_coalesced_into_one(master):
+def test_reloads_during_a_roll_are_coalesced_into_one(master, tmp_path):
+    # Generation 1's worker holds its roll open in on_start until the test lets it go (a gate file,
+    # polled with a deadline), so the HUPs below certainly arrive during that roll.
     server = master("""
-        class SlowBoot:
+        class GatedBoot:
             def on_start(self):
                 if self.generation == 1:
-                    time.sleep(0.5)  # keep the first roll in progress while more HUPs arrive
+                    note("gen1-booting", os.getpid())
+                    deadline = time.monotonic() + 30
+                    while not os.path.exists(os.path.join(HERE, "release")) and time.monotonic() < deadline:
+                        time.sleep(0.01)
         class Counting(Server):
             def roll_finished(self, ok, info):
                 super().roll_finished(ok, info)
-                note("rolls", info["generation"])
-        Counting(app, workers=1, host="127.0.0.1", port=PORT, worker_mixins=[SlowBoot]).start()
+                note("rolls", json.dumps([ok, info["generation"]]))
+        Counting(app, workers=1, host="127.0.0.1", port=PORT, worker_mixins=[GatedBoot]).start()
     """)
     server.wait_ready()
     server.signal(signal.SIGHUP)
-    server.wait_log(r"rolling to generation 1")
-    for _ in range(3):
+    server.wait_file("gen1-booting")  # roll 1 is in progress and cannot finish before the release
+    for sent in range(1, 4):
+        # Standard signals are not queued: send each HUP once the master has taken the previous in.
         server.signal(signal.SIGHUP)
+        server.wait_log(r"reload requested during a roll: one more reload will follow it", count=sent)
+    (tmp_path / "release").write_text("")
     server.wait_log(r"generation 2 serving")
-    assert server.read("rolls") == ["1", "2"]
-    assert "generation 3" not in server.log()
+    # The coalesced reload is posted when roll 2 ends; anything posted after that (USR1) is handled
+    # after it, so once the master answered USR1 a third roll would have started and been logged.
+    server.signal(signal.SIGUSR1)
+    server.wait_log(r"reopened log files")
+    assert "rolling to generation 3" not in server.log()
+    assert [json.loads(line) for line in server.read("rolls")] == [[True, 1], [True, 2]]
+    # And nothing was left queued: the next HUP is the third roll, and the last.
+    server.signal(signal.SIGHUP)
+    server.wait_log(r"generation 3 serving")
+    server.signal(signal.SIGUSR1)
+    server.wait_log(r"reopened log files", count=2)
+    assert [json.loads(line) for line in server.read("rolls")] == [[True, 1], [True, 2], [True, 3]]
+    assert "rolling to generation 4" not in server.log()
