@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
-from tests.prefork.prefork_testutil import try_pid
+from tests.prefork.prefork_testutil import try_pid, wait_until
 
 
 def test_events_timers_and_watched_children(master):
@@ -61,4 +61,6 @@ def test_a_subclass_reload_can_swap_the_app_and_roll(master, tmp_path):
     assert http_get(server.port)[2] == "1"
     server.signal(signal.SIGHUP)
     assert json.loads(server.wait_file("rolls")[0]) == [True, 1, 2]
-    assert [http_get(server.port + i)[2] for i in range(2)] == ["2", "2"]
+    # The predecessors stop accepting when they read their stop command, a moment after the roll.
+    wait_until(lambda: [http_get(server.port + i)[2] for i in range(2)] == ["2", "2"],
+               what="both ports served by the new generation")
