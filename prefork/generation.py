@@ -86,7 +86,9 @@ class Recorder:
                     target = importlib.util.resolve_name("." * level + name, package) if level else name
                 except (ImportError, ValueError):
                     return module
-                self._record(globals.get("__name__"), target, fromlist)
+                # `import a.b` binds `a` in the importer: it holds the parents too. `from a import b`
+                # and relative imports bind only what they name.
+                self._record(globals.get("__name__"), target, fromlist, parents=not fromlist and not level)
             return module
         return recording_import
 
@@ -97,12 +99,12 @@ class Recorder:
             return module
         return recording_gcd
 
-    def _record(self, importer: Any, target: str, fromlist: Any) -> None:
-        """``importer`` imported ``target`` (and its parents, and the submodules in ``fromlist``)."""
+    def _record(self, importer: Any, target: str, fromlist: Any, parents: bool = False) -> None:
+        """``importer`` imported ``target`` (its parents too if ``parents``; the submodules in ``fromlist``)."""
         if not isinstance(importer, str):
             return
         parts = target.split(".")
-        names = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        names = [".".join(parts[:i]) for i in range(1, len(parts) + 1)] if parents else [target]
         names += [f"{target}.{item}" for item in (fromlist or ()) if isinstance(item, str)]
         for imported in names:
             if imported != importer and self._is_project(imported):

@@ -288,6 +288,9 @@ class Server(Processes, Rolling, WorkerChannels):
                 self._graceful_stop = False
                 for worker in list(self._by_pid.values()):
                     self._terminate(worker)
+            else:  # a second QUIT (or a stop request during a stop now): the deadlines already set hold
+                log.info("%s stop already in progress (%d workers left)",
+                         "graceful" if self._graceful_stop else "immediate", len(self._by_pid))
             return
         self.state = "stopping"
         self._graceful_stop = graceful
@@ -316,6 +319,8 @@ class Server(Processes, Rolling, WorkerChannels):
     def handle_add_workers(self, delta: int) -> None:
         """TTIN/TTOU: one worker more or less (never fewer than one)."""
         base = self._deferred_target if self._deferred_target is not None else self._slots.target
+        if base + delta < 1 <= base:
+            log.info("TTOU: already at one worker (never fewer); nothing changes")
         self.handle_set_workers(max(1, base + delta))
 
     def handle_reopen_logs(self) -> None:

@@ -239,11 +239,14 @@ class Processes:
         worker._kill_timer = self.call_later(self.graceful_timeout, lambda: self._overdue(worker))
 
     def _terminate(self, worker: Worker) -> None:
-        """Stop ``worker`` now: SIGTERM, then SIGKILL after term_timeout."""
+        """Stop ``worker`` now: SIGTERM, then SIGKILL after term_timeout (or at its earlier deadline)."""
         worker.stopping = True
         self._signal(worker, signal.SIGTERM)
-        if worker._kill_timer is not None:
-            worker._kill_timer.cancel()
+        timer = worker._kill_timer
+        if timer is not None and not timer.cancelled:
+            if timer.when <= self._timers.clock() + self.term_timeout:
+                return  # a graceful stop's deadline comes first: stopping now never makes it later
+            timer.cancel()
         worker._kill_timer = self.call_later(self.term_timeout, lambda: self._overdue(worker))
 
     def _overdue(self, worker: Worker) -> None:

@@ -103,6 +103,7 @@ class ReloadRecord:
     generation: GenerationProcess | None = None
     snapshots: dict[str, changes.Snapshot | None] = field(default_factory=dict)
     tries: int = 1                 # generations started over because files changed meanwhile
+    partial_error: bool = False    # the partial reload raised (a fresh import decides whose fault)
     loaded: list[str] = field(default_factory=list)  # changed paths, for callers of the old API
 
 
@@ -373,7 +374,8 @@ class ProjectrServer(Generations, Server):
             self._failed(record, report)
             return
         record.reason = f"partial refused: {report.get('reason')}"
-        if not report.get("error"):  # unsafe by construction: do not try again for these files
+        record.partial_error = bool(report.get("error"))
+        if not record.partial_error:  # unsafe by construction: do not try again for these files
             self._refused.update(p for p in record.changed if p.endswith(".py"))
         log.debug("reload #%d: %s; importing afresh", record.number, record.reason)
         self._fresh(record)
@@ -384,6 +386,8 @@ class ProjectrServer(Generations, Server):
             self._failed(record, report)
             return
         record.strategy, record.load_ms = "fresh", float(report.get("ms", 0.0))
+        if record.partial_error:  # the partial reload raised where a fresh import did not: for good
+            self._refused.update(p for p in record.changed if p.endswith(".py"))
         self._roll_from(record, gen)
 
     def _roll_from(self, record: ReloadRecord, gen: GenerationProcess | None) -> None:
