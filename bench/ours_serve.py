@@ -1,7 +1,9 @@
 """ours_serve.py: our server as the README runs it (issue 4's program), with bench flags.
 
 Adds one log line when the watcher wakes the master, so the bench can split watcher wake-up
-from the reload itself. Log lines carry the wall-clock time (`%(created)f`) for that split.
+from the reload itself. Log lines carry the wall-clock time (`%(created)f`) for that split; prefork
+logs at debug level (each reload's plan and each generation's report). The watcher's files are
+handed to the server (`note_changes`, as `server.watch()` does), so a reload does not stat them all.
 """
 from __future__ import annotations
 
@@ -26,13 +28,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend", default="auto", help="watcher backend: auto, inotify, watchdog, polling")
     parser.add_argument("--no-reload", action="store_true")
-    parser.add_argument("--no-trial", action="store_true", help="load in the master without a trial child")
+    parser.add_argument("--no-partial", action="store_true", help="every code change: a fresh generation")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(created).6f %(process)d %(name)s %(levelname)s %(message)s")
+    logging.getLogger("prefork").setLevel(logging.DEBUG)
     project = Project.from_file(args.project)
-    project.load()
-    extra = {"trial": False} if args.no_trial else {}
+    project.load()  # as the README's program does (the base then forgets the project's modules)
+    extra = {"partial": False} if args.no_partial else {}
     server = ProjectrServer(project=project, app=args.app, workers=args.workers, host="127.0.0.1",
                             port=args.port, shared_port=True, stderr=sys.stderr, **extra)
     if not args.no_reload:
@@ -43,6 +46,7 @@ def main() -> None:
             changed = w.changed_files()
             log.info("watcher woke at %.6f: %d changed", woke, len(changed))
             if changed:
+                server.note_changes(changed)
                 server.reload()
 
         server.add_io_handler(watcher, on_change)

@@ -15,11 +15,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bench.procs import Spawned, free_port, http_get, parse_version, session_pids, spawn
+from bench.procs import Response, Spawned, free_port, http_get, parse_version, session_pids, spawn
 from bench.refapp import LEAF, ROOT, DEFINITION, RefApp, set_mark, touch_definition
 from bench.runners import HERE, Runner
 
 BG_INTERVAL = 0.005  # background client: one request every 5 ms, about 150/s with its own cost
+# The probe pauses this long after an answer that is still old (and after a failed request), so that
+# on 2 shared cores it does not keep a whole core busy (itself plus the worker answering it) while the
+# server under test imports the new code: the resolution of every latency is that pause plus one request.
+PROBE_PAUSE = 0.002
 
 
 @dataclass
@@ -72,9 +76,9 @@ EDITS = {
 class BackgroundClient:
     """bench/bgclient.py against one port; `window(t0, t1)` reads its record after stop()."""
 
-    def __init__(self, port: int, logdir: Path, name: str):
+    def __init__(self, port: int, logdir: Path, name: str, path: str = "/hello"):
         self.out = logdir / f"{name}.bg.txt"
-        self.proc: Spawned = spawn([sys.executable, str(HERE / "bgclient.py"), str(port), "/hello",
+        self.proc: Spawned = spawn([sys.executable, str(HERE / "bgclient.py"), str(port), path,
                                     str(self.out), str(BG_INTERVAL)], str(logdir), {}, logdir / "bgclient.log")
         self.records: list[tuple[float, float, int]] = []
 
@@ -94,24 +98,48 @@ class BackgroundClient:
         return sum(1 for r in inside if r[2] != 200), len(inside), longest
 
 
-_RELOAD_LINE = re.compile(r"reload #(\d+): (\d+) modules?.*? in ([\d.]+) ?ms; (\d+) workers? replaced in ([\d.]+) ?ms")
-_TRIAL = re.compile(r"trial ([\d.]+) ?ms")
+# The server's one line per reload (prefork.server.projectr), e.g.
+#   reload #1: 3 modules (refproj.views.index, refproj.urls, refproj.app) in 94 ms; 2 workers replaced (generation 1)
+#   reload #2: fresh generation (partial refused: polls.admin is imported by ...) in 157 ms; 2 workers replaced (generation 2)
+#   reload #3: workers respawned (polls.views: the changed modules are imported by ...) in 37 ms; 2 workers replaced (generation 3)
+_RELOAD_LINE = re.compile(r"reload #(\d+): (.*) in ([\d.]+) ?ms; (\d+) workers? replaced \(generation (\d+)\)")
+_HOW_PARTIAL = re.compile(r"^(\d+) modules? \((.*)\)$")
+_HOW_FRESH = re.compile(r"^fresh generation \((.*)\)$")
+_HOW_RESPAWN = re.compile(r"^workers respawned \((.*)\)$")
+_FAILED_LINE = re.compile(r"reload #(\d+) failed")
+# --log-level debug: the plan, and each generation's report (a refused partial is followed by a fresh one)
+_PLAN_LINE = re.compile(r"reload #(\d+): (respawn|partial|fresh) \((.*)\)\s*$")
+_GEN_LINE = re.compile(r"generation (\d+) \((\w+)\) (ready|refused|failed) after ([\d.]+) ?ms "
+                       r"\(its own work: ([\d.]+) ?ms\)")
 _WOKE_LINE = re.compile(r"watcher woke at ([\d.]+)")
 # Log events of one reload, in the order they happen; each phase ends at its event:
-# the write -> the watcher fd wakes the master -> changed_files() returns (debounce) -> trial + load done
-# ("rolling to generation") -> last successor forked -> last successor ready -> reload line -> last old exit.
-PHASES = ["watcher_wake", "changed_files", "load_in_master", "fork", "workers_ready", "reload_logged",
-          "old_retired"]
+# the write -> the watcher fd wakes the master (bench/ours_serve.py only) -> changed_files() returns
+# (debounce) -> the reload is planned (debug line) -> the new generation reports ready (partial, fresh,
+# or the probe of a respawn) -> the roll starts -> the last successor reports ready -> the reload line
+# -> the last old worker exits.
+PHASES = ["watcher_wake", "changed_files", "planned", "generation_ready", "rolling", "workers_ready",
+          "reload_logged", "old_retired"]
+STRATEGIES = ("partial", "fresh", "respawn")
 
 
-def _reload_line(line: str) -> dict:
-    """The numbers of the server's own `reload #N: ...` line."""
+def reload_line(line: str) -> dict | None:
+    """The strategy, reason and numbers of the server's own `reload #N: <how> in X ms; ...` line."""
     m = _RELOAD_LINE.search(line)
-    out: dict = dict(modules=int(m.group(2)), load=float(m.group(3)), replace=float(m.group(5)),
-                     line=line.split(" ", 4)[-1][:160])
-    trial = _TRIAL.search(line)
-    if trial:
-        out["trial"] = float(trial.group(1))
+    if not m:
+        return None
+    how = m.group(2)
+    out: dict = dict(number=int(m.group(1)), server_ms=float(m.group(3)), replaced=int(m.group(4)),
+                     generation=int(m.group(5)), line=line[line.index("reload #"):][:200])
+    partial, fresh, respawn = _HOW_PARTIAL.match(how), _HOW_FRESH.match(how), _HOW_RESPAWN.match(how)
+    if partial:
+        out.update(strategy="partial", modules=int(partial.group(1)), reason="")
+    elif fresh:
+        out.update(strategy="fresh", reason=fresh.group(1))
+    elif respawn:
+        reason = respawn.group(1)
+        out.update(strategy="respawn", reason=reason.split(": ", 1)[1] if ": " in reason else reason)
+    else:
+        out.update(strategy="?", reason=how)
     return out
 
 
@@ -130,42 +158,62 @@ def _line_time(line: str) -> float | None:
 
 
 def parse_phases(log_tail: str, t0_wall: float) -> dict:
-    """Split our reload into named phases from the server log written since the edit (ms since the write).
+    """Our reload, from the server log written since the edit: strategy, reason, server ms, phases (ms).
 
-    Each phase is the time from the previous event to the last line of its kind before the reload line
-    (fork: last "spawned", workers_ready: last "ready"), except old_retired, the last exit after it.
+    The first reload after the write is the edit's; its phases run from one event to the next (see
+    PHASES), the first from the write. `reloads` counts every reload line in the tail (more than one:
+    a change was served in two steps, or a second reload followed), `failed` the failed ones.
     """
     times: dict[str, float] = {}
-    phases: dict = {}
+    out: dict = {"reloads": 0, "failed": 0, "generations": []}
+    number, later = None, False
     for line in log_tail.splitlines():
         created = _line_time(line)
         if created is None:
             continue
-        woke = _WOKE_LINE.search(line)
-        logged = "reload_logged" in times
-        if woke:
-            if "watcher_wake" in times:
-                break  # the next edit's reload starts here
+        done = "reload_logged" in times
+        plan, reload, woke = _PLAN_LINE.search(line), reload_line(line), _WOKE_LINE.search(line)
+        if reload:
+            out["reloads"] += 1
+        if _FAILED_LINE.search(line):
+            out["failed"] += 1
+        if done:
+            later = later or bool(plan or woke)  # the next reload starts: its exits are its own
+            if "exited with status" in line and not later:
+                times["old_retired"] = created
+            continue
+        if woke and "watcher_wake" not in times:
             times.update(watcher_wake=float(woke.group(1)), changed_files=created)
+        elif plan and number is None:
+            number = int(plan.group(1))
+            times["planned"] = created
+            out.update(plan=plan.group(2), plan_reason=plan.group(3))
+        elif _GEN_LINE.search(line):
+            gen = _GEN_LINE.search(line)
+            out["generations"].append(dict(kind=gen.group(2), event=gen.group(3), after_ms=float(gen.group(4)),
+                                           own_ms=float(gen.group(5))))
+            if gen.group(3) == "ready":
+                times["generation_ready"] = created
         elif "rolling to generation" in line:
-            if "load_in_master" in times:
-                break  # the next reload (the CLI logs no "watcher woke" line)
-            times["load_in_master"] = created
-        elif "spawned worker" in line and not logged:
-            times["fork"] = created
-        elif ") ready (generation" in line and not logged:
+            times["rolling"] = created
+        elif ") ready (generation" in line:
             times["workers_ready"] = created
-        elif _RELOAD_LINE.search(line) and not logged:
+        elif reload and (number is None or reload["number"] == number):
             times["reload_logged"] = created
-            phases.update(_reload_line(line))
-        elif "exited with status" in line and logged:
-            times["old_retired"] = created
+            out.update(reload)
     previous = t0_wall
     for name in PHASES:
         if name in times:
-            phases[f"t_{name}"] = (times[name] - previous) * 1000
+            out[f"t_{name}"] = (times[name] - previous) * 1000
             previous = times[name]
-    return phases
+    ready = [g for g in out["generations"] if g["event"] == "ready"]
+    if ready:
+        out["generation_own_ms"] = ready[-1]["own_ms"]
+        out["generation_after_ms"] = ready[-1]["after_ms"]
+    refused = [g for g in out["generations"] if g["event"] == "refused"]
+    if refused:
+        out["refused_after_ms"] = refused[0]["after_ms"]
+    return out
 
 
 def probe(port: int, need: int, is_new: Callable[[tuple[str, str, int]], bool], t0: float,
@@ -174,25 +222,47 @@ def probe(port: int, need: int, is_new: Callable[[tuple[str, str, int]], bool], 
 
     Returns (latency, first_new, errors, pids seen) with times relative to t0.
     """
-    streak, streak_start, first_new, errors, pids = 0, 0.0, None, 0, set()
-    while time.monotonic() < t0 + timeout:
-        r = http_get(port, "/", timeout=max(0.5, t0 + timeout - time.monotonic()))
+    pids: set[int] = set()
+
+    def check(r: Response) -> bool | None:
         v = parse_version(r.body) if r.status == 200 else None
         if v is None:
-            streak, errors = 0, errors + 1
-            time.sleep(0.002)  # a down server: do not spin the shared CPU
-            continue
+            return None
         pids.add(v[2])
-        if not is_new(v):
+        return is_new(v)
+
+    latency, first_new, errors = probe_page(port, "/", need, check, t0, timeout)
+    return latency, first_new, errors, pids
+
+
+def probe_page(port: int, path: str, need: int, check: Callable[[Response], bool | None], t0: float,
+               timeout: float) -> tuple[float | None, float | None, int]:
+    """GET `path` on fresh connections until `need` consecutive answers are new, or timeout.
+
+    `check(response)` says new (True), old (False: PROBE_PAUSE before the next request) or failed
+    (None: an error, counted, and the same pause, so that a down server does not spin the shared CPU). Returns (latency: t0 -> the first
+    answer of the final all-new streak, first_new: t0 -> the first new answer, errors), in seconds.
+    """
+    streak, streak_start, first_new, errors = 0, 0.0, None, 0
+    while time.monotonic() < t0 + timeout:
+        r = http_get(port, path, timeout=max(0.5, t0 + timeout - time.monotonic()))
+        verdict = check(r)
+        if verdict is None:
+            streak, errors = 0, errors + 1
+            time.sleep(PROBE_PAUSE or 0.002)
+            continue
+        if not verdict:
             streak = 0
+            if PROBE_PAUSE:
+                time.sleep(PROBE_PAUSE)
             continue
         if streak == 0:
             streak_start = r.done
         first_new = first_new if first_new is not None else r.done - t0
         streak += 1
         if streak >= need:
-            return streak_start - t0, first_new, errors, pids
-    return None, first_new, errors, pids
+            return streak_start - t0, first_new, errors
+    return None, first_new, errors
 
 
 def measure_edit(runner: Runner, app: RefApp, port: int, proc: Spawned, edit: Edit, serial: int, round_no: int, timeout: float) -> tuple[ReloadSample, tuple]:
@@ -209,11 +279,11 @@ def measure_edit(runner: Runner, app: RefApp, port: int, proc: Spawned, edit: Ed
     return sample, (t0, t1, t0_wall, log_offset)
 
 
-def settle(port: int, seconds: float) -> None:
+def settle(port: int, seconds: float, path: str = "/hello") -> None:
     """Let a server finish what an edit started (a second watcher, a lazy worker) before the next edit."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        http_get(port, "/hello", timeout=1.0)
+        http_get(port, path, timeout=1.0)
         time.sleep(0.05)
 
 
@@ -261,7 +331,8 @@ def run(runners: list[Runner], apps: dict[str, RefApp], edits: dict[str, list[st
                 continue
             colds.append(cold)
             samples.extend(got)
-            lat = ", ".join(f"{s.edit}={_ms(s.latency)}" for s in got)
+            lat = ", ".join(f"{s.edit}={_ms(s.latency)}" + (f" ({s.phases['strategy']})" if s.phases.get("strategy") else "")
+                            for s in got)
             progress(f"  round {round_no} {runner.name}: cold {cold.seconds * 1000:.0f} ms; {lat}; "
                      f"failed {sum(s.failed for s in got)}")
     return {"cold_start": [asdict(c) for c in colds], "reload": [asdict(s) for s in samples]}

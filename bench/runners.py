@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.procs import HOST, Spawned, spawn, wait_http
-from bench.refapp import APP, DEFINITION, RefApp
+from bench.refapp import DEFINITION, RefApp
 
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
@@ -29,9 +29,12 @@ class Runner:
         raise NotImplementedError
 
     def env(self, app: RefApp) -> dict[str, str]:
-        """The environment: ours plus PYTHONPATH on the tree and the vendor layer, unbuffered output."""
+        """The environment: ours plus PYTHONPATH on the tree and the vendor layer (when the app has one:
+        the real apps run from their folder as a developer would), unbuffered output."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        env.update(PYTHONPATH=app.pythonpath, PYTHONUNBUFFERED="1", **self.extra_env)
+        if app.pythonpath:
+            env["PYTHONPATH"] = app.pythonpath
+        env.update(PYTHONUNBUFFERED="1", **self.extra_env)
         return env
 
     def start(self, app: RefApp, port: int, logdir: Path) -> Spawned:
@@ -40,9 +43,10 @@ class Runner:
 
     def start_ready(self, app: RefApp, port: int, logdir: Path,
                     timeout: float = 60.0) -> tuple[Spawned, float]:
-        """Start the server and wait for /hello to answer 200; return it and the cold-start seconds."""
+        """Start the server and wait for the app's ready page (/hello) to answer 200; return it and the
+        cold-start seconds."""
         proc = self.start(app, port, logdir)
-        done = wait_http(port, "/hello", proc.started + timeout, proc)
+        done = wait_http(port, app.ready_path, proc.started + timeout, proc)
         if done is None:
             proc.stop()
             raise RuntimeError(f"{self.name} did not become ready; log tail:\n{proc.log_text()[-3000:]}")
@@ -62,7 +66,7 @@ class Gunicorn(Runner):
             cmd += ["--reload", "--reload-engine", "auto"]
         if self.preload:
             cmd.append("--preload")
-        return cmd + [APP]
+        return cmd + [app.spec]
 
 
 @dataclass
@@ -113,20 +117,26 @@ class Waitress(Runner):
 
 @dataclass
 class Ours(Runner):
-    """ProjectrServer (bench/ours_serve.py): the README's program, on a shared port."""
+    """ProjectrServer (bench/ours_serve.py): the README's program, on a shared port.
+
+    Both forms log at debug level: the bench reads each reload's plan and each generation's report
+    from the log (a handful of lines per reload).
+    """
 
     backend: str = "auto"
     reload: bool = True
-    trial: bool = True
-    cli: bool = False  # run the `prefork` command line instead of the README's program
+    partial: bool = True
+    cli: bool = False           # run the `prefork` command line instead of the README's program
+    project_file: bool = True   # CLI: --project project.py (False: zero configuration, the app's folder)
 
     def command(self, app: RefApp, port: int) -> list[str]:
         if self.cli:
-            return [str(BIN / "prefork"), APP, "--project", DEFINITION, "--reload", "-w", str(self.workers),
-                    "--bind", f"{HOST}:{port}", "--shared-port"] + ([] if self.trial else ["--no-trial"])
-        cmd = [sys.executable, str(HERE / "ours_serve.py"), "--project", DEFINITION, "--app", APP,
+            return ([str(BIN / "prefork"), app.spec] + (["--project", DEFINITION] if self.project_file else [])
+                    + ["--reload", "-w", str(self.workers), "--bind", f"{HOST}:{port}", "--shared-port",
+                       "--log-level", "debug"] + ([] if self.partial else ["--no-partial"]))
+        cmd = [sys.executable, str(HERE / "ours_serve.py"), "--project", DEFINITION, "--app", app.spec,
                "--workers", str(self.workers), "--port", str(port), "--backend", self.backend]
-        return cmd + ([] if self.reload else ["--no-reload"]) + ([] if self.trial else ["--no-trial"])
+        return cmd + ([] if self.reload else ["--no-reload"]) + ([] if self.partial else ["--no-partial"])
 
 
 def reload_peers() -> list[Runner]:
@@ -143,9 +153,9 @@ def reload_peers() -> list[Runner]:
 
 
 def ours_variants() -> list[Ours]:
-    """Our server as the CLI runs it, and without the trial child (what the trial costs)."""
+    """Our server as the CLI runs it, and with partial reloads off (every code change: a fresh generation)."""
     return [Ours("ours-cli", "ours: prefork --project --reload -w 2 (CLI)", workers=2, cli=True),
-            Ours("ours-notrial", "ours: ProjectrServer -w 2, trial=False", workers=2, trial=False)]
+            Ours("ours-nopartial", "ours: ProjectrServer -w 2, partial=False", workers=2, partial=False)]
 
 
 def ours(workers: int = 2, backend: str = "auto", reload: bool = True) -> Ours:

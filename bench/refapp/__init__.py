@@ -29,6 +29,16 @@ class RefApp:
     cpu_iterations: int    # /cpu loop length (about 2 ms)
 
     @property
+    def spec(self) -> str:
+        """The WSGI application every server serves ("module:attr")."""
+        return APP
+
+    @property
+    def ready_path(self) -> str:
+        """A cheap page that answers 200 once the server serves."""
+        return "/hello"
+
+    @property
     def pythonpath(self) -> str:
         """PYTHONPATH every server runs with."""
         return f"{self.tree}:{self.vendor_path}"
