@@ -115,15 +115,21 @@ class Recorder:
         """builtins.__import__ while loading: note the project modules the statement names, then import."""
         if self._active and self._stack and threading.get_ident() == self._thread:
             if level or name.partition(".")[0] in self.scope.tops:  # most imports are not ours: cheap exit
-                self._note(_statement_targets(name, globals, fromlist, level))
+                try:
+                    self._note(_statement_targets(name, globals, fromlist, level))
+                except Exception:  # noqa: BLE001 - odd arguments: the import itself will say what is wrong
+                    pass
         return self._real_import(name, globals, locals, fromlist, level)
 
     def _gcd_import(self, name: str, package: str | None = None, level: int = 0) -> Any:
         """importlib's _gcd_import while loading (import_module): note the module, then import it."""
         if self._active and self._stack and threading.get_ident() == self._thread:
-            target = _resolve(name, package, level) if level else name
-            if target is not None:
-                self._note([target])
+            try:
+                target = _resolve(name, package, level) if level else name
+                if target is not None:
+                    self._note([target])
+            except Exception:  # noqa: BLE001 - odd arguments: the import itself will say what is wrong
+                pass
         assert self._real_gcd is not None
         return self._real_gcd(name, package, level)
 
