@@ -501,12 +501,6 @@ class Server(Processes, Rolling, WorkerChannels):
         if self._ctl is not None:
             self._guarded(self._ctl.close, "closing the control socket")
             self._ctl = None
-        if self._router is not None:
-            self._router.restore()
-        if self._selector is not None:
-            self._selector.close()
-        if self._pipe is not None:
-            self._pipe.close()
         for slot in list(self._slots):
             if slot.sock is not None:
                 slot.sock.close()
@@ -516,6 +510,14 @@ class Server(Processes, Rolling, WorkerChannels):
             self._pidfile.remove()
         if self._output_path is not None and self._output_fd is not None:
             os.close(self._output_fd)
+        # The signal handlers go last: a late TERM or QUIT (a second stop request) meets the previous
+        # disposition only once nothing is left to clean up (no socket bound, no pid file).
+        if self._router is not None:
+            self._router.restore()
+        if self._selector is not None:
+            self._selector.close()
+        if self._pipe is not None:
+            self._pipe.close()
         self.state = "stopped"
         log.info("master %d stopped", os.getpid())
 
