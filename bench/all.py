@@ -1,9 +1,10 @@
 """python -m bench.all [--quick] [...]: run every benchmark, rewrite bench/RESULTS.md and bench/results.png.
 
 Generates the reference application into a temporary folder (one copy of the project tree per server,
-one shared vendor layer), runs the sections in turn (reload + cold start, scaling, throughput, memory,
-idle CPU), each alternating the servers round after round, saves the raw data to bench/out/results.json
-and writes the report. Every server runs in its own session on 127.0.0.1 and is killed by process group.
+one shared vendor layer), runs the sections in turn (reload + cold start, real apps, scaling, throughput,
+memory, idle CPU), each alternating the servers round after round, saves the raw data to
+bench/out/results.json and writes the report. Every server runs in its own session on 127.0.0.1 and is
+killed by process group.
 """
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import idle, memory, reload, report, runners, throughput
+from bench import idle, memory, realapps, reload, report, runners, throughput
 from bench.refapp import RefApp, generate_tree
 from bench.refapp.layer import cpu_iterations
 from bench.refapp.vendor import generate_vendor
 
 HERE = Path(__file__).resolve().parent
-PEERS = ["gunicorn", "uvicorn", "hupper", "werkzeug", "watchfiles", "waitress", "watchdog", "inotify"]
+PEERS = ["gunicorn", "uvicorn", "hupper", "werkzeug", "watchfiles", "waitress", "watchdog", "inotify",
+         "django", "flask", "flask-sqlalchemy", "sqlalchemy", "setproctitle"]
 
 
 def ours_available() -> bool:
@@ -48,8 +50,12 @@ def machine() -> dict:
                    if line.startswith("MemTotal"))) / 1024 / 1024
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
                             text=True).stdout.strip()
+    # The servers run from this working tree: name what was not committed yet (others edit it meanwhile).
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "prefork", "projectr"], cwd=HERE.parent,
+                           capture_output=True, text=True).stdout.split("\n")
+    dirty = sorted(line[3:] for line in dirty if line.strip() and not line.startswith("??"))
     return dict(cpu=cpu, cores=os.cpu_count(), memory_gb=mem, kernel=platform.release(),
-                python=platform.python_version(), commit=commit, load_start=_loadavg())
+                python=platform.python_version(), commit=commit, dirty=dirty, load_start=_loadavg())
 
 
 def versions() -> dict:
@@ -100,6 +106,8 @@ def settings(args: argparse.Namespace) -> dict:
                 throughput_rounds=1 if quick else 2,
                 worker_counts=[2, 4],
                 memory_rounds=1 if quick else 2,
+                memory_reloads=args.memory_reloads or (40 if quick else 100),
+                realapps_rounds=args.realapps_rounds or (2 if quick else 5),
                 big_modules=args.big_modules,
                 load_tool="wrk" if throughput.WRK else "bench/loadgen.py")
 
@@ -107,7 +115,8 @@ def settings(args: argparse.Namespace) -> dict:
 def run_sections(args: argparse.Namespace, trees: Trees, cfg: dict, with_ours: bool, logdir: Path) -> dict:
     """Run the selected sections; return their raw results."""
     res: dict = {}
-    only = set(args.only.split(",")) if args.only else {"reload", "scaling", "scale", "throughput", "memory", "idle"}
+    only = set(args.only.split(",")) if args.only else {"reload", "realapps", "scaling", "scale", "throughput",
+                                                         "memory", "idle"}
     loads = res.setdefault("load_by_section", {})
 
     def say(msg: str) -> None:
@@ -123,6 +132,10 @@ def run_sections(args: argparse.Namespace, trees: Trees, cfg: dict, with_ours: b
                  for r in contenders}
         res.update(reload.run(contenders, {r.name: trees(r.name) for r in contenders}, edits, cfg["rounds"],
                               logdir, timeout=cfg["timeout"], progress=say))
+    if "realapps" in only and with_ours:
+        say("== real apps: Django tutorial and Flask app factory, ours vs gunicorn --reload")
+        res.update(realapps.run(trees.base / "realapps", ["django", "flask"], cfg["realapps_rounds"], logdir,
+                                progress=say))
     if "scaling" in only and with_ours:
         say(f"== scaling: ours at {cfg['big_modules']} modules")
         big = runners.Ours("ours-1000", f"ours: ProjectrServer -w 2, {cfg['big_modules']} modules", workers=2)
@@ -136,7 +149,8 @@ def run_sections(args: argparse.Namespace, trees: Trees, cfg: dict, with_ours: b
                                            logdir, progress=say)
     if "memory" in only:
         say("== memory (4 workers)")
-        res["memory"] = memory.run(trees, 4, cfg["memory_rounds"], 3 if with_ours else 0, logdir, progress=say)
+        res["memory"] = memory.run(trees, 4, cfg["memory_rounds"], cfg["memory_reloads"] if with_ours else 0,
+                                   logdir, progress=say)
     if "scale" in only and (HERE / "projectr_scale.py").exists():
         say("== projectr at scale (bench/projectr_scale.py)")
         sizes = ["100", "1000", "10000"] if cfg["quick"] else ["10", "100", "1000", "10000"]
@@ -168,6 +182,18 @@ def notes(res: dict, logdir: Path, with_ours: bool) -> list[str]:
         out.append("watchfiles: on a change it sends SIGINT to waitress-serve and waits up to its default "
                    "sigint timeout (5 s) before SIGKILL; waitress-serve does not exit on SIGINT promptly, so most of "
                    "watchfiles' reload time is that wait (watchfiles --sigint-timeout shortens it).")
+    try:
+        importlib.import_module("inotify.adapters")
+        out.append("gunicorn --reload-engine auto: the inotify engine (the `inotify` package is installed).")
+    except ImportError:
+        out.append("gunicorn --reload-engine auto: the polling engine (the `inotify` package is missing).")
+    ours = [s for s in res.get("reload", []) + res.get("realapps", []) if s["runner"].startswith("ours")]
+    failed = sum(1 for s in ours if s["phases"].get("failed"))
+    twice = sum(1 for s in ours if s["phases"].get("reloads", 1) > 1)
+    missing = sum(1 for s in ours if not s["phases"].get("strategy"))
+    if failed or twice or missing:
+        out.append(f"Our servers' logs: {failed} saves with a failed reload, {twice} saves followed by more than one "
+                   f"reload line, {missing} saves without a reload line of their own (see the strategy tables).")
     if any(s["runner"] == "gunicorn-preload" for s in res.get("reload", [])):
         out.append("gunicorn --reload --preload: the reloader restarts the workers, but they fork from the "
                    "master's preloaded (stale) code, so the edit is never served (gunicorn documents the two as "
@@ -187,7 +213,9 @@ def main() -> None:
     parser.add_argument("--vendor-mb", type=float, default=24.0, help="memory the vendor layer holds")
     parser.add_argument("--unrelated", type=int, default=5000, help="unrelated files in each tree")
     parser.add_argument("--big-modules", type=int, default=1000, help="project modules for the scaling run")
-    parser.add_argument("--only", help="comma-separated sections: reload,scaling,scale,throughput,memory,idle")
+    parser.add_argument("--realapps-rounds", type=int, help="real-app rounds (default 5, quick 2)")
+    parser.add_argument("--memory-reloads", type=int, help="reloads before the last PSS sample (default 100, quick 40)")
+    parser.add_argument("--only", help="comma-separated sections: reload,realapps,scaling,scale,throughput,memory,idle")
     parser.add_argument("--no-ours", action="store_true", help="peers only")
     parser.add_argument("--keep", action="store_true", help="keep the generated trees and logs")
     parser.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md and results.png go")
@@ -228,6 +256,7 @@ def _all_labels() -> dict[str, str]:
     labels = {r.name: r.label for r in rs}
     labels.update({"ours-1000": "ours: ProjectrServer -w 2, 1,000 modules", "gunicorn-sync": "gunicorn sync",
                    "waitress": "waitress (1 process)"})
+    labels.update({r.name: r.label for r in realapps.runners() if r.name.startswith("ours")})
     return labels
 
 

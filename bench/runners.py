@@ -75,7 +75,7 @@ class Uvicorn(Runner):
 
     def command(self, app: RefApp, port: int) -> list[str]:
         return [str(BIN / "uvicorn"), "--interface", "wsgi", "--reload", "--host", HOST, "--port", str(port),
-                "--log-level", "warning", APP]
+                "--log-level", "warning", app.spec]
 
 
 @dataclass
@@ -83,7 +83,7 @@ class Hupper(Runner):
     """hupper -m waitress: a monitor process restarting one waitress worker process."""
 
     def command(self, app: RefApp, port: int) -> list[str]:
-        return [str(BIN / "hupper"), "-m", "waitress", f"--listen={HOST}:{port}", "--threads=1", APP]
+        return [str(BIN / "hupper"), "-m", "waitress", f"--listen={HOST}:{port}", "--threads=1", app.spec]
 
 
 @dataclass
@@ -93,7 +93,7 @@ class Werkzeug(Runner):
     reloader: str = "stat"
 
     def command(self, app: RefApp, port: int) -> list[str]:
-        return [sys.executable, str(HERE / "peers" / "werkzeug_serve.py"), str(port), self.reloader, APP]
+        return [sys.executable, str(HERE / "peers" / "werkzeug_serve.py"), str(port), self.reloader, app.spec]
 
 
 @dataclass
@@ -101,7 +101,7 @@ class Watchfiles(Runner):
     """watchfiles running waitress-serve as a command, restarted on a change to a .py file."""
 
     def command(self, app: RefApp, port: int) -> list[str]:
-        serve = f"{BIN / 'waitress-serve'} --listen={HOST}:{port} --threads=1 {APP}"
+        serve = f"{BIN / 'waitress-serve'} --listen={HOST}:{port} --threads=1 {app.spec}"
         return [str(BIN / "watchfiles"), "--filter", "python", serve, "."]
 
 
@@ -112,7 +112,7 @@ class Waitress(Runner):
     threads: int = 4
 
     def command(self, app: RefApp, port: int) -> list[str]:
-        return [str(BIN / "waitress-serve"), f"--listen={HOST}:{port}", f"--threads={self.threads}", APP]
+        return [str(BIN / "waitress-serve"), f"--listen={HOST}:{port}", f"--threads={self.threads}", app.spec]
 
 
 @dataclass
