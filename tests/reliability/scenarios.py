@@ -115,7 +115,7 @@ class Site:
         if block is None:
             return launcher.start_http(command, workers, cwd=self.root, pid_file=pid_file, path=APP_PATH)
         port = free_ports(block)
-        proc, log_path = launcher.spawn(command(port), cwd=self.root, log_name="server-block.log")
+        proc, log_path = launcher.spawn(command(port), cwd=self.root, log_name=f"server-block-{len(launcher.procs)}.log")
         running = Running(proc, log_path, port, workers, pid_file)
         running.wait_ready(lambda p: status_of(p))
         return running
