@@ -194,6 +194,88 @@ def fresh_generation(root: str, spec: str) -> dict:
     return {"import_ms": elapsed, "loaded_files_ms": _ms(time.perf_counter() - t), "files": len(files)}
 
 
+def _wsgi_get(app, path: str) -> int:
+    """One GET through the WSGI callable, in this process (what a worker does for a request)."""
+    from wsgiref.util import setup_testing_defaults
+
+    environ: dict = {"PATH_INFO": path, "HTTP_HOST": "127.0.0.1", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80"}
+    setup_testing_defaults(environ)
+    status = []
+    body = app(environ, lambda s, h, exc_info=None: status.append(s))
+    for _ in body:
+        pass
+    if hasattr(body, "close"):
+        body.close()
+    return int(status[0].split()[0])
+
+
+def realapp(name: str, profile: bool) -> None:
+    """The same emulation on a real app (tests/realapps): what a fresh generation and a new worker pay.
+
+    Learns the base's modules from a cold import (in a child, as generation 0 reports them), imports
+    them here (the base), then forks: a fresh generation (import the project, resolve the app), and
+    from it a "worker" that serves its first and second request of the index page in-process.
+    """
+    from bench import realapps
+
+    base = Path(tempfile.mkdtemp(prefix=f"bench-profgen-{name}-"))
+    src = realapps.generate(base, [name])[name]
+    app = realapps.copy_app(src, base / "app", name)
+    os.chdir(app.tree)
+    sys.path.insert(0, app.tree)
+
+    def learn() -> dict:
+        before = set(sys.modules)
+        from prefork.apps import resolve_app
+        resolve_app(app.spec)
+        from prefork.discover import is_project_file
+        return {"modules": [n for n, m in list(sys.modules.items()) if n not in before and not
+                            is_project_file(os.path.abspath(getattr(m, "__file__", "") or "/"), app.tree)]}
+
+    cold = in_child(learn)
+    t = time.perf_counter()
+    imported = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for module in cold["modules"]:
+            try:
+                __import__(module)
+                imported += 1
+            except BaseException:  # noqa: BLE001 - as the base does: left to the generations
+                pass
+    gc.freeze()
+    print(f"{name}: base preloaded {imported} of {len(cold['modules'])} modules in "
+          f"{_ms(time.perf_counter() - t):.0f} ms (cold import in a child: {cold['wall_ms']:.0f} ms)")
+
+    def generation_then_worker() -> dict:
+        out = fresh_generation(app.tree, app.spec)
+
+        def worker() -> dict:
+            from prefork.apps import resolve_app
+            served = resolve_app(app.spec)
+            t1 = time.perf_counter()
+            status = _wsgi_get(served, app.page)
+            first = _ms(time.perf_counter() - t1)
+            t2 = time.perf_counter()
+            _wsgi_get(served, app.page)
+            return {"first_ms": first, "second_ms": _ms(time.perf_counter() - t2), "status": status}
+
+        out["worker"] = in_child(worker, profile=profile)
+        return out
+
+    for n in range(3):
+        got = in_child(generation_then_worker, profile=profile and n == 2)
+        w = got["worker"]
+        print(f"  fresh generation: import {got['import_ms']:.1f} ms (+{got['child_started_ms']:.1f} ms fork); "
+              f"a worker forked from it: first {app.page} {w['first_ms']:.1f} ms (status {w['status']}), "
+              f"second {w['second_ms']:.1f} ms (fork {w['child_started_ms']:.1f} ms)")
+        if n == 2 and profile:
+            print("\ncProfile of the fresh generation's import (tottime):\n")
+            print(got.get("profile", ""))
+            print("cProfile of the worker's two requests (tottime):\n")
+            print(w.get("profile", ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_generation", description=__doc__)
     parser.add_argument("--modules", type=int, default=20)
@@ -202,7 +284,12 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile one partial step (the last edit)")
     parser.add_argument("--second-scan", action="store_true",
                         help="run the container scan twice: the second pays no copy-on-write faults")
+    parser.add_argument("--realapp", choices=("django", "flask"),
+                        help="instead: a fresh generation and a new worker's first request on a real app")
     args = parser.parse_args()
+    if args.realapp:
+        realapp(args.realapp, args.profile)
+        return
     global SECOND_SCAN
     SECOND_SCAN = args.second_scan
     base = Path(tempfile.mkdtemp(prefix="bench-profgen-"))

@@ -68,13 +68,15 @@ CHOICES = {
 
 
 def generate(base: Path, names: list[str]) -> dict[str, Path]:
-    """Generate each app once into base/src-NAME; return the folders."""
+    """Generate each app once into base/src-NAME (kept: a second call reuses it); return the folders."""
     apps, _ = _suite()
     out = {}
     for name in names:
-        spec = getattr(apps, CHOICES[name]["generate"])(base / f"src-{name}")
         out[name] = base / f"src-{name}"
-        (out[name] / ".bench-spec").write_text(spec.app)
+        if not (out[name] / ".bench-spec").exists():
+            shutil.rmtree(out[name], ignore_errors=True)
+            spec = getattr(apps, CHOICES[name]["generate"])(out[name])
+            (out[name] / ".bench-spec").write_text(spec.app)
     return out
 
 

@@ -23,7 +23,7 @@ BG_INTERVAL = 0.005  # background client: one request every 5 ms, about 150/s wi
 # The probe pauses this long after an answer that is still old (and after a failed request), so that
 # on 2 shared cores it does not keep a whole core busy (itself plus the worker answering it) while the
 # server under test imports the new code: the resolution of every latency is that pause plus one request.
-PROBE_PAUSE = 0.002
+PROBE_PAUSE = 0.005
 
 
 @dataclass
