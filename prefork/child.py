@@ -161,10 +161,26 @@ class Runtime:
         self.draining = True
         server = self.server
         server.accepting = False
+        self._accept_queued()
         server.del_channel()
         # Our copy only: the master (and a successor) keep the socket and its backlog.
         server.socket.close()
         self._check_drained()
+
+    def _accept_queued(self) -> None:
+        """Take the connections already queued on the listener; they are served with Connection: close.
+
+        Where ours is the last copy (a slot removed from a shared port: the master dropped its
+        own), closing it would reset them.
+        """
+        server = self.server
+        for _ in range(server.adj.backlog):  # at most what the queue can hold
+            try:
+                conn, addr = server.socket.accept()  # non-blocking: the dispatcher set it so
+                server.set_socket_options(conn)
+            except OSError:  # BlockingIOError: nothing more is queued
+                return
+            server.channel_class(server, conn, server.fix_addr(addr), server.adj, map=self.map)
 
     def _check_drained(self) -> None:
         """Close the connections that became idle; finish once no connection is left."""

@@ -17,7 +17,7 @@ from typing import Any
 from prefork import signals, stdio
 from prefork.notify import notify
 from prefork.server.slots import Slot
-from prefork.sockets import bind_listener, bound_port, control_pair
+from prefork.sockets import REUSE_PORT, bind_listener, bound_port, claim_port, control_pair
 from prefork.worker import CommandError, CommandTimeout, Worker, WorkerGone
 
 log = logging.getLogger("prefork")
@@ -106,22 +106,42 @@ class Processes:
     def _bind_initial(self) -> None:
         """Bind every slot's listening socket before forking anything."""
         if self.shared_port:
-            self._shared_sock = bind_listener(self.host, self.port, self.backlog)
-            self.port = bound_port(self._shared_sock)
+            if REUSE_PORT:  # a listener per slot on the one port: the kernel spreads connections over them
+                self.port = claim_port(self.host, self.port)
+            else:
+                self._shared_sock = bind_listener(self.host, self.port, self.backlog)
+                self.port = bound_port(self._shared_sock)
         self._slots.target = self.num_workers
         for index in range(self.num_workers):
             self._add_slot(index, not_before=self._timers.clock() + index * self.slow_start)
 
     def _add_slot(self, index: int, not_before: float = 0.0) -> Slot:
-        """Create slot ``index`` with its socket (the shared one, or a new one on port + index)."""
-        if self._shared_sock is not None:
-            sock, port = self._shared_sock, self.port
-        else:
-            sock = bind_listener(self.host, self.port + index if self.port else 0, self.backlog)
-            port = bound_port(sock)
-        slot = Slot(index, port, sock, not_before=not_before)
+        """Create slot ``index`` with its listening socket."""
+        sock = self._listener(index)
+        slot = Slot(index, bound_port(sock), sock, not_before=not_before)
         self._slots.add(slot)
         return slot
+
+    def _listener(self, index: int) -> Any:
+        """A listening socket for slot ``index``: a new one on port + index, or a new one of its own on
+        the shared port (SO_REUSEPORT), or, where the kernel does not balance such a group, the one
+        socket every slot shares."""
+        if self._shared_sock is not None:
+            return self._shared_sock
+        if self.shared_port:
+            return bind_listener(self.host, self.port, self.backlog, reuse_port=True)
+        return bind_listener(self.host, self.port + index if self.port else 0, self.backlog)
+
+    def _leave_shared_port(self, slot: Slot) -> None:
+        """A slot removed from a shared port stops being handed new connections (master).
+
+        The kernel hands connections to every listener of the port: the master drops its copy of
+        the slot's listener now, and the slot's worker, when it drains, accepts what is queued on
+        it, then closes the last copy. (A listener of a port of its own just closes with the slot.)
+        """
+        if self.shared_port and slot.sock is not None and slot.sock is not self._shared_sock:
+            slot.sock.close()
+            slot.sock = None
 
     def _keep_slots(self) -> None:
         """Grow, shrink and refill slots to match the target (only while running)."""
@@ -136,9 +156,16 @@ class Processes:
                 break
         for slot in self._slots:
             if slot.retired and slot.index < self._slots.target:
+                if slot.sock is None:  # its shared-port listener was dropped: a new one (EMFILE: retried)
+                    try:
+                        slot.sock = self._listener(slot.index)
+                    except OSError as exc:
+                        log.error("cannot listen again for worker %d: %s", slot.index, exc)
+                        continue
                 slot.retired = False
         for slot in self._slots.surplus():
             slot.retired = True
+            self._leave_shared_port(slot)
             if slot.current is not None:
                 self._retire(slot.current)
         for slot in self._slots.empty_retired():
