@@ -77,8 +77,9 @@ def main() -> int:
         reload_command = shlex.split(args.upstream_reload) if args.upstream_reload else None
         options = {} if args.upstream_server_options is None else {"server_options": args.upstream_server_options}
         hooks = NginxUpstream(args.upstream, host="127.0.0.1", reload_command=reload_command, **options).hooks()
+    mixins = [StartHook, stop_hook(args.hang_on_stop)]
     server = ProjectrServer(project=project, app="myproject.app:application", workers=args.workers,
-                            host="127.0.0.1", port=args.port, pid_file=args.pid, worker_mixins=[StartHook, stop_hook(args.hang_on_stop)],
+                            host="127.0.0.1", port=args.port, pid_file=args.pid, worker_mixins=mixins,
                             reload_timeout=args.reload_timeout, graceful_timeout=args.graceful_timeout,
                             timeout=args.timeout, threads=args.threads, **hooks)
     server.watch(project.watch_changes())
