@@ -31,6 +31,7 @@ from prefork import forks, stdio
 from prefork.apps import resolve_app
 from prefork.discover import is_project_file
 from prefork.proctitle import set_title
+from projectr.runtime import Observed
 
 
 @dataclass
@@ -319,37 +320,40 @@ def _read(path: str) -> bytes:
         return handle.read()
 
 
-def _checked_reload(units: list[Any], app_spec: str, recorder: Recorder,
-                    execute: Callable[[list[Any]], None]) -> Any:
+def _checked_reload(units: list[Any], app_spec: str, recorder: Recorder, execute: Callable[..., None]) -> Any:
     """Run the reload and verify it is what a fresh import would give; raise Refused if not.
 
-    Verified: no warning while the modules ran; every old function, class and module object
-    became garbage (nothing outside the reload set still refers to the old code); no module-level
-    list, dict or set of a module outside the set changed size (nothing registered itself twice).
+    Verified: no module outside the set imported one in it; no warning while the modules ran;
+    every old function, class and module object became garbage (nothing outside the reload set
+    still refers to the old code); no module outside the set had a global set, rebound or deleted,
+    and none of their module-level lists, dicts or sets changed size (nothing registered itself
+    twice, no setting left behind by a line the edit removed).
     """
     names = {unit.module for unit in units}
     old = _weak_old_objects(names)
-    containers = _containers(names)
+    outside = OutsideState.take(names)
     _check_importers(names, recorder)
+    observed = Observed()  # projectr's loader collects the warnings the modules raise
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with recorder.recording():
-            execute(units)
+            execute(units, observed=observed)
             app = resolve_app(app_spec)
+    if observed.warnings:
+        raise Refused(observed.warnings[0][1].replace(os.path.dirname(units[0].path) + os.sep, ""))
     if caught:
         first = caught[0]
         raise Refused(f"{os.path.basename(first.filename)}:{first.lineno}: "
                       f"{first.category.__name__}: {first.message}")
+    change = outside.changed()  # before the collection: the copies keep the old values (and ids) alive
+    if change:
+        raise Refused(f"{change} while the reloaded modules ran")
+    del outside
     gc.collect()
     for name, ref in old:
         obj = ref()
         if obj is not None:
             raise Refused(f"{name} is still referenced by {_holder(obj)}")
-    for module, container, size in containers:
-        if len(container) != size:
-            namespace = getattr(sys.modules.get(module), "__dict__", {})
-            attr = next((k for k, v in namespace.items() if v is container), "?")
-            raise Refused(f"{module}.{attr} changed size while the reloaded modules ran")
     return app
 
 
@@ -390,20 +394,60 @@ def _weak_old_objects(names: set[str]) -> list[tuple[str, weakref.ref[Any]]]:
     return refs
 
 
-def _containers(excluded: set[str]) -> list[tuple[str, Any, int]]:
-    """Every module-level list, dict and set outside ``excluded``, with its size now."""
-    found = []
-    seen = {id(vars(builtins))}
-    for name, module in list(sys.modules.items()):
-        namespace = getattr(module, "__dict__", None)
-        if name in excluded or namespace is None or name in _BOOKKEEPING or name.startswith("importlib"):
-            continue
-        for attr, value in list(namespace.items()):
-            kind = type(value)
-            if (kind is list or kind is dict or kind is set) and id(value) not in seen and "cache" not in attr.lower():
-                seen.add(id(value))
-                found.append((name, value, len(value)))
-    return found
+@dataclass
+class OutsideState:
+    """The namespaces of the modules outside a reload set, and the size of their containers."""
+
+    namespaces: list[tuple[str, dict[str, Any], dict[str, Any]]]  # name, the namespace, a copy of it
+    containers: list[tuple[str, str, Any, int]]                    # module, attribute, container, size
+    reloaded: set[str]                                             # the reload set
+
+    @classmethod
+    def take(cls, excluded: set[str]) -> "OutsideState":
+        """Copy what a reload of ``excluded`` must leave alone (a shallow copy per module, a few ms)."""
+        namespaces, containers = [], []
+        seen = {id(vars(builtins))}
+        for name, module in list(sys.modules.items()):
+            namespace = getattr(module, "__dict__", None)
+            if name in excluded or namespace is None or name in _BOOKKEEPING or name.startswith("importlib"):
+                continue
+            namespaces.append((name, namespace, dict(namespace)))
+            for attr, value in namespace.items():
+                kind = type(value)
+                if (kind is list or kind is dict or kind is set) and id(value) not in seen and _watched(attr):
+                    seen.add(id(value))
+                    containers.append((name, attr, value, len(value)))
+        return cls(namespaces, containers, set(excluded))
+
+    def changed(self) -> str | None:
+        """``module.attr`` and how it changed since ``take()``, or None."""
+        for name, namespace, before in self.namespaces:
+            for attr, value in namespace.items():
+                old = before.get(attr, _ABSENT)
+                if old is value or not _watched(attr) or self._submodule(value, old):
+                    continue
+                return f"{name}.{attr} was {'set' if old is _ABSENT else 'rebound'}"
+            for attr in before.keys() - namespace.keys():
+                if _watched(attr):
+                    return f"{name}.{attr} was deleted"
+        for name, attr, container, size in self.containers:
+            if len(container) != size:
+                return f"{name}.{attr} changed size"
+        return None
+
+    def _submodule(self, value: Any, old: Any) -> bool:
+        """A package's attribute for a submodule: a reloaded one, or one imported for the first time."""
+        if not isinstance(value, types.ModuleType):
+            return False
+        return old is _ABSENT or value.__name__ in self.reloaded
+
+
+_ABSENT = object()
+
+
+def _watched(attr: str) -> bool:
+    """Module attributes that are state (not the import system's bookkeeping, not a cache)."""
+    return not (attr.startswith("__") and attr.endswith("__")) and "cache" not in attr.lower()
 
 
 # ---------------------------------------------------------------------------------------------
