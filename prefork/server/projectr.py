@@ -328,7 +328,8 @@ class ProjectrServer(Generations, Server):
         if serving is None:
             plan = Plan("fresh", "no generation is serving")
         else:
-            plan = plan_reload(record.changed, sources=set(self.project.source_files), loaded=serving.loaded,
+            existed = {path for path, snap in self._files.items() if snap is not None}  # at the serving start
+            plan = plan_reload(record.changed, sources=existed, loaded=serving.loaded,
                                opened=serving.opened, affected=self.project.affected, refused=self._refused,
                                root=self.project.root, definition_file=self.project.definition_file,
                                full=record.full)

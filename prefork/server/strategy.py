@@ -30,7 +30,8 @@ def plan_reload(changed: Iterable[str], *, sources: set[str], loaded: set[str], 
                 definition_file: str | None = None, full: bool = False) -> Plan:
     """Decide how to serve ``changed`` paths (empty: a reload asked for by a signal or ``ctl``).
 
-    ``sources``: the project's .py files; ``loaded``/``opened``: what the serving generation
+    ``sources``: the files that existed when the serving generation was made (a .py file that did
+    not is new: autodiscovery may pick it up); ``loaded``/``opened``: what the serving generation
     imported and read; ``affected``: the project graph's dependents in load order; ``refused``:
     paths a partial reload could not be shown equivalent for before.
     """

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,26 @@ def test_a_killed_worker_is_replaced_by_its_generation(launcher, site):
              what="a replacement worker")
     server.wait_log(rf"worker 0 \(pid {victim}, port \d+\) died with status -9; replacing it")
     assert re.search(r"asked generation 0 for worker 0", server.log())
+
+
+def test_a_new_module_that_autodiscovery_finds_is_served_like_a_fresh_start(launcher, site):
+    """A new file is imported afresh: a framework may find it at start (Django's autodiscover)."""
+    app_dir = site[0]
+    (app_dir / "plugins").mkdir()
+    (app_dir / "plugins" / "__init__.py").write_text("")
+    (app_dir / "plugins" / "a.py").write_text('NAME = "a"\n')
+    save(app_dir / "helper.py", textwrap.dedent('''\
+        import importlib, pathlib
+
+        FOUND = [importlib.import_module(f"plugins.{p.stem}").NAME
+                 for p in sorted((pathlib.Path(__file__).parent / "plugins").glob("[a-z]*.py"))]
+
+        def greeting():
+            return "+".join(FOUND)
+        '''))
+    launch_env(launcher, site)
+    server = start(launcher, site)
+    assert all(b.startswith("a ") for b in bodies(server))
+    save(app_dir / "plugins" / "b.py", 'NAME = "b"\n')
+    wait_for(lambda: all(b.startswith("a+b ") for b in bodies(server)), what="the discovered plugin")
+    server.wait_log(r"reload #1: fresh generation \(plugins/b\.py is new\)")
