@@ -2,6 +2,7 @@
 fails after a good load, a stop while a new generation hangs, a callable app, reloads during a reload."""
 from __future__ import annotations
 
+import os
 import re
 import signal
 import textwrap
@@ -67,6 +68,12 @@ def test_worker_on_start_failure_after_a_good_load_keeps_the_old_generation(laun
                     r"  still serving generation 0")
     current = server.statuses()
     assert {s["pid"] for s in current} == pids and all(s["version"] == "1.0" for s in current)
+    # Nothing was committed: a worker that dies now is replaced from the generation that serves,
+    # never from the new code that could not start (the old design's "commit before proof").
+    victim = current[0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in {s["pid"] for s in server.statuses()}, what="the replacement")
+    assert all(s["version"] == "1.0" and s["generation"] == 0 for s in server.statuses())
     save(project_copy / "myproject/version.py", 'VERSION = "fine"\n')
     server.wait_all(lambda s: s["version"] == "fine", "recovery after the on_start failure")
 
