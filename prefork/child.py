@@ -65,6 +65,7 @@ def run_worker(worker: Worker, *, app: Any, listener: socket.socket, control: so
         random.seed()
         worker.pid = os.getpid()
         set_title(f"prefork worker {worker.index} :{worker.port}")
+        app = worker.wrap_app(app)
         runtime = Runtime(worker, app, listener, control, threads, output_path, inline=inline and threads == 1)
         worker._runtime = runtime
         worker.on_start()

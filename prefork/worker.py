@@ -111,6 +111,10 @@ class Worker:
     def on_stop(self) -> None:
         """Worker: after a graceful stop finished its in-flight requests, just before exit 0."""
 
+    def wrap_app(self, app: Any) -> Any:
+        """Worker: return the WSGI app this worker serves, given the app (a mixin's middleware goes here)."""
+        return app
+
     # -- master side -----------------------------------------------------------------------------
 
     def send_control_message(self, command: str, *args: Any) -> None:

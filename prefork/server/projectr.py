@@ -466,6 +466,7 @@ class ProjectrServer(Generations, Server):
         lines.append(f"  still serving generation {self.generation}; "
                      "the changes stay pending: save a fix to retry them all")
         log.error("\n".join(lines))
+        self._call_hook("reload_failed", report)
         notify("READY=1")
         self._finish()
 
@@ -479,6 +480,12 @@ class ProjectrServer(Generations, Server):
                 self.post_event("reload_full" if full else "reload")
         elif changes:
             self.post_event("changed")
+
+    def reload_failed(self, report: dict[str, Any]) -> None:
+        """Master hook: a reload failed; ``report`` has ``file``, ``line``, ``error``, ``traceback``.
+
+        The old workers keep serving. (``prefork.livereload`` shows it in the browser.)
+        """
 
     # -- stop (master) ----------------------------------------------------------------------------
 
