@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 import warnings
 from typing import Any, NoReturn
@@ -92,6 +93,11 @@ def _preload(channel: socket.socket, names: list[str]) -> None:
                 continue
     gc.freeze()  # shared by every generation and worker: keep the collector off these pages
     imported = sum(1 for name in names if name in sys.modules)
+    if threading.active_count() > 1:  # forking a process with threads can deadlock its children
+        log.warning("base: importing the app's third-party modules started %d thread(s) (%s); generations "
+                    "fork from it all the same, but a lock held by such a thread at fork time stays held",
+                    threading.active_count() - 1,
+                    ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread()))
     forks.send(channel, {"event": "preloaded", "imported": imported, "wanted": len(names),
                          "ms": (time.perf_counter() - started) * 1000.0})
 
