@@ -9,7 +9,7 @@ import select
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import LoadError, ProjectError
 from .graph import DependencyGraph
@@ -35,9 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     graph = sub.add_parser("graph", help="print the dependency graph (edges marked needs or import)")
     graph.add_argument("project_file")
-    graph.add_argument("--format", choices=["text", "dot", "mermaid"], default="text")
-    graph.add_argument("--output", "-o", help="with --format dot: render to this file with Graphviz "
-                                              "(format from the extension, e.g. graph.svg)")
+    graph.add_argument("--format", choices=["text", "dot", "mermaid"],
+                       help="what to print (default text); with -o, taken from the file's suffix")
+    graph.add_argument("--output", "-o", metavar="FILE",
+                       help="write to FILE, the format from its suffix: .svg, .png, .pdf (rendered with "
+                            "Graphviz's dot), .dot or .gv, .mmd, .txt")
     graph.set_defaults(handler=cmd_graph)
     check = sub.add_parser("check", help="load every file; report errors, cycles, unlisted and missing files")
     check.add_argument("project_file")
@@ -60,19 +62,59 @@ def _rel(project: Project, path: str) -> str:
 # ---- graph ----------------------------------------------------------------------------------------
 
 def cmd_graph(project: Project, args: argparse.Namespace) -> int:
-    """Print the graph as text, Graphviz dot (optionally rendered) or Mermaid."""
+    """Print the graph as text, Graphviz dot or Mermaid, or write it to a file (rendered by suffix)."""
+    fmt, render = args.format or "text", None
+    if args.output:
+        try:
+            fmt, render = _output_format(args.output, args.format)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     graph = project.graph
     nodes = [_rel(project, n) for n in project.load_order]
     edges = [(_rel(project, u), _rel(project, v), d["kind"]) for u, v, d in graph.edges(data=True)]
     edges.sort(key=lambda e: (nodes.index(e[0]), nodes.index(e[1])))
-    text = {"text": _as_text, "dot": _as_dot, "mermaid": _as_mermaid}[args.format](project.name, nodes, edges)
-    if args.output:
-        if args.format != "dot":
-            print("error: --output renders dot only", file=sys.stderr)
-            return 2
-        return _render(text, args.output)
-    print(text, end="")
+    text = _FORMATS[fmt](project.name, nodes, edges)
+    if not args.output:
+        print(text, end="")
+        return 0
+    if render is not None:
+        return _render(text, args.output, render)
+    try:
+        with open(args.output, "w") as f:
+            f.write(text)
+    except OSError as exc:
+        print(f"error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}")
     return 0
+
+
+# The suffixes `-o FILE` understands: written as text in a format, or rendered by Graphviz from dot.
+_TEXT_SUFFIXES = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid", ".txt": "text"}
+_RENDERED_SUFFIXES = (".svg", ".png", ".pdf")
+
+
+def _output_format(output: str, asked: str | None) -> tuple[str, str | None]:
+    """(the text format, the Graphviz output format or None) for `-o output`; ValueError if unclear."""
+    suffix = os.path.splitext(output)[1].lower()
+    if suffix in _RENDERED_SUFFIXES:
+        if asked not in (None, "dot"):
+            raise ValueError(f"{output} is rendered by Graphviz from dot, not --format {asked}: "
+                             f"drop --format, or write a {_suffix_of(asked)} file")
+        return "dot", suffix[1:]
+    if suffix in _TEXT_SUFFIXES:
+        fmt = _TEXT_SUFFIXES[suffix]
+        if asked not in (None, fmt):
+            raise ValueError(f"{output} is a {fmt} file, not --format {asked}: drop --format, "
+                             f"or write a {_suffix_of(asked)} file")
+        return fmt, None
+    known = ", ".join([*_RENDERED_SUFFIXES, *_TEXT_SUFFIXES])
+    raise ValueError(f"cannot tell the format of {output} from its suffix: use one of {known}")
+
+
+def _suffix_of(fmt: str | None) -> str:
+    return next(s for s, f in _TEXT_SUFFIXES.items() if f == fmt)
 
 
 def _as_text(name: str, nodes: list[str], edges: list[tuple[str, str, str]]) -> str:
@@ -100,13 +142,27 @@ def _as_mermaid(name: str, nodes: list[str], edges: list[tuple[str, str, str]]) 
     return "\n".join(lines) + "\n"
 
 
-def _render(dot_source: str, output: str) -> int:
+_FORMATS: dict[str, Callable[[str, list[str], list[tuple[str, str, str]]], str]] = {
+    "text": _as_text, "dot": _as_dot, "mermaid": _as_mermaid}
+
+
+def _render(dot_source: str, output: str, fmt: str) -> int:
     dot = shutil.which("dot")
     if dot is None:
-        print("error: Graphviz 'dot' is not installed; use --format dot without --output", file=sys.stderr)
+        print(f"error: rendering {output} needs Graphviz's dot, which is not on PATH: install Graphviz "
+              f"(apt-get install graphviz, brew install graphviz), or write a .dot or .mmd file instead",
+              file=sys.stderr)
         return 1
-    fmt = os.path.splitext(output)[1].lstrip(".") or "svg"
-    subprocess.run([dot, f"-T{fmt}", "-o", output], input=dot_source, text=True, check=True)
+    try:
+        done = subprocess.run([dot, f"-T{fmt}", "-o", output], input=dot_source, text=True,
+                              capture_output=True)
+    except OSError as exc:
+        print(f"error: cannot run {dot}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if done.returncode != 0:
+        detail = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
+        print(f"error: Graphviz could not write {output}: {detail}", file=sys.stderr)
+        return 1
     print(f"wrote {output}")
     return 0
 
@@ -127,15 +183,30 @@ def cmd_check(project: Project, args: argparse.Namespace) -> int:
     for unit in graph.units():
         print("cycle: " + " <-> ".join(_rel(project, p) for p in unit) + " (imports; they reload as one unit)")
     if not missing:
+        quiet = _DropRecords()  # load() also logs its failure and warnings: print each once, here
+        logging.getLogger("projectr").addFilter(quiet)
+        loaded: list[str] = []
+        failure: LoadError | None = None
         try:
             loaded = project.load()
         except LoadError as exc:
-            print(f"error: {exc}")
+            failure = exc
+        finally:
+            logging.getLogger("projectr").removeFilter(quiet)
+        for warning in project.last_load_warnings:
+            print(f"warning: {warning}")
+        if failure is not None:
+            print(f"error: {failure}")
             problems += 1
-        else:
-            if not problems:
-                print(f"ok: {len(loaded)} files loaded, {graph.graph.number_of_edges()} edges")
+        elif not problems:  # files as `graph` counts them: the source files (resources are only watched)
+            sources = set(project.source_files)
+            print(f"ok: {sum(p in sources for p in loaded)} files loaded, {graph.graph.number_of_edges()} edges")
     return 1 if problems else 0
+
+
+class _DropRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
 
 def _unlisted(project: Project) -> list[str]:
@@ -146,14 +217,39 @@ def _unlisted(project: Project) -> list[str]:
 
 # ---- affected -------------------------------------------------------------------------------------
 
+_LISTED = 40  # the files an `affected` error lists at most
+
+
 def cmd_affected(project: Project, args: argparse.Namespace) -> int:
-    """Print what an edit of the files would reload, with the edge that pulled each file in."""
-    paths = [os.path.abspath(f) for f in args.files]
-    known = set(project.source_files)
+    """Print what an edit of the files would reload, with the edge that pulled each file in.
+
+    A FILE is relative to the current directory, or failing that to the project's root. One that
+    is not in the project is an error (exit status 2) that lists the files the project has.
+    """
+    sources = project.source_files
+    resources = project.resource_files
+    known = set(sources) | set(resources)
+    paths: list[str] = []
+    unknown: list[str] = []
+    for name in args.files:
+        candidates = [os.path.abspath(name), os.path.normpath(os.path.join(project.root, name))]
+        found = next((c for c in candidates if c in known), None)
+        if found is None:
+            unknown.append(name)
+        elif found not in paths:
+            paths.append(found)
+    if unknown:
+        files = [_rel(project, p) for p in [*sources, *resources]]
+        listed = "".join(f"\n  {f}" for f in files[:_LISTED])
+        if len(files) > _LISTED:
+            listed += f"\n  ... and {len(files) - _LISTED} more (projectr graph lists them all)"
+        print(f"error: not in project {project.name}: {', '.join(unknown)}\n"
+              f"its files, relative to {project.root}:{listed}", file=sys.stderr)
+        return 2
     for path in paths:
-        if path not in known:
-            print(f"warning: {path} is not a source file of {project.name}", file=sys.stderr)
-    _print_affected(project, [p for p in paths if p in known])
+        if path not in set(sources):
+            print(f"{_rel(project, path)}  (resource: reloads no module)")
+    _print_affected(project, [p for p in paths if p in set(sources)])
     return 0
 
 

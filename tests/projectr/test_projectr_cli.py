@@ -33,8 +33,8 @@ def _tree(tree) -> str:
     return tree.write("project.py", DEFINITION)
 
 
-def _run(*args: str, cwd) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "projectr", *args], cwd=cwd, text=True,
+def _run(*args: str, cwd, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "projectr", *args], cwd=cwd, text=True, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=30)
@@ -68,6 +68,45 @@ def test_graph_dot_and_mermaid(tree):
     assert svg.read_text().lstrip().startswith("<?xml")
 
 
+def test_graph_output_format_from_the_suffix(tree):
+    definition = _tree(tree)
+    magic = {"graph.svg": b"<?xml", "graph.png": b"\x89PNG", "graph.pdf": b"%PDF"}
+    for name, start in magic.items():  # rendered by Graphviz (installed here, and by .ci/run)
+        result = _run("graph", definition, "-o", name, cwd=tree.root)
+        assert (result.returncode, result.stdout, result.stderr) == (0, f"wrote {name}\n", "")
+        assert (tree.root / name).read_bytes().lstrip().startswith(start), name
+    for name, fmt in {"graph.dot": "dot", "graph.mmd": "mermaid", "graph.txt": "text"}.items():
+        result = _run("graph", definition, "-o", name, cwd=tree.root)
+        assert (result.returncode, result.stdout) == (0, f"wrote {name}\n"), result.stderr
+        printed = _run("graph", definition, "--format", fmt, cwd=tree.root).stdout
+        assert (tree.root / name).read_text() == printed
+    agreeing = _run("graph", definition, "--format", "mermaid", "-o", "again.mmd", cwd=tree.root)
+    assert agreeing.returncode == 0 and (tree.root / "again.mmd").read_text().startswith("graph LR")
+
+
+def test_graph_output_errors_are_one_line(tree):
+    definition = _tree(tree)
+    unknown = _run("graph", definition, "-o", "graph.xyz", cwd=tree.root)
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert unknown.stderr.startswith("error: cannot tell the format of graph.xyz") and unknown.stderr.count("\n") == 1
+    assert ".svg" in unknown.stderr and ".mmd" in unknown.stderr
+    clash = _run("graph", definition, "--format", "mermaid", "-o", "graph.svg", cwd=tree.root)
+    assert clash.returncode == 2 and clash.stderr.count("\n") == 1 and "--format mermaid" in clash.stderr
+    assert not (tree.root / "graph.xyz").exists() and not (tree.root / "graph.svg").exists()
+
+
+def test_graph_render_without_graphviz(tree, tmp_path_factory):
+    definition = _tree(tree)
+    empty = tmp_path_factory.mktemp("no-graphviz")  # a PATH on which there is no `dot`
+    env = dict(os.environ, PATH=str(empty))
+    result = _run("graph", definition, "-o", "graph.svg", cwd=tree.root, env=env)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Graphviz" in result.stderr and "Traceback" not in result.stderr
+    assert not (tree.root / "graph.svg").exists()
+    text = _run("graph", definition, "-o", "graph.dot", cwd=tree.root, env=env)  # no Graphviz needed
+    assert text.returncode == 0 and (tree.root / "graph.dot").read_text().startswith("digraph")
+
+
 def test_check_clean_project(tree):
     definition = _tree(tree)
     result = _run("check", definition, cwd=tree.root)
@@ -90,6 +129,35 @@ def test_check_reports_errors_unlisted_and_missing(tree):
     assert gone.returncode == 1 and f"missing: {tree.pkg}/version.py" in gone.stdout
 
 
+def test_check_reports_a_load_error_once(tree):
+    definition = _tree(tree)
+    tree.write("PKG/version.py", "V = (\n")
+    result = _run("check", definition, cwd=tree.root)
+    assert result.returncode == 1
+    assert (result.stdout + result.stderr).count("SyntaxError") == 1, result.stdout + result.stderr
+    assert f"\nerror: {tree.path('PKG/version.py')}:1: SyntaxError" in result.stdout
+
+
+def test_check_reports_a_load_warning_once(tree):
+    definition = _tree(tree)
+    tree.write("PKG/version.py", "import warnings\nwarnings.warn('careful')\nV = 1\n")
+    result = _run("check", definition, cwd=tree.root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (result.stdout + result.stderr).count("careful") == 1
+    assert f"warning: {tree.path('PKG/version.py')}:2: UserWarning: careful" in result.stdout
+
+
+def test_check_counts_files_as_graph_does(tree):
+    _tree(tree)
+    tree.write("PKG/templates/a.html", "<p>a</p>\n")
+    tree.write("PKG/templates/b.html", "<p>b</p>\n")
+    definition = tree.write("project.py", DEFINITION + '    p.resource("templates/*.html")\n')
+    header = _run("graph", definition, cwd=tree.root).stdout.splitlines()[0]
+    assert ": 5 files in load order" in header
+    result = _run("check", definition, cwd=tree.root)
+    assert result.returncode == 0 and "ok: 5 files loaded, " in result.stdout, result.stdout + result.stderr
+
+
 def test_check_reports_definition_errors(tree):
     _tree(tree)
     definition = tree.write("bad.py", DEFINITION + '    p.file("x", needs=["nope"])\n')
@@ -108,6 +176,41 @@ def test_affected_explains_why(tree):
         f"{pkg}/app.py  (import {pkg}/util.py)",
         f"{pkg}/views.py  (import {pkg}/app.py)",
     ]
+
+
+def test_affected_with_a_path_not_in_the_project(tree):
+    _tree(tree)
+    tree.write("PKG/templates/a.html", "<p>a</p>\n")
+    definition = tree.write("project.py", DEFINITION + '    p.resource("templates/*.html")\n')
+    elsewhere = tree.root / "elsewhere"
+    elsewhere.mkdir()
+    pkg = tree.pkg
+    for cwd, project_file in [(tree.root, "project.py"), (elsewhere, definition), (elsewhere, "../project.py")]:
+        result = _run("affected", project_file, f"{pkg}/version.py", "nope.py", cwd=cwd)
+        assert result.returncode == 2 and result.stdout == "", (cwd, result.stdout)
+        lines = result.stderr.splitlines()
+        assert lines[0].startswith("error: ") and "nope.py" in lines[0] and f"{pkg}/version.py" not in lines[0]
+        assert lines[1:] == [  # relative to the project's root, wherever it is run from
+            f"its files, relative to {tree.root}:",
+            f"  {pkg}/__init__.py", f"  {pkg}/version.py", f"  {pkg}/util.py", f"  {pkg}/app.py",
+            f"  {pkg}/views.py", f"  {pkg}/templates/a.html",
+        ], cwd
+
+
+def test_affected_paths_relative_to_the_root_or_the_current_directory(tree):
+    _tree(tree)
+    tree.write("PKG/templates/a.html", "<p>a</p>\n")
+    definition = tree.write("project.py", DEFINITION + '    p.resource("templates/*.html")\n')
+    pkg = tree.pkg
+    from_root = _run("affected", definition, f"{pkg}/views.py", f"{pkg}/templates/a.html", cwd=tree.root)
+    assert from_root.returncode == 0, from_root.stderr
+    assert from_root.stdout.splitlines() == [
+        f"{pkg}/templates/a.html  (resource: reloads no module)",
+        f"{pkg}/app.py  (import {pkg}/views.py)",
+        f"{pkg}/views.py  (changed)",
+    ]
+    inside = _run("affected", "../project.py", "views.py", f"{pkg}/templates/a.html", cwd=tree.root / pkg)
+    assert (inside.returncode, inside.stdout) == (0, from_root.stdout), inside.stderr
 
 
 @pytest.fixture
