@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                       " only the affected modules (slower; partial reloads are used only when shown"
                       " equivalent to a fresh import anyway)")
     code.add_argument("--no-trial", action="store_true", help=argparse.SUPPRESS)  # accepted, unused
+    code.add_argument("--livereload", action="store_true",
+                      help="development: open HTML pages refresh themselves once a reload is served,"
+                      " and show a failed reload's file, line and error; needs --reload")
     front = parser.add_argument_group("frontend")
     front.add_argument("--upstream", metavar="FILE",
                        help="keep an nginx `upstream` block listing the live worker ports in FILE")
@@ -153,6 +156,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f'APP must be "module:attr", not {args.app!r}')
     if args.upstream_reload and not args.upstream:
         parser.error("--upstream-reload needs --upstream")
+    if args.livereload and not args.reload:
+        parser.error("--livereload needs --reload: it is for development only")
     if args.port + (1 if args.shared_port else args.workers) - 1 > 65535:
         parser.error(f"ports {args.port}..{args.port + args.workers - 1} go past 65535")
     return args
@@ -229,9 +234,14 @@ def build_server(args: argparse.Namespace) -> Any:
         from prefork.discover import discover_project
         from prefork.server.projectr import ProjectrServer
 
+        server_class: type[ProjectrServer] = ProjectrServer
+        if args.livereload:
+            from prefork.livereload import LiveReloadProjectrServer
+
+            server_class = LiveReloadProjectrServer
         project = load_project(args.project) if args.project else discover_project(args.app)
-        server = ProjectrServer(project=project, app=args.app, reload_timeout=args.reload_timeout,
-                                partial=not args.no_partial, **kwargs)
+        server = server_class(project=project, app=args.app, reload_timeout=args.reload_timeout,
+                              partial=not args.no_partial, **kwargs)
         if args.reload:
             server.watch(project.watch_changes())
         return server
