@@ -28,7 +28,7 @@ class DependencyGraph:
         `order_only` edges (a package's `__init__` before its submodules) shape the load order
         but do not make a change propagate.
         """
-        graph = nx.DiGraph()
+        graph: nx.DiGraph[str] = nx.DiGraph()
         for index, node in enumerate(nodes):
             graph.add_node(node, index=index)
         for kind, edges in ((NEEDS, needs), (IMPORT, imports), (RUNTIME, runtime)):  # KINDS order
@@ -108,7 +108,7 @@ def _first_kind(kinds: set[str]) -> str:
     return next(k for k in KINDS if k in kinds)
 
 
-def _load_order(graph: nx.DiGraph, order_only: list[tuple[str, str]]) -> list[str]:
+def _load_order(graph: nx.DiGraph[str], order_only: list[tuple[str, str]]) -> list[str]:
     """Topological order of the cycle-condensed graph, declared order breaking ties."""
     ordering = graph
     if order_only:

@@ -11,7 +11,7 @@ import sys
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import changes
 from .errors import LoadError, ProjectError
@@ -46,7 +46,7 @@ class _Registry(type):
     """Lets `Project["name"]` look a project up."""
 
     def __getitem__(cls, name: str) -> Project:
-        return cls.find(name)  # type: ignore[attr-defined]
+        return cast("type[Project]", cls).find(name)
 
 
 class Project(metaclass=_Registry):
@@ -180,7 +180,7 @@ class Project(metaclass=_Registry):
     # ---- graph and loading ----------------------------------------------------------------------
 
     @property
-    def graph(self) -> nx.DiGraph:
+    def graph(self) -> nx.DiGraph[str]:
         """The dependency graph: nodes are absolute paths, edge u -> v means v needs or imports u.
 
         Each edge has `kind` ("needs" if declared, else "import") and `kinds` (all its sources).

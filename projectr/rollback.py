@@ -123,7 +123,7 @@ class _SignalMask:
     """
 
     def __init__(self) -> None:
-        self.old: set[signal.Signals] | None = None
+        self.old: set[int | signal.Signals] | None = None
         self.available = hasattr(signal, "pthread_sigmask")
 
     def block(self) -> None:

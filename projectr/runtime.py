@@ -22,15 +22,16 @@ import importlib
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from .imports import with_parents
 
 # importlib.import_module calls this module attribute at every call; patching it (rather than the
 # function `importlib.import_module`) also catches `from importlib import import_module` done long ago.
-_BOOTSTRAP = sys.modules.get("importlib._bootstrap") or importlib._bootstrap  # type: ignore[attr-defined]
+_BOOTSTRAP: Any = sys.modules.get("importlib._bootstrap") or importlib._bootstrap  # its _gcd_import is private
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Recorder:
         self._stack: list[tuple[str, str]] = []   # (path, module) of the files executing, innermost last
         self._thread = threading.get_ident()      # other threads' imports are theirs, not the batch's
         self._active = False
-        self._real_import: Callable[..., Any] = builtins.__import__
+        self._real_import: Callable[..., ModuleType] = builtins.__import__
         self._real_gcd: Callable[..., Any] | None = None
         self._real_showwarning: Callable[..., Any] = warnings.showwarning
 
@@ -110,8 +111,9 @@ class Recorder:
         """The innermost executing file is done; imports go to the one it interrupted."""
         self._stack.pop()
 
-    def _import(self, name: str, globals: Mapping[str, Any] | None = None, locals: object = None,
-                fromlist: tuple[str, ...] | list[str] | None = (), level: int = 0) -> Any:
+    def _import(self, name: str, globals: Mapping[str, object] | None = None,
+                locals: Mapping[str, object] | None = None, fromlist: Sequence[str] | None = (),
+                level: int = 0) -> ModuleType:
         """builtins.__import__ while loading: note the project modules the statement names, then import."""
         if self._active and self._stack and threading.get_ident() == self._thread:
             if level or name.partition(".")[0] in self.scope.tops:  # most imports are not ours: cheap exit
@@ -167,8 +169,8 @@ class Recorder:
                 seen.add(name)
 
 
-def _statement_targets(name: str, globals: Mapping[str, Any] | None,
-                       fromlist: tuple[str, ...] | list[str] | None, level: int) -> list[str]:
+def _statement_targets(name: str, globals: Mapping[str, object] | None,
+                       fromlist: Sequence[str] | None, level: int) -> list[str]:
     """The modules an import statement names, as the source scan counts them (imports.py)."""
     if level:
         base = _resolve(name, _package_of(globals), level)

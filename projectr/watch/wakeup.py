@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import os
 import select
+import sys
 import threading
 import time
 from typing import Protocol
@@ -121,7 +122,8 @@ class TimerFd:
     """A non-blocking, close-on-exec CLOCK_MONOTONIC timerfd."""
 
     def __init__(self) -> None:
-        if hasattr(os, "timerfd_create"):  # Python 3.13+
+        self._fd: int
+        if sys.version_info >= (3, 13) and hasattr(os, "timerfd_create"):  # Python 3.13+ (on Linux)
             self._fd = os.timerfd_create(time.CLOCK_MONOTONIC, flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC)
         else:
             self._fd = _libc_timerfd_create()
@@ -176,7 +178,7 @@ def _libc() -> ctypes.CDLL:
 
 def _libc_timerfd_create() -> int:
     # TFD_NONBLOCK and TFD_CLOEXEC are O_NONBLOCK and O_CLOEXEC by definition
-    fd = _libc().timerfd_create(time.CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
+    fd: int = _libc().timerfd_create(time.CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
