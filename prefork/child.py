@@ -56,7 +56,7 @@ def run_worker(worker: Worker, *, app: Any, listener: socket.socket, control: so
     """Turn this freshly forked process into a worker; never returns (exits with the worker's code)."""
     code = 1
     try:
-        signals.reset_in_child()
+        signals.reset_in_child(ignore=signals.LEFT_TO_MASTER)
         forks.die_with_parent(signal.SIGTERM)
         if os.getppid() != master_pid:  # the master died before PR_SET_PDEATHSIG took effect
             os._exit(0)

@@ -151,17 +151,25 @@ class blocked_for_fork:
             signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)
 
 
-def reset_in_child() -> None:
-    """Give a freshly forked worker default handlers and no wakeup fd (runs in the worker).
+# What a worker ignores: the master's signals. A terminal (Ctrl-C, Ctrl-\, a hangup) and systemd's
+# default KillMode=control-group send them to every process of the group; the master then stops or
+# reloads the workers itself. (A worker killed by that QUIT would cut the requests a graceful stop
+# promises to finish, and TTIN/TTOU would freeze it.) TERM stays the default: stop now.
+LEFT_TO_MASTER = frozenset({signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
+                            signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH})
+
+
+def reset_in_child(ignore: frozenset[int] = frozenset()) -> None:
+    """Give a freshly forked process default handlers (``ignore``: SIG_IGN) and no wakeup fd.
 
     Signals that arrived since the fork were held pending (blocked_for_fork) and act now, with
-    the default handlers.
+    these handlers. Workers pass ``ignore=LEFT_TO_MASTER``.
     """
     try:
         signal.set_wakeup_fd(-1)
     except ValueError:  # not the main thread: nothing was set here
         pass
     for signum in (*SIGNAL_EVENTS, signal.SIGCHLD, signal.SIGUSR2, signal.SIGWINCH):
-        signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signum, signal.SIG_IGN if signum in ignore else signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # Python's own default: EPIPE instead of death
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_BLOCKED)

@@ -8,6 +8,7 @@ TERM during a graceful stop. Real masters, real signals; every wait is a conditi
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import signal
 import textwrap
@@ -262,3 +263,55 @@ def test_ttou_never_goes_below_one_worker(master):
     signal_taken(server, signal.SIGTTIN)  # one TTIN is enough for two again: the target stayed at 1
     server.wait_log(r"workers: 1 -> 2")
     assert wait_until(lambda: try_pid(server.port + 1, timeout=0.5), what="a worker on port + 1 again")
+
+
+def test_quit_to_the_whole_process_group_is_one_graceful_stop(master):
+    # Ctrl-\ in a terminal, or systemd's default KillMode=control-group with KillSignal=SIGQUIT,
+    # signals every process of the group: the workers leave QUIT to the master, which drains them.
+    server = master(script(SLOW_APP, f"""
+        server = Server(slow, workers=2, host="127.0.0.1", port=PORT, graceful_timeout={GRACEFUL:g})
+    """, RUN), ports=2)
+    server.wait_ready()
+    request = Slow(server.port, 1.0)
+    worker = int(server.wait_file("in-flight")[0])
+    quit_at = time.monotonic()
+    os.killpg(server.pid, signal.SIGQUIT)
+    assert stop_within(server, GRACEFUL + 1, quit_at) == 0
+    assert request.wait() == (200, str(worker))
+    assert f"worker 0 (pid {worker}, port {server.port}) exited with status 0" in server.log()
+
+
+@pytest.mark.parametrize("name", ["TTIN", "TTOU", "USR1", "USR2", "HUP"])
+def test_the_master_s_signals_sent_to_the_whole_group_reach_only_the_master(master, name):
+    # USR1, USR2 and HUP would kill workers that kept the default action, TTIN/TTOU would stop them
+    # (in a terminal's process group; in an orphaned one like this test's the kernel drops those).
+    # Workers ignore them all: only the master acts, once.
+    server = master(script("""
+        server = Server(app, workers=2, host="127.0.0.1", port=PORT, graceful_timeout=%g)
+    """ % GRACEFUL, RUN), ports=3)
+    server.wait_ready()
+    before = [try_pid(server.port), try_pid(server.port + 1)]
+    os.killpg(server.pid, getattr(signal, f"SIG{name}"))
+    server.wait_log(f"received SIG{name}")
+    expected = {"TTIN": r"workers: 2 -> 3", "TTOU": r"workers: 2 -> 1", "USR1": r"reopened log files",
+                "USR2": r"generation 1 serving", "HUP": r"generation 1 serving"}[name]
+    server.wait_log(expected)
+    if name in ("TTIN", "USR1"):  # the workers were not touched, and answer at once
+        assert [try_pid(server.port, timeout=2), try_pid(server.port + 1, timeout=2)] == before
+    elif name == "TTOU":
+        assert try_pid(server.port, timeout=2) == before[0]
+    assert "died with status" not in server.log()
+
+
+def test_int_to_the_whole_process_group_stops_now(master):
+    # Ctrl-C in a terminal: the master stops now (TERM to every worker); the workers leave INT to it.
+    server = master(script(SLOW_APP, """
+        server = Server(slow, workers=2, host="127.0.0.1", port=PORT, graceful_timeout=30)
+    """, RUN), ports=2)
+    server.wait_ready()
+    workers = [try_pid(server.port), try_pid(server.port + 1)]
+    int_at = time.monotonic()
+    os.killpg(server.pid, signal.SIGINT)
+    assert stop_within(server, 1, int_at) == 0
+    assert "stopping now" in server.log()
+    assert all(process_gone(pid) for pid in workers)
