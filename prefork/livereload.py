@@ -30,7 +30,8 @@ import json
 import logging
 import os
 import secrets
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prefork.server.projectr import ProjectrServer
 from prefork.worker import CommandError
@@ -52,9 +53,11 @@ Status = Callable[[], dict[str, Any]]
 class LiveReload:
     """WSGI middleware: the live reload script in HTML pages, and its status and script endpoints.
 
-    ``status()`` returns ``{"instance": str, "generation": int, "failure": dict | None}``: the
-    server (a restarted server has another instance), the generation the worker was forked in,
-    and the failed reload to show (``file``, ``line``, ``error``, ``traceback``), if any.
+    ``status()`` returns ``{"instance": str, "generation": int, "failure": dict | None,
+    "stopping": bool}``: the server (a restarted server has another instance), the generation the
+    worker was forked in, the failed reload to show (``file``, ``line``, ``error``, ``traceback``),
+    if any, and whether this worker is stopping (the page then asks again at once: a new worker
+    answers the next connection).
     """
 
     def __init__(self, app: Any, status: Status, poll_ms: int = POLL_MS) -> None:
@@ -97,6 +100,7 @@ class LiveReload:
             "generation": int(state.get("generation", 0)),
             "pid": os.getpid(),
             "failure": _clean_failure(failure) if failure else None,
+            "stopping": bool(state.get("stopping", False)),
         }).encode()
         return _answer(start_response, "200 OK", "application/json", body)
 
@@ -252,10 +256,12 @@ class LiveReloadWorker:
     def livereload_status(self) -> dict[str, Any]:
         """Worker: what the status endpoint reports."""
         server = getattr(self, "server", None)
+        runtime = getattr(self, "_runtime", None)  # prefork.child.Runtime, in the worker
         return {
             "instance": getattr(server, "livereload_instance", ""),
             "generation": getattr(self, "generation", 0),
             "failure": self.livereload_failure,
+            "stopping": bool(getattr(runtime, "draining", False)),
         }
 
     def child_reload_failed(self, report: dict[str, Any]) -> bool:
@@ -329,7 +335,7 @@ SCRIPT = r"""// prefork live reload: refresh this page when the server serves ne
     polls: 0,
     failure: null
   };
-  var HIDDEN_MS = 2000, MAX_BACKOFF_MS = 5000, OVERLAY = "prefork-livereload-overlay";
+  var HIDDEN_MS = 2000, MAX_BACKOFF_MS = 5000, STOPPING_MS = 30, OVERLAY = "prefork-livereload-overlay";
   var delay = state.interval, timer = null;
 
   function tooManyReloads() {
@@ -374,7 +380,8 @@ SCRIPT = r"""// prefork live reload: refresh this page when the server serves ne
         if (status.generation > state.generation) return reload("generation " + status.generation);
         // An older generation is a worker that stops once the new ones are ready: ignore it.
         if (status.generation === state.generation) show(status.failure);
-        schedule(delay);
+        // A stopping worker (its successor is ready): the next connection reaches a new one.
+        schedule(status.stopping ? STOPPING_MS : delay);
       }, function () {
         delay = Math.min(delay * 2, MAX_BACKOFF_MS);  // the server is restarting or gone
         schedule(delay);

@@ -14,11 +14,20 @@ from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 import pytest
-
 from conftest import PYTHON
-from prefork.livereload import (MARKER, SCRIPT_PATH, STATUS_PATH, LiveReload, LiveReloadServer,
-                                LiveReloadWorker, inject, should_inject)
+
+from prefork.livereload import (
+    MARKER,
+    SCRIPT_PATH,
+    STATUS_PATH,
+    LiveReload,
+    LiveReloadServer,
+    LiveReloadWorker,
+    inject,
+    should_inject,
+)
 from prefork.worker import Worker
+
 
 def run_cli_module(*args: str, cwd: Any = None) -> subprocess.CompletedProcess:
     """Run `python -m prefork ARGS` to completion."""
@@ -203,7 +212,7 @@ def test_the_status_answers_at_once_with_generation_instance_and_failure():
     assert status == "200 OK" and headers["content-type"] == "application/json"
     assert headers["cache-control"] == "no-store"
     answer = json.loads(body)
-    assert answer["instance"] == "1234-abcd" and answer["generation"] == 7
+    assert answer["instance"] == "1234-abcd" and answer["generation"] == 7 and answer["stopping"] is False
     assert answer["failure"] == {"file": "/srv/app/views.py", "line": 3, "error": "NameError: x",
                                  "traceback": "tb"}
     assert json.loads(call(lambda e, s: [], STATUS_PATH)[2])["failure"] is None
@@ -227,7 +236,8 @@ def test_the_worker_mixin_wraps_the_app_and_stores_a_failure():
     worker = worker_class(FakeServer(), 1, 8001, 4)
     app = worker.wrap_app(page_app())
     assert isinstance(app, LiveReload)
-    assert worker.livereload_status() == {"instance": "99-feed", "generation": 4, "failure": None}
+    assert worker.livereload_status() == {"instance": "99-feed", "generation": 4, "failure": None,
+                                          "stopping": False}
     assert worker.child_reload_failed({"file": "a.py", "line": 2, "error": "SyntaxError: bad"}) is True
     assert worker.livereload_status()["failure"] == {"file": "a.py", "line": 2, "error": "SyntaxError: bad",
                                                      "traceback": ""}
