@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, http_get, save
+from conftest import PYTHON, REPO, http_get, save
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
@@ -85,6 +85,13 @@ def serve(launcher, site: Path, *flags: str, workers: int = 2):
                                workers, cwd=site)
 
 
+def documented_command() -> list[str]:
+    """The command of docs/integration.md's "Live reload in the browser" (this module runs it)."""
+    section = (REPO / "docs" / "integration.md").read_text().split("## Live reload in the browser\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return block.split()
+
+
 def wait(driver, condition, what: str, timeout: float = DEADLINE):
     """Wait for ``condition``; an element of a page that reloaded meanwhile is looked up again."""
     return WebDriverWait(driver, timeout, poll_frequency=POLL, ignored_exceptions=(
@@ -114,7 +121,9 @@ def open_page(driver, port: int) -> None:
 
 
 def test_a_save_refreshes_the_open_page_and_a_failed_reload_shows_until_the_fix(launcher, site, browser):
-    server = serve(launcher, site, "--livereload")
+    command = documented_command()
+    assert command[:2] == ["prefork", "hello:application"] and command[-2:] == ["-w", "2"], command
+    server = launcher.start_http(lambda port: [PYTHON, "-m", *command, "-p", str(port)], 2, cwd=site)
     open_page(browser, server.port)
     assert message(browser) == "first" and page_generation(browser) == 0
 
