@@ -88,6 +88,7 @@ class LiveReload:
             "data-instance": str(state.get("instance", "")),
             "data-generation": str(int(state.get("generation", 0))),
             "data-interval": str(self.poll_ms),
+            "data-method": str(environ.get("REQUEST_METHOD") or "GET").upper(),
         }
         text = " ".join(f'{name}="{_escape(value)}"' for name, value in attributes.items())
         return f"<script {MARKER.decode()} {text} defer></script>".encode()
@@ -332,33 +333,42 @@ SCRIPT = r"""// prefork live reload: refresh this page when the server serves ne
     instance: me.getAttribute("data-instance"),
     generation: parseInt(me.getAttribute("data-generation"), 10) || 0,
     interval: parseInt(me.getAttribute("data-interval"), 10) || 300,
+    method: me.getAttribute("data-method") || "GET",
     polls: 0,
     failure: null
   };
   var HIDDEN_MS = 2000, MAX_BACKOFF_MS = 5000, STOPPING_MS = 30, OVERLAY = "prefork-livereload-overlay";
   var delay = state.interval, timer = null;
 
-  function tooManyReloads() {
-    // Two servers behind one address would reload each other's pages for ever: stop after 10 in 20 s.
+  var RELOADS_KEY = "prefork-livereload-reloads", WINDOW_MS = 10000, MAX_RELOADS = 20;
+
+  function recentReloads() {
     try {
-      var now = Date.now(), key = "prefork-livereload-reloads";
-      var times = JSON.parse(sessionStorage.getItem(key) || "[]").filter(function (t) {
-        return now - t < 20000;
+      var now = Date.now();
+      return JSON.parse(sessionStorage.getItem(RELOADS_KEY) || "[]").filter(function (t) {
+        return now - t < WINDOW_MS;
       });
-      times.push(now);
-      sessionStorage.setItem(key, JSON.stringify(times));
-      return times.length > 10;
     } catch (e) {
-      return false;
+      return [];
     }
   }
 
+  // Returns true when the page goes away, false when the reload is held back.
   function reload(why) {
-    if (tooManyReloads()) {
-      console.warn("prefork live reload: too many reloads, stopped (" + why + ")");
-      return;
+    // Two servers behind one address would reload each other's pages for ever: at most 20 in 10 s.
+    var times = recentReloads();
+    if (times.length >= MAX_RELOADS) {
+      console.warn("prefork live reload: " + times.length + " reloads in 10 s, holding back (" + why + ")");
+      return false;
     }
-    location.reload();
+    times.push(Date.now());
+    try { sessionStorage.setItem(RELOADS_KEY, JSON.stringify(times)); } catch (e) { /* private mode */ }
+    if (state.method === "GET" || state.method === "HEAD") {
+      location.reload();
+    } else {
+      location.replace(location.href.split("#")[0]);  // the page of a POST: GET it, never resubmit
+    }
+    return true;
   }
 
   function schedule(ms) {
@@ -376,10 +386,10 @@ SCRIPT = r"""// prefork live reload: refresh this page when the server serves ne
       .then(function (status) {
         state.polls += 1;
         delay = state.interval;
-        if (status.instance !== state.instance) return reload("the server restarted");
-        if (status.generation > state.generation) return reload("generation " + status.generation);
+        if (status.instance !== state.instance && reload("the server restarted")) return;
+        if (status.generation > state.generation && reload("generation " + status.generation)) return;
         // An older generation is a worker that stops once the new ones are ready: ignore it.
-        if (status.generation === state.generation) show(status.failure);
+        if (status.instance === state.instance && status.generation === state.generation) show(status.failure);
         // A stopping worker (its successor is ready): the next connection reaches a new one.
         schedule(status.stopping ? STOPPING_MS : delay);
       }, function () {

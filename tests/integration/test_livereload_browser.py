@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -31,8 +32,9 @@ def application(environ, start_response):
         body = b'{"ok": true}'
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
+    method = environ["REQUEST_METHOD"]
     body = ("<!doctype html><html><head><title>live</title></head><body>"
-            f"<h1 id='message'>{content.MESSAGE}</h1></body></html>").encode()
+            f"<h1 id='message'>{content.MESSAGE}</h1><p id='method'>{method}</p></body></html>").encode()
     start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
                               ("Content-Length", str(len(body)))])
     return [body]
@@ -179,6 +181,41 @@ def test_an_open_page_does_not_hold_a_single_threaded_worker(launcher, site, bro
     finally:
         browser.close()
         browser.switch_to.window(first)
+
+
+def test_the_page_of_a_post_is_fetched_again_not_resubmitted(launcher, site, browser):
+    server = serve(launcher, site, "--livereload", workers=1)
+    browser.get(f"http://127.0.0.1:{server.port}/")
+    browser.execute_script("""
+        var form = document.createElement("form");
+        form.method = "POST"; form.action = "/";
+        document.body.appendChild(form); form.submit();""")
+    wait(browser, lambda d: d.execute_script(
+        "var m = document.getElementById('method'); return m && m.textContent === 'POST'"
+        " && (window.__preforkLiveReload || {}).polls > 0"), "the page of the POST, live")
+    save(site / "content.py", 'MESSAGE = "after post"\n')
+    wait(browser, lambda d: message(d) == "after post", "the page to show the saved code")
+    assert browser.find_element("id", "method").text == "GET"
+
+
+def test_a_restarted_server_reloads_the_page(launcher, site, browser):
+    server = serve(launcher, site, "--livereload", workers=1)
+    open_page(browser, server.port)
+    instance = browser.find_element("css selector", "script[data-prefork-livereload]").get_attribute("data-instance")
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=DEADLINE) == 0
+    save(site / "content.py", 'MESSAGE = "restarted"\n')  # seen by nobody: the server is down
+    # The same port, generation 0 again: the page tells the servers apart by their instance.
+    _, log_path = launcher.spawn([PYTHON, "-m", "prefork", "hello:application", "--reload", "--livereload",
+                                  "-w", "1", "-p", str(server.port)], cwd=site, log_name="restarted.log")
+    try:
+        wait(browser, lambda d: message(d) == "restarted", "the page to reload from the new server")
+    except Exception:
+        print(log_path.read_text(errors="replace"))
+        raise
+    assert browser.execute_script("return window.__sameDocument") is None
+    new = browser.find_element("css selector", "script[data-prefork-livereload]")
+    assert new.get_attribute("data-instance") != instance and new.get_attribute("data-generation") == "0"
 
 
 def test_off_by_default(launcher, site):
