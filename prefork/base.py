@@ -62,19 +62,11 @@ def _forget_project_modules(root: str) -> None:
 
 
 def _serve(server: Any, channel: socket.socket) -> None:
-    while True:
-        try:
-            message, fds = forks.receive(channel)
-        except forks.ChannelClosed:
-            return
-        command = message.get("command")
-        args = message.get("args") or {}
-        if command == "preload":
-            _preload(channel, args["modules"])
-        elif command == "fork_generation":
-            _fork_generation(server, channel, args, fds)
-        else:
-            forks.close_fds(fds)
+    """Answer ``preload`` and ``fork_generation`` until the master closes the channel."""
+    forks.serve_requests(channel, {
+        "preload": lambda args, fds: _preload(channel, args["modules"]),
+        "fork_generation": lambda args, fds: _fork_generation(server, channel, args, fds),
+    })
 
 
 def _preload(channel: socket.socket, names: list[str]) -> None:

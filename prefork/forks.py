@@ -26,7 +26,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from prefork.control import FrameError, FrameReader, encode_frame
 
@@ -75,6 +75,27 @@ def receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
             os.close(fd)
         raise FrameError(f"expected one message per packet, got {len(messages)}")
     return messages[0], list(fds)
+
+
+def serve_requests(channel: socket.socket, handlers: dict[str, Callable[[dict[str, Any], list[int]], None]]) -> None:
+    """Run ``handlers[command](args, fds)`` for each request until EOF or ``exit`` (base, generation).
+
+    The fds of a request nobody handles are closed: they must not leak into later forks.
+    """
+    while True:
+        try:
+            message, fds = receive(channel)
+        except ChannelClosed:
+            return
+        command = message.get("command")
+        if command == "exit":
+            close_fds(fds)
+            return
+        handler = handlers.get(str(command))
+        if handler is None:
+            close_fds(fds)
+            continue
+        handler(message.get("args") or {}, fds)
 
 
 def _libc() -> Any:

@@ -477,21 +477,10 @@ def _watched(attr: str) -> bool:
 
 def _serve(server: Any, channel: socket.socket, dump_fd: int, state: GenerationState) -> None:
     """Answer the master's fork requests until it closes the channel or asks us to exit."""
-    while True:
-        try:
-            message, fds = forks.receive(channel)
-        except forks.ChannelClosed:
-            return
-        command = message.get("command")
-        args = message.get("args") or {}
-        if command == "fork_worker":
-            _fork_worker(server, channel, dump_fd, state, args, fds)
-        elif command == "fork_generation":
-            _fork_generation(server, channel, dump_fd, state, args, fds)
-        elif command == "exit":
-            return
-        else:
-            forks.close_fds(fds)
+    forks.serve_requests(channel, {
+        "fork_worker": lambda args, fds: _fork_worker(server, channel, dump_fd, state, args, fds),
+        "fork_generation": lambda args, fds: _fork_generation(server, channel, dump_fd, state, args, fds),
+    })
 
 
 def _fork_worker(server: Any, channel: socket.socket, dump_fd: int, state: GenerationState,
