@@ -6,6 +6,7 @@ the browser is Debian's chromium driven by its chromedriver through selenium (bo
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, REPO, http_get, save
+from conftest import PYTHON, REPO, http_get, save, wait_for
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
@@ -216,6 +217,24 @@ def test_a_restarted_server_reloads_the_page(launcher, site, browser):
     assert browser.execute_script("return window.__sameDocument") is None
     new = browser.find_element("css selector", "script[data-prefork-livereload]")
     assert new.get_attribute("data-instance") != instance and new.get_attribute("data-generation") == "0"
+
+
+def test_a_worker_that_replaces_a_dead_one_reports_the_failure_that_stands(launcher, site):
+    server = serve(launcher, site, "--livereload", workers=1)
+
+    def status() -> dict:
+        code, body = http_get(server.port, "/__prefork__/livereload")
+        assert code == 200
+        return json.loads(body)
+
+    save(site / "content.py", "MESSAGE = (\n")
+    failed = wait_for(lambda: (lambda s: s if s["failure"] else None)(status()), DEADLINE, "the failure")
+    assert failed["failure"]["file"].endswith("content.py") and failed["failure"]["line"] == 1
+    os.kill(failed["pid"], signal.SIGKILL)
+    # The master sends it the failure once it is ready (it may answer a request or two before that).
+    replaced = wait_for(lambda: (lambda s: s if s["pid"] != failed["pid"] and s["failure"] else None)(status()),
+                        DEADLINE, "a new worker that knows the failure")
+    assert replaced["generation"] == failed["generation"] and replaced["failure"] == failed["failure"]
 
 
 def test_off_by_default(launcher, site):
