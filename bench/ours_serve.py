@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -17,6 +18,27 @@ from prefork.server.projectr import ProjectrServer
 from projectr import Project
 
 log = logging.getLogger("bench.ours")
+
+
+def _log_gc_pauses(threshold_ms: float = 5.0) -> None:
+    """Log every collection in this process (the master) that takes longer than threshold_ms."""
+    import gc
+
+    started = [0.0]
+    pid = os.getpid()
+
+    def callback(phase: str, info: dict) -> None:
+        if os.getpid() != pid:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        ms = (time.perf_counter() - started[0]) * 1000
+        if ms >= threshold_ms:
+            log.info("gc: generation %d collection took %.1f ms (%d collected)", info["generation"], ms,
+                     info.get("collected", 0))
+
+    gc.callbacks.append(callback)
 
 
 def main() -> None:
@@ -33,6 +55,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(created).6f %(process)d %(name)s %(levelname)s %(message)s")
     logging.getLogger("prefork").setLevel(logging.DEBUG)
+    if os.environ.get("BENCH_GC_LOG"):  # profiling aid: log the master's slow garbage collections
+        _log_gc_pauses()
     project = Project.from_file(args.project)
     project.load()  # as the README's program does (the base then forgets the project's modules)
     extra = {"partial": False} if args.no_partial else {}
