@@ -31,11 +31,11 @@ def run_base(server: Any, channel: socket.socket, master_pid: int) -> NoReturn:
     code = 0
     try:
         forks.ignore_terminal_signals()
-        forks.die_with_parent()
-        if os.getppid() != master_pid:
+        if not forks.adopted(master_pid):  # a plain fork of the master: adopted from the start
             os._exit(0)
         stdio.redirect_stdio(server._output_fd)
         set_title("prefork base")
+        import prefork.generation  # noqa: F401  every generation forked from here needs it: import it once
         _forget_project_modules(server.project.root)
         _serve(server, channel)
     except BaseException:  # noqa: BLE001 - the master sees EOF and starts another base
@@ -98,7 +98,7 @@ def _fork_generation(server: Any, channel: socket.socket, args: dict[str, Any], 
     """Double-fork a fresh generation on the channel and dump pipe that came with the request."""
     gen_channel_fd, dump_fd = fds
     try:
-        pid = forks.double_fork()
+        pid = forks.double_fork(args["master_pid"])
     except OSError:
         forks.close_fds(fds)  # the generation's channel sees EOF: the master gives it up
         return

@@ -57,9 +57,6 @@ def run_worker(worker: Worker, *, app: Any, listener: socket.socket, control: so
     code = 1
     try:
         signals.reset_in_child(ignore=signals.LEFT_TO_MASTER)
-        forks.die_with_parent(signal.SIGTERM)
-        if os.getppid() != master_pid:  # the master died before PR_SET_PDEATHSIG took effect
-            os._exit(0)
         stdio.redirect_stdio(output_fd)
         close_inherited()
         random.seed()
@@ -69,6 +66,8 @@ def run_worker(worker: Worker, *, app: Any, listener: socket.socket, control: so
         runtime = Runtime(worker, app, listener, control, threads, output_path, inline=inline and threads == 1)
         worker._runtime = runtime
         worker.on_start()
+        if not forks.adopted(master_pid, signal.SIGTERM):  # the master died while we booted
+            os._exit(0)
         code = runtime.serve()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

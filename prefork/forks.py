@@ -123,12 +123,13 @@ def die_with_parent(signum: int = signal.SIGKILL) -> bool:
         return False
 
 
-def double_fork() -> int:
+def double_fork(master_pid: int) -> int:
     """Fork a grandchild that the master adopts; return its pid here, 0 in the grandchild.
 
-    Runs in a zygote (the base or a generation). The grandchild returns only once it has been
-    re-parented to the master (the nearest subreaper), so that its parent-death signal is set
-    against the master and not against the short-lived intermediate process.
+    Runs in a zygote (the base or a generation). The grandchild is re-parented to the master (the
+    nearest subreaper) once the intermediate process has exited; it works meanwhile, and calls
+    ``adopted()`` before it reports to the master. Until then a parent-death signal it handles
+    itself ends it if the master dies (an import that hangs must not outlive the master).
     """
     read_fd, write_fd = os.pipe()
     middle = os.fork()
@@ -139,7 +140,7 @@ def double_fork() -> int:
             child = os.fork()
             if child == 0:
                 os.close(write_fd)
-                _wait_until_orphaned(me)
+                _watch_parents(me, master_pid)
                 return 0
             os.write(write_fd, child.to_bytes(4, "little"))
         finally:
@@ -166,17 +167,46 @@ def _read_all(fd: int, size: int) -> bytes:
     return data
 
 
-def _wait_until_orphaned(parent: int) -> None:
-    """Wait (yielding the CPU) until the intermediate parent has exited and we are adopted.
+def adopted(master_pid: int, signum: int = signal.SIGKILL) -> bool:
+    """Once adopted by the master, die with it; False when the master is already gone.
 
-    The intermediate process exits right after one ``write``: this takes microseconds, so
-    yielding is cheaper than any notification would be.
+    A double-forked process calls this when it is about to report (not right after the fork: its
+    intermediate parent takes milliseconds to exit and be reaped, and the child has work to do
+    meanwhile). It waits, yielding the CPU, until that parent is gone: only then does the
+    parent-death signal watch the master, and not the short-lived intermediate process.
     """
     deadline = time.monotonic() + REPARENT_TIMEOUT
-    while os.getppid() == parent:
+    while _intermediate is not None and os.getppid() == _intermediate:
         if time.monotonic() > deadline:
-            os._exit(1)
+            return False
         os.sched_yield()
+    die_with_parent(signum)
+    return os.getppid() == master_pid
+
+
+_intermediate: int | None = None  # in a double-forked process: the pid of the parent that forked it
+_master: int | None = None        # ... and the master that adopts it
+# The parent-death signal of a double-forked process until adopted(): delivered when the
+# intermediate parent exits (harmless: the master adopts us) and again if the master dies.
+PARENT_GONE = signal.SIGRTMIN
+
+
+def _watch_parents(intermediate: int, master_pid: int) -> None:
+    """In a new grandchild: remember who forked it, and die with the master from now on."""
+    global _intermediate, _master
+    _intermediate, _master = intermediate, master_pid
+    if not supported():
+        return
+    signal.signal(PARENT_GONE, _parent_gone)
+    die_with_parent(PARENT_GONE)
+    if os.getppid() not in (intermediate, master_pid):  # both gone before the signal was armed
+        os._exit(1)
+
+
+def _parent_gone(signum: int, frame: Any) -> None:
+    """PARENT_GONE: the intermediate exited (the master adopts us) or the master died (we go too)."""
+    if os.getppid() != _master:
+        os._exit(1)
 
 
 def close_inherited(keep: Iterable[int]) -> None:

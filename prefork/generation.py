@@ -173,13 +173,17 @@ def run_generation(server: Any, channel: socket.socket, dump_fd: int, request: d
         os._exit(code)
 
 
+def _report(channel: socket.socket, request: dict[str, Any], message: dict[str, Any]) -> None:
+    """Send this generation's verdict, once adopted by the master (exit if the master is gone)."""
+    if not forks.adopted(request["master_pid"]):
+        os._exit(0)
+    forks.send(channel, message)
+
+
 def _isolate(server: Any, dump_fd: int, request: dict[str, Any]) -> None:
     """Signals, parent-death signal, stdio and the stack-dump pipe of a new generation."""
     faulthandler.unregister(signal.SIGUSR1)  # a partial generation inherits its parent's registration
     forks.ignore_terminal_signals()
-    forks.die_with_parent()
-    if os.getppid() != request["master_pid"]:  # the master died before we could notice it
-        os._exit(0)
     stdio.redirect_stdio(server._output_fd)
     # SIGUSR1 from the master (a reload that ran past reload_timeout) dumps every thread's stack.
     faulthandler.register(signal.SIGUSR1, file=dump_fd, all_threads=True, chain=False)
@@ -210,7 +214,7 @@ def _import_fresh(server: Any, channel: socket.socket, request: dict[str, Any]) 
     known = set(before)
     preload = [name for name, module in list(sys.modules.items())
                if name not in known and not _is_project_module(module, root)]
-    forks.send(channel, {"event": "ready", "ms": elapsed, "loaded": _loaded_project_files(root),
+    _report(channel, request, {"event": "ready", "ms": elapsed, "loaded": _loaded_project_files(root),
                          "opened": sorted(recorder.opened),
                          "written": sorted(recorder.written), "preload": preload if request.get("learn") else []})
     return GenerationState(app, recorder, elapsed)
@@ -227,7 +231,7 @@ def _report_failure(channel: socket.socket, exc: BaseException, request: dict[st
         report.update(file=mine[-1].filename, line=mine[-1].lineno)
     if isinstance(exc, SyntaxError) and exc.filename:
         report.update(file=exc.filename, line=exc.lineno)
-    forks.send(channel, {"event": "failed", **report})
+    _report(channel, request, {"event": "failed", **report})
 
 
 def _is_project_module(module: Any, root: str) -> bool:
@@ -258,7 +262,7 @@ def _probe(channel: socket.socket, request: dict[str, Any]) -> None:
     except BaseException as exc:  # noqa: BLE001 - reported to the master; the old workers serve on
         _report_failure(channel, exc, request)
         return
-    forks.send(channel, {"event": "ready", "ms": (time.perf_counter() - started) * 1000.0})
+    _report(channel, request, {"event": "ready", "ms": (time.perf_counter() - started) * 1000.0})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,13 +290,13 @@ def _apply_partial(server: Any, channel: socket.socket, request: dict[str, Any],
     try:
         app = _checked_reload(units, request["app"], state.recorder, execute)
     except Refused as exc:
-        forks.send(channel, {"event": "refused", "reason": str(exc)})
+        _report(channel, request, {"event": "refused", "reason": str(exc)})
         return None
     except BaseException as exc:  # noqa: BLE001 - a fresh generation will say it properly
-        forks.send(channel, {"event": "refused", "reason": f"{type(exc).__name__}: {exc}", "error": True})
+        _report(channel, request, {"event": "refused", "reason": f"{type(exc).__name__}: {exc}", "error": True})
         return None
     elapsed = (time.perf_counter() - started) * 1000.0
-    forks.send(channel, {"event": "ready", "ms": elapsed, "modules": [n for n, _, _ in names],
+    _report(channel, request, {"event": "ready", "ms": elapsed, "modules": [n for n, _, _ in names],
                          "loaded": _loaded_project_files(request["root"]),
                          "opened": sorted(state.recorder.opened),
                          "written": sorted(state.recorder.written), "preload": []})
@@ -488,7 +492,7 @@ def _fork_worker(server: Any, channel: socket.socket, dump_fd: int, state: Gener
     """Double-fork a worker for slot ``args["index"]`` on the listener and control socket received."""
     listener_fd, control_fd = fds
     try:
-        pid = forks.double_fork()
+        pid = forks.double_fork(args["master_pid"])
     except OSError as exc:
         forks.close_fds(fds)
         forks.send(channel, {"event": "fork_failed", "id": args["id"], "error": str(exc)})
@@ -512,7 +516,7 @@ def _fork_generation(server: Any, channel: socket.socket, dump_fd: int, state: G
     """Double-fork a partial generation: it applies ``args["units"]`` to a copy of this one."""
     new_channel_fd, new_dump_fd = fds
     try:
-        pid = forks.double_fork()
+        pid = forks.double_fork(args["master_pid"])
     except OSError:
         forks.close_fds(fds)  # the new generation's channel sees EOF: the master gives it up
         return
