@@ -133,8 +133,12 @@ class Generations:
         forks.close_fds(fds)
         if message.get("event") == "preloaded":
             base.preloaded = True
+            self._base_preloaded(float(message.get("ms", 0.0)))
             log.info("base: %d of %d third-party modules preloaded in %.0f ms", message.get("imported", 0),
                      message.get("wanted", 0), message.get("ms", 0.0))
+
+    def _base_preloaded(self, ms: float) -> None:
+        """The base holds the third-party modules now (a subclass may estimate costs from ``ms``)."""
 
     def _base_exited(self, base: BaseProcess, status: int) -> None:
         self._unregister_channel(base)

@@ -158,6 +158,7 @@ class ProjectrServer(Generations, Server):
         self._generations: dict[int, GenerationProcess] = {}
         self._serving: GenerationProcess | None = None
         self._generation_numbers = itertools.count(0)
+        self._costs: dict[str, float] = {}  # own work of a fresh and of a partial generation (ms)
 
     # -- start (master) ---------------------------------------------------------------------------
 
@@ -193,6 +194,8 @@ class ProjectrServer(Generations, Server):
             self.post_event("changed")  # saved while generation 0 imported
         self._preload = list(outcome.get("preload", ()))
         self._preload_base(self._preload)
+        if not self._preload:  # nothing third-party to keep warm: generation 0's import is the cost
+            self._costs["fresh"] = float(outcome.get("ms", 0.0))
         logging.getLogger("prefork").info("generation %d imported the app in %.0f ms", gen.number,
                                           outcome.get("ms", 0.0))
 
@@ -335,6 +338,9 @@ class ProjectrServer(Generations, Server):
                                full=record.full)
             if plan.kind == "partial" and not self.partial:
                 plan = Plan("fresh", "partial reloads are off")
+            elif plan.kind == "partial" and self._fresh_is_cheaper():
+                plan = Plan("fresh", f"importing the project afresh takes {self._costs['fresh']:.0f} ms here, "
+                                     f"a checked partial reload {self._costs['partial']:.0f} ms")
         record.plan, record.reason = plan, plan.reason
         log.debug("reload #%d: %s (%s)", record.number, plan.kind, plan.reason or "affected modules loaded")
         if plan.kind == "respawn" and plan.modules and serving is not None:
@@ -353,6 +359,27 @@ class ProjectrServer(Generations, Server):
         else:
             self._fresh(record)
 
+    def _base_preloaded(self, ms: float) -> None:
+        """First estimate of a fresh generation's import: generation 0's cold import minus what the
+        base now holds warm (a fresh reload measures it for real)."""
+        if self._serving is not None and "fresh" not in self._costs:
+            cold = float(self._serving.report.get("ms", 0.0))
+            self._costs["fresh"] = max(cold - ms, 1.0)
+
+    def _fresh_is_cheaper(self) -> bool:
+        """True once measured: a fresh generation's import costs less than a partial reload's checks.
+
+        Both are correct; on a small project the checks of a partial reload (a pass over every module
+        of the process) take longer than importing the project again.
+        """
+        fresh, partial = self._costs.get("fresh"), self._costs.get("partial")
+        return fresh is not None and partial is not None and fresh < partial
+
+    def _learn_cost(self, kind: str, ms: float) -> None:
+        """Remember what a generation's own work cost (a moving average)."""
+        old = self._costs.get(kind)
+        self._costs[kind] = ms if old is None else (old + ms) / 2
+
     def _fresh(self, record: ReloadRecord) -> None:
         self._request_generation("fresh", {}, lambda gen, report: self._fresh_reported(record, gen, report))
 
@@ -368,6 +395,7 @@ class ProjectrServer(Generations, Server):
         if report.get("event") == "ready":
             record.strategy, record.modules = "partial", list(report.get("modules", ()))
             record.load_ms = float(report.get("ms", 0.0))
+            self._learn_cost("partial", record.load_ms)
             self._roll_from(record, gen)
             return
         self._retire_generation(gen)
@@ -387,6 +415,7 @@ class ProjectrServer(Generations, Server):
             self._failed(record, report)
             return
         record.strategy, record.load_ms = "fresh", float(report.get("ms", 0.0))
+        self._learn_cost("fresh", record.load_ms)
         if record.partial_error:  # the partial reload raised where a fresh import did not: for good
             self._refused.update(p for p in record.changed if p.endswith(".py"))
         self._roll_from(record, gen)
