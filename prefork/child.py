@@ -11,14 +11,15 @@ import logging
 import os
 import random
 import resource
+import select
 import signal
 import socket
 import sys
 import threading
-import select
 import time
 from collections import deque
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
@@ -26,7 +27,7 @@ from waitress.server import create_server
 from waitress.task import WSGITask
 
 from prefork import commands, forks, signals, stdio
-from prefork.control import FrameError, FrameReader, encode_frame, reply_error, reply_ok, parse_request
+from prefork.control import FrameError, FrameReader, encode_frame, parse_request, reply_error, reply_ok
 from prefork.proctitle import set_title
 from prefork.worker import Worker, iter_messages
 
@@ -343,7 +344,8 @@ class ControlDispatcher(wasyncore.dispatcher):
             encode_frame(reply_ok(request_id, result))  # refuse what cannot be sent before saying ok
         except Exception as exc:
             log.warning("%s: command %s failed: %s: %s", self.runtime.worker.describe(), command,
-                        type(exc).__name__, exc, exc_info=not isinstance(exc, (commands.UnknownCommand, commands.BadArguments, FrameError)))
+                        type(exc).__name__, exc,
+                        exc_info=not isinstance(exc, (commands.UnknownCommand, commands.BadArguments, FrameError)))
             return reply_error(request_id, f"{type(exc).__name__}: {exc}")
         return reply_ok(request_id, result)
 

@@ -13,7 +13,8 @@ import errno
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger("prefork.cli")
 
@@ -245,8 +246,8 @@ def build_server(args: argparse.Namespace) -> Any:
         if args.reload:
             server.watch(project.watch_changes())
         return server
-    from prefork.server import Server
     from prefork.apps import resolve_app
+    from prefork.server import Server
 
     app = _check_app(lambda: resolve_app(args.app), args.app)
     return Server(app=app, **kwargs)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 BUILTINS: dict[str, str] = {
     "stop": "stop gracefully: stop accepting, finish in-flight requests, run on_stop, exit 0",
@@ -63,7 +64,8 @@ def run_command(worker: Any, command: str, args: list[Any]) -> Any:
     """Run ``command`` on ``worker``: ``on_<command>`` first if defined, then ``child_<command>``.
 
     Raises UnknownCommand (naming the known commands) when there is no ``child_<command>`` and
-    BadArguments when ``args`` do not fit its signature; whatever the methods raise propagates to the caller, which turns it into an error reply.
+    BadArguments when ``args`` do not fit its signature; whatever the methods raise propagates to the
+    caller, which turns it into an error reply.
     """
     method = getattr(worker, f"child_{command}", None) if _NAME.match(command) else None
     if not callable(method):

@@ -18,7 +18,8 @@ import json
 import socket
 import struct
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 MAX_FRAME = 1 << 20  # 1 MiB: a command or reply larger than this is a bug or an attack
 _HEADER = struct.Struct(">I")
@@ -151,7 +152,7 @@ def recv_message(sock: socket.socket, reader: FrameReader, timeout: float | None
             sock.settimeout(None)
         try:
             data = sock.recv(65536)
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise TimeoutError("no reply before the deadline") from exc
         if not data:
             raise EOFError("peer closed the connection")

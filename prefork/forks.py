@@ -26,7 +26,8 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prefork.control import FrameError, FrameReader, encode_frame
 

@@ -25,8 +25,9 @@ import traceback
 import types
 import warnings
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, NoReturn
 
 from prefork import forks, stdio
 from prefork.apps import resolve_app
@@ -413,7 +414,7 @@ class OutsideState:
     reloaded: set[str]                                             # the reload set
 
     @classmethod
-    def take(cls, excluded: set[str]) -> "OutsideState":
+    def take(cls, excluded: set[str]) -> OutsideState:
         """Copy what a reload of ``excluded`` must leave alone."""
         namespaces = [(name, namespace, namespace.copy()) for name, module in list(sys.modules.items())
                       if (namespace := getattr(module, "__dict__", None)) is not None
@@ -434,7 +435,7 @@ class OutsideState:
             if change:
                 return change
         if list(map(len, self.containers)) != self.sizes:
-            for container, size in zip(self.containers, self.sizes):
+            for container, size in zip(self.containers, self.sizes, strict=True):
                 if len(container) != size:
                     return f"{self._owner(container)} changed size"
         return None

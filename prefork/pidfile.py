@@ -7,7 +7,7 @@ import fcntl
 import logging
 import os
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 log = logging.getLogger("prefork.pidfile")
 
@@ -97,7 +97,8 @@ class PidFile:
         The content is written to a private temporary file (an unpredictable name of mkstemp's,
         created with O_EXCL and O_NOFOLLOW, so a symlink planted in the directory is never followed),
         then hard-linked to the path: the link fails if the path exists, so two masters started at
-        once cannot both win, and a reader never sees a half-written file. A file naming a dead process (or nothing readable) is replaced;
+        once cannot both win, and a reader never sees a half-written file. A file naming a dead process
+        (or nothing readable) is replaced;
         one naming a live process raises PidFileError.
         """
         pid = os.getpid() if pid is None else pid

@@ -141,7 +141,7 @@ class blocked_for_fork:
     """``with blocked_for_fork(): pid = os.fork()``: the parent's mask is restored on exit (master);
     the child unblocks in reset_in_child() (worker)."""
 
-    def __enter__(self) -> "blocked_for_fork":
+    def __enter__(self) -> blocked_for_fork:
         self.parent = os.getpid()
         self.previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
         return self

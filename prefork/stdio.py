@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import IO, Any, Union
+from typing import IO, Any
 
-Stream = Union[str, os.PathLike, IO[Any], Any]
+Stream = str | os.PathLike[str] | IO[Any] | Any
 
 
 def open_stream(stream: Stream | None) -> tuple[int | None, str | None]:

@@ -31,8 +31,9 @@ import shlex
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Iterable, Sequence
+from typing import IO, Any
 
 log = logging.getLogger("prefork.upstream")
 
@@ -143,7 +144,7 @@ class NginxUpstream:
         except OSError:
             return set()
 
-    def attach(self, server: Any) -> "NginxUpstream":
+    def attach(self, server: Any) -> NginxUpstream:
         """Remember the server whose workers the hooks look at (when workers have no ``.server``)."""
         self.server = server
         return self

@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from prefork import commands
 from prefork.control import FrameError, FrameReader, encode_frame, request
@@ -35,8 +36,7 @@ def iter_messages(reader: FrameReader, data: bytes) -> Iterator[dict[str, Any] |
     """Yield each message in ``data``, or the FrameError of a bad frame, and carry on after it."""
     while True:
         try:
-            for message in reader.feed(data):
-                yield message
+            yield from reader.feed(data)
             return
         except FrameError as exc:
             yield exc
@@ -70,7 +70,7 @@ class WorkerGone(CommandError):
 class Worker:
     """One worker process (see the module docstring for where each method runs)."""
 
-    def __init__(self, server: "Server", index: int, port: int, generation: int) -> None:
+    def __init__(self, server: Server, index: int, port: int, generation: int) -> None:
         self.server = server
         self.index = index
         self.port = port
@@ -87,7 +87,7 @@ class Worker:
         # blocking send: a partial frame left behind by a timeout would desynchronise the channel).
         self._outgoing = bytearray()
         self._pending: dict[int, tuple[Callback, Any]] = {}
-        self._runtime: "Runtime | None" = None  # set in the child
+        self._runtime: Runtime | None = None  # set in the child
         self._kill_timer: Any = None  # master: SIGKILL deadline while stopping
 
     def __repr__(self) -> str:
@@ -231,7 +231,7 @@ class Worker:
         """List the known commands (built-in)."""
         return commands.known_commands(self)
 
-    def _require_runtime(self) -> "Runtime":
+    def _require_runtime(self) -> Runtime:
         if self._runtime is None:
             raise RuntimeError("this command runs in a worker process, not in the master")
         return self._runtime

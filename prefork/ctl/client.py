@@ -8,7 +8,8 @@ import logging
 import os
 import socket
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from prefork.control import (
     FrameError,
@@ -47,7 +48,7 @@ def call(path: str | os.PathLike[str], command: str, *args: Any, timeout: float 
             sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NoMasterError(f"no master listening on {path}: {exc.strerror}") from exc
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise CtlTimeout(f"connecting to {path} timed out") from exc
         return _exchange(sock, path, command, list(args), timeout)
     finally:
@@ -112,7 +113,7 @@ def format_status(status: dict[str, Any]) -> str:
             _human_bytes(w.get("rss")),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(STATUS_COLUMNS))]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     header = f"master pid {status.get('master_pid')}, generation {status.get('generation')}, " \
              f"{len(rows) - 1} workers"
     return "\n".join([header, *lines])

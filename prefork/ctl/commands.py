@@ -1,4 +1,7 @@
-"""The operator commands (``status``, ``stats``, ``reload``, ``workers``, ``command``, ``help``): a registry with one line of help each. Run in the master."""
+"""The operator commands (``status``, ``stats``, ``reload``, ``workers``, ``command``, ``help``).
+
+A registry with one line of help each. Run in the master.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from prefork.control import (
     FrameError,
@@ -201,7 +205,8 @@ def cmd_help(server: Any, args: list[Any]) -> dict[str, str]:
 
 
 COMMANDS: dict[str, Command] = {
-    "status": Command(cmd_status, "status", "table of workers: slot, pid, port, generation, uptime, served, in flight, RSS"),
+    "status": Command(cmd_status, "status",
+                      "table of workers: slot, pid, port, generation, uptime, served, in flight, RSS"),
     "stats": Command(cmd_stats, "stats", "raw stats of every worker as JSON, keyed by slot"),
     "reload": Command(cmd_reload, "reload [--full]",
                       "rolling reload of every worker (like SIGHUP); --full also renews the base (like USR2)"),

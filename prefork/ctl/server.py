@@ -128,7 +128,7 @@ class ControlServer:
         self.connections: dict[int, _Connection] = {}
         self._writes: _WriteWatch | None = None
 
-    def open(self) -> "ControlServer":
+    def open(self) -> ControlServer:
         """Bind the socket (mode 0600) and start accepting in the master's loop; return self.
 
         Raises ControlSocketError (an OSError and a CtlError) with a one-line message when the path

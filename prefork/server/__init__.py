@@ -18,7 +18,8 @@ import signal
 import socket
 import time
 from collections import deque
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prefork import signals, stdio
 from prefork.apps import resolve_app
@@ -69,8 +70,8 @@ class Server(Processes, Rolling, WorkerChannels):
                  graceful_timeout: float = 30.0, timeout: float | None = None, backlog: int = 2048,
                  worker_ready: Callable[[Worker], Any] | None = None,
                  worker_exited: Callable[[Worker, int], Any] | None = None,
-                 when_ready: Callable[["Server"], Any] | None = None,
-                 on_reload: Callable[["Server"], Any] | None = None) -> None:
+                 when_ready: Callable[[Server], Any] | None = None,
+                 on_reload: Callable[[Server], Any] | None = None) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0")
         self.app_spec = app

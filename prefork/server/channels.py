@@ -11,7 +11,8 @@ import logging
 import selectors
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from prefork.control import MAX_FRAME, FrameError
 from prefork.worker import CommandError, CommandTimeout, Worker, iter_messages

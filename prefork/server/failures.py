@@ -13,7 +13,8 @@ import os
 import re
 import signal
 import traceback
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from projectr import LoadError, Project
 

@@ -17,8 +17,9 @@ import selectors
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from prefork import forks, signals
 from prefork.server.failures import parse_stack_dump, user_frames_of_dump

@@ -7,6 +7,7 @@ target; fork workers and stop them gracefully or now.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import selectors
@@ -40,7 +41,7 @@ class Processes:
             status = os.waitstatus_to_exitcode(raw)
             watcher = self._child_watchers.pop(pid, None)
             if watcher is not None:
-                self._guarded(lambda: watcher(status), f"child watcher for pid {pid}")
+                self._guarded(functools.partial(watcher, status), f"child watcher for pid {pid}")
                 continue
             worker = self._by_pid.pop(pid, None)
             if worker is None:

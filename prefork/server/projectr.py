@@ -23,11 +23,10 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
-
-from projectr import LoadError, Project, changes
+from typing import Any
 
 from prefork import forks
 from prefork.discover import declare_file, is_project_file, watch_tree
@@ -35,11 +34,12 @@ from prefork.server import Server, notify
 from prefork.server.failures import describe_load_error
 from prefork.server.generations import GenerationProcess, Generations
 from prefork.server.strategy import Plan, plan_reload
+from projectr import LoadError, Project, changes
 
 log = logging.getLogger("prefork.reload")
 
-STARTUP_TIMEOUT = 120.0
-_MAX_TRIES = 4  # a reload starts over at most this often for files that change under it  # seconds generation 0 may take to import the app cold
+STARTUP_TIMEOUT = 120.0  # seconds generation 0 may take to import the app cold
+_MAX_TRIES = 4  # a reload starts over at most this often for files that change under it
 
 
 class AppLoadError(Exception):
@@ -353,7 +353,7 @@ class ProjectrServer(Generations, Server):
             self._roll_from(record, serving)
         elif plan.kind == "partial":
             units = [[name, path, os.path.basename(path) == "__init__.py"]
-                     for name, path in zip(module_names(self.project, plan.modules), plan.modules)]
+                     for name, path in zip(module_names(self.project, plan.modules), plan.modules, strict=True)]
             self._request_generation("partial", {"units": units},
                                      lambda gen, report: self._partial_reported(record, gen, report))
         else:

@@ -7,8 +7,9 @@ unit-tested with fakes and a fake clock.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 BACKOFF_BASE = 0.1  # seconds before the first retry of a worker that died before it was ready
 BACKOFF_CAP = 5.0  # never wait longer than this between boot attempts
