@@ -217,7 +217,8 @@ def _import_fresh(server: Any, channel: socket.socket, request: dict[str, Any]) 
                if name not in known and not _is_project_module(module, root)]
     _report(channel, request, {"event": "ready", "ms": elapsed, "loaded": _loaded_project_files(root),
                          "opened": sorted(recorder.opened),
-                         "written": sorted(recorder.written), "preload": preload if request.get("learn") else []})
+                         "written": sorted(recorder.written), "foreign": _foreign_importers(recorder),
+                                "preload": preload if request.get("learn") else []})
     return GenerationState(app, recorder, elapsed)
 
 
@@ -233,6 +234,20 @@ def _report_failure(channel: socket.socket, exc: BaseException, request: dict[st
     if isinstance(exc, SyntaxError) and exc.filename:
         report.update(file=exc.filename, line=exc.lineno)
     _report(channel, request, {"event": "failed", **report})
+
+
+def _foreign_importers(recorder: Recorder) -> dict[str, list[str]]:
+    """``{path: [module, importer]}`` for project modules that code outside the project imported.
+
+    The master plans no partial reload of those (it would be refused here): a fresh one at once.
+    """
+    found = {}
+    for name, importers in recorder.edges.items():
+        foreign = sorted(i for i in importers if i != "prefork.apps" and not recorder._is_project(i))
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if foreign and isinstance(path, str):
+            found[os.path.abspath(path)] = [name, foreign[0]]
+    return found
 
 
 def _is_project_module(module: Any, root: str) -> bool:
@@ -300,7 +315,8 @@ def _apply_partial(server: Any, channel: socket.socket, request: dict[str, Any],
     _report(channel, request, {"event": "ready", "ms": elapsed, "modules": [n for n, _, _ in names],
                          "loaded": _loaded_project_files(request["root"]),
                          "opened": sorted(state.recorder.opened),
-                         "written": sorted(state.recorder.written), "preload": []})
+                         "written": sorted(state.recorder.written),
+                                "foreign": _foreign_importers(state.recorder), "preload": []})
     return GenerationState(app, state.recorder, elapsed)
 
 

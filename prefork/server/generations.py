@@ -61,6 +61,11 @@ class GenerationProcess:
         return set(self.report.get("opened", ()))
 
     @property
+    def foreign(self) -> dict[str, list[str]]:
+        """Project modules that code outside the project imported: ``{path: [module, importer]}``."""
+        return dict(self.report.get("foreign", {}))
+
+    @property
     def written(self) -> set[str]:
         """Files under the root it opened for writing while importing (the app's own output)."""
         return set(self.report.get("written", ()))

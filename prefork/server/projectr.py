@@ -335,7 +335,7 @@ class ProjectrServer(Generations, Server):
             plan = plan_reload(record.changed, sources=existed, loaded=serving.loaded,
                                opened=serving.opened, affected=self.project.affected, refused=self._refused,
                                root=self.project.root, definition_file=self.project.definition_file,
-                               full=record.full)
+                               full=record.full, foreign=serving.foreign)
             if plan.kind == "partial" and not self.partial:
                 plan = Plan("fresh", "partial reloads are off")
             elif plan.kind == "partial" and self._fresh_is_cheaper():

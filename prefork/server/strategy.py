@@ -27,13 +27,15 @@ class Plan:
 
 def plan_reload(changed: Iterable[str], *, sources: set[str], loaded: set[str], opened: set[str],
                 affected: Callable[[list[str]], list[str]], refused: set[str], root: str,
-                definition_file: str | None = None, full: bool = False) -> Plan:
+                definition_file: str | None = None, full: bool = False,
+                foreign: dict[str, list[str]] | None = None) -> Plan:
     """Decide how to serve ``changed`` paths (empty: a reload asked for by a signal or ``ctl``).
 
     ``sources``: the files that existed when the serving generation was made (a .py file that did
     not is new: autodiscovery may pick it up); ``loaded``/``opened``: what the serving generation
     imported and read; ``affected``: the project graph's dependents in load order; ``refused``:
-    paths a partial reload could not be shown equivalent for before.
+    paths a partial reload could not be shown equivalent for before; ``foreign``: loaded project
+    modules that code outside the project imported (a partial reload of them would be refused).
     """
     changed = sorted(set(changed))
     if full:
@@ -62,4 +64,8 @@ def plan_reload(changed: Iterable[str], *, sources: set[str], loaded: set[str], 
     seen_refused = [path for path in modules if path in refused]
     if seen_refused:
         return Plan("fresh", f"partial refused before for {rel[seen_refused[0]]}")
+    held = [path for path in wanted if path in (foreign or {})]
+    if held:
+        module, importer = (foreign or {})[held[0]]
+        return Plan("fresh", f"partial refused: {module} is imported by {importer}")
     return Plan("partial", "", tuple(wanted or [p for p in modules if p in loaded]))

@@ -60,3 +60,12 @@ def test_signals_full_reloads_and_earlier_refusals_go_fresh(tree):
     assert plan(tree, []).reason == "reload requested"
     assert plan(tree, ["views.py"], full=True).reason == "a full reload was asked for"
     assert plan(tree, ["views.py"], refused=["views.py"]).reason == "partial refused before for views.py"
+
+
+def test_a_module_imported_by_code_outside_the_project_goes_fresh_without_a_try(tree):
+    foreign = {tree["models.py"]: ["models", "django.apps.config"]}
+    result = plan_reload([tree["models.py"]], sources={tree[n] for n in ("app.py", "views.py", "models.py")},
+                         loaded={tree["models.py"], tree["views.py"], tree["app.py"]}, opened=set(),
+                         affected=lambda paths: [tree["models.py"], tree["views.py"], tree["app.py"]],
+                         refused=set(), root=tree["root"], foreign=foreign)
+    assert (result.kind, result.reason) == ("fresh", "partial refused: models is imported by django.apps.config")
