@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="port of worker 0; worker i listens on PORT+i (default: 8000)")
     parser.add_argument("--workers", "-w", type=int, default=2, metavar="N", help="worker processes (default: 2)")
     parser.add_argument("--pid", metavar="FILE", help="pid file; enables `prefork ctl --pid FILE ...`")
+    parser.add_argument("--partial", choices=("auto", "always", "never"), default="auto",
+                        help="partial reloads: where cheaper than a fresh import (auto), always, or never")
     parser.add_argument("--reload-timeout", type=float, default=5.0, metavar="S",
                         help="abandon a reload whose imports take longer (default: 5 s)")
     parser.add_argument("--project", default=str(DEFAULT_PROJECT), metavar="FILE",
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     server = ProjectrServer(project=project, app="myproject.app:application",
                             workers=args.workers, host=args.host, port=args.port,
                             pid_file=args.pid, worker_mixins=[CatalogCommands], when_ready=announce,
-                            reload_timeout=args.reload_timeout)
+                            reload_timeout=args.reload_timeout, partial=args.partial)
     watcher = project.watch_changes()
     server.add_io_handler(watcher, lambda w: server.reload() if w.changed_files() else None)
     signal.signal(signal.SIGHUP, lambda *_: server.reload())

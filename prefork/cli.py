@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="import the whole project afresh on every code change, never re-executing"
                       " only the affected modules (slower; partial reloads are used only when shown"
                       " equivalent to a fresh import anyway)")
+    code.add_argument("--partial", choices=("auto", "always", "never"), default="auto",
+                      help="re-execute only the affected modules: where it is cheaper than importing the"
+                      " project afresh (auto, the default), wherever the changed modules are loaded"
+                      " (always), or never")
     code.add_argument("--no-trial", action="store_true", help=argparse.SUPPRESS)  # accepted, unused
     code.add_argument("--livereload", action="store_true",
                       help="development: open HTML pages refresh themselves once a reload is served,"
@@ -242,7 +246,7 @@ def build_server(args: argparse.Namespace) -> Any:
             server_class = LiveReloadProjectrServer
         project = load_project(args.project) if args.project else discover_project(args.app)
         server = server_class(project=project, app=args.app, reload_timeout=args.reload_timeout,
-                              partial=not args.no_partial, **kwargs)
+                              partial="never" if args.no_partial else args.partial, **kwargs)
         if args.reload:
             server.watch(project.watch_changes())
         return server

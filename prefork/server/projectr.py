@@ -40,6 +40,9 @@ log = logging.getLogger("prefork.reload")
 
 STARTUP_TIMEOUT = 120.0  # seconds generation 0 may take to import the app cold
 _MAX_TRIES = 4  # a reload starts over at most this often for files that change under it
+# What a checked partial reload costs at least before one was measured (a pass over every module
+# of the process, a collection, a fork): below it, importing the project afresh is as fast.
+_PARTIAL_FLOOR_MS = 25.0
 
 
 class AppLoadError(Exception):
@@ -126,13 +129,15 @@ class ProjectrServer(Generations, Server):
 
     ``project`` is a Project, a registered project name, or the path of a definition file; it
     says which files are watched and how they depend on each other. ``app`` is ``"module:attr"``.
-    ``reload_timeout`` bounds the seconds a new generation's import may take. ``partial=False``
-    never tries a partial reload (every code change imports the project afresh). ``trial`` is
+    ``reload_timeout`` bounds the seconds a new generation's import may take. ``partial``:
+    ``True``/``"auto"`` tries a partial reload where it is cheaper than a fresh import (measured),
+    ``False``/``"never"`` never does (every code change imports the project afresh), ``"always"``
+    tries one wherever the changed modules are loaded. ``trial`` is
     accepted for compatibility and ignored: every new generation is its own trial.
     """
 
     def __init__(self, project: Project | str | os.PathLike[str], app: Any,
-                 reload_timeout: float = 5.0, trial: bool = True, partial: bool = True,
+                 reload_timeout: float = 5.0, trial: bool = True, partial: bool | str = True,
                  **kwargs: Any) -> None:
         kwargs["worker_mixins"] = (WorkerEnvironment, *kwargs.get("worker_mixins", ()))
         super().__init__(app=app, **kwargs)
@@ -142,7 +147,9 @@ class ProjectrServer(Generations, Server):
         self.project = resolve_project(project)
         watch_tree(self.project)
         self.reload_timeout = reload_timeout
-        self.partial = partial
+        if partial not in (True, False, "auto", "always", "never"):
+            raise ValueError(f"partial must be True/'auto', False/'never' or 'always', not {partial!r}")
+        self.partial = {True: "auto", False: "never"}.get(partial, partial)  # type: ignore[call-overload]
         self.reload_count = 0
         self.last_reload: ReloadRecord | None = None
         self.strategy_counts = {"respawn": 0, "partial": 0, "fresh": 0}
@@ -336,14 +343,17 @@ class ProjectrServer(Generations, Server):
                                opened=serving.opened, affected=self.project.affected, refused=self._refused,
                                root=self.project.root, definition_file=self.project.definition_file,
                                full=record.full, foreign=serving.foreign)
-            if plan.kind == "partial" and not self.partial:
+            if plan.kind == "partial" and self.partial == "never":
                 plan = Plan("fresh", "partial reloads are off")
-            elif plan.kind == "partial" and self._fresh_is_cheaper():
+            elif plan.kind == "partial" and self.partial == "auto" and self._fresh_is_cheaper():
+                partial_ms = self._costs.get("partial", _PARTIAL_FLOOR_MS)
                 plan = Plan("fresh", f"importing the project afresh takes {self._costs['fresh']:.0f} ms here, "
-                                     f"a checked partial reload {self._costs['partial']:.0f} ms")
+                                     f"a checked partial reload {partial_ms:.0f} ms")
         record.plan, record.reason = plan, plan.reason
         log.debug("reload #%d: %s (%s)", record.number, plan.kind, plan.reason or "affected modules loaded")
         if plan.kind == "respawn" and plan.modules and serving is not None:
+            # First the probe, then the new workers: a successor accepts connections as soon as it
+            # is up, so it must not start before the changed modules are known to import.
             record.strategy = "respawn"
             names = module_names(self.project, plan.modules)
             self._request_generation("partial", {"probe": names},
@@ -372,8 +382,8 @@ class ProjectrServer(Generations, Server):
         Both are correct; on a small project the checks of a partial reload (a pass over every module
         of the process) take longer than importing the project again.
         """
-        fresh, partial = self._costs.get("fresh"), self._costs.get("partial")
-        return fresh is not None and partial is not None and fresh < partial
+        fresh, partial = self._costs.get("fresh"), self._costs.get("partial", _PARTIAL_FLOOR_MS)
+        return fresh is not None and fresh < partial
 
     def _learn_cost(self, kind: str, ms: float) -> None:
         """Remember what a generation's own work cost (a moving average)."""
@@ -384,8 +394,10 @@ class ProjectrServer(Generations, Server):
         self._request_generation("fresh", {}, lambda gen, report: self._fresh_reported(record, gen, report))
 
     def _probe_reported(self, record: ReloadRecord, gen: GenerationProcess, report: dict[str, Any]) -> None:
-        """The workers' first-request imports were tried in a throwaway copy: respawn, or fail (master)."""
+        """The workers' first-request imports were tried in a throwaway copy: let the roll end, or fail it."""
         self._retire_generation(gen)
+        if self._current is not record:
+            return  # the server is stopping: the reload was dropped
         if report.get("event") != "ready":
             self._failed(record, report)
             return

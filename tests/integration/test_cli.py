@@ -14,7 +14,7 @@ from conftest import PYTHON, free_ports, http_get, save, wait_for
 
 FLAGS = ["--workers", "-w", "--host", "--port", "-p", "--bind", "--shared-port", "--threads", "--pid",
          "--log-file", "--log-level", "--graceful-timeout", "--timeout", "--project", "--reload",
-         "--reload-timeout", "--no-partial", "--upstream", "--upstream-reload"]
+         "--reload-timeout", "--no-partial", "--partial", "--upstream", "--upstream-reload"]
 
 HELLO = '''\
 import helper
@@ -150,7 +150,7 @@ def test_shared_port(launcher, site):
 
 def test_reload_without_project_watches_the_apps_modules(launcher, site):
     def command(port: int) -> list[str]:
-        return [PYTHON, "-m", "prefork", "hello:app", "-w", "2", "-p", str(port), "--reload"]
+        return [PYTHON, "-m", "prefork", "hello:app", "-w", "2", "-p", str(port), "--reload", "--partial", "always"]
 
     server = launcher.start_http(command, workers=2, cwd=site)
     save(site / "helper.py", 'def greeting():\n    return "hello 2"\n')

@@ -33,7 +33,7 @@ def test_home_page_names_worker_port_version_generation(launcher, project_copy):
 
 
 def test_edit_leaf_module_is_served_by_every_worker(launcher, project_copy):
-    server = launcher.example(project_copy)
+    server = launcher.example(project_copy, extra=["--partial", "always"])  # the graph decides what reloads
     before = {s["pid"] for s in server.statuses()}
     rewrite(project_copy / VERSION_FILE, '"1.0"', '"2.0"')
     after = server.wait_all(lambda s: s["version"] == "2.0", "every worker on version 2.0")
@@ -45,7 +45,7 @@ def test_edit_leaf_module_is_served_by_every_worker(launcher, project_copy):
 
 
 def test_edit_middle_module_reloads_it_and_its_dependents_only(launcher, project_copy):
-    server = launcher.example(project_copy)
+    server = launcher.example(project_copy, extra=["--partial", "always"])  # the graph decides what reloads
     rewrite(project_copy / "myproject/services/catalog.py", 'LABEL = "catalogue"', 'LABEL = "shop"')
     server.wait_all(lambda s: s["label"] == "shop", "every worker with the new label")
     server.wait_log(r"reload #1: ")
@@ -57,7 +57,7 @@ def test_edit_middle_module_reloads_it_and_its_dependents_only(launcher, project
 
 
 def test_edit_declared_dependency_reloads_through_needs_edge(launcher, project_copy):
-    server = launcher.example(project_copy)
+    server = launcher.example(project_copy, extra=["--partial", "always"])  # the graph decides what reloads
     rewrite(project_copy / "myproject/settings.py", '"EUR"', '"CHF"')
     server.wait_all(lambda s: s["currency"] == "CHF", "every worker with the new currency")
     server.wait_log(r"reload #1: ")
@@ -66,7 +66,7 @@ def test_edit_declared_dependency_reloads_through_needs_edge(launcher, project_c
 
 
 def test_definition_file_edit_adds_a_module(launcher, project_copy):
-    server = launcher.example(project_copy)
+    server = launcher.example(project_copy, extra=["--partial", "always"])  # the graph decides what reloads
     save(project_copy / "myproject/banner.py", 'TEXT = "welcome"\n')
     # The new module is used (imported plainly) before the project declares it...
     rewrite(project_copy / "myproject/views/api.py", "from myproject.version import VERSION",

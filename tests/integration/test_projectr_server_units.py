@@ -186,3 +186,18 @@ def test_a_bug_in_a_reload_step_fails_that_reload_only(small_project, caplog):
     assert not server.reloading  # the next reload request starts a new reload
     assert "reload #4 failed: ?: ZeroDivisionError: division by zero" in caplog.text
     assert "still serving generation 0" in caplog.text
+
+
+@pytest.mark.parametrize("costs, cheaper", [
+    ({}, False),                              # nothing measured: try a partial reload
+    ({"fresh": 10.0}, True),                  # below what a checked partial reload costs at least
+    ({"fresh": 120.0}, False),
+    ({"fresh": 120.0, "partial": 200.0}, True),
+    ({"fresh": 120.0, "partial": 40.0}, False),
+])
+def test_a_partial_reload_is_planned_only_while_it_is_cheaper(small_project, costs, cheaper):
+    server = ProjectrServer(project=small_project, app="unitpkg.top:app")
+    server._costs = dict(costs)
+    assert server._fresh_is_cheaper() is cheaper
+    with pytest.raises(ValueError, match="partial must be"):
+        ProjectrServer(project=small_project, app="unitpkg.top:app", partial="sometimes")
