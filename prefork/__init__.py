@@ -9,13 +9,11 @@ __all__ = ["Server", "Worker", "CommandError", "CommandTimeout", "WorkerGone", "
 
 
 def __getattr__(name: str) -> str:
-    """`prefork.__version__`: the installed distribution's version (pyproject.toml holds the one copy)."""
+    """`prefork.__version__`: the distribution's one version (projectr and prefork ship together)."""
     if name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            value = version("projectr-prefork")
-        except PackageNotFoundError:  # a source tree that was never installed
-            value = "0+unknown"
+        import projectr
+
+        value: str = projectr.__version__
         globals()["__version__"] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
