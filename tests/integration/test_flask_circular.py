@@ -45,7 +45,7 @@ def _serve(launcher, tmp_path: Path):
     save(site / "project.py", PROJECT)
 
     def command(port: int) -> list[str]:
-        return [PYTHON, "-m", "prefork", "app:app", "--project", "project.py", "--reload",
+        return [PYTHON, "-m", "prefork", "app:app", "--project", "project.py", "--reload", "--partial", "always",
                 "-w", "2", "-p", str(port)]
 
     return site, launcher.start_http(command, workers=2, cwd=site)
