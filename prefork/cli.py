@@ -28,9 +28,10 @@ preforking master and N waitress workers. Worker i listens on PORT+i (put nginx 
 balancer in front, see --upstream), or with --shared-port all workers accept on PORT.
 
 Signals: TERM/INT stop now, QUIT stops gracefully, HUP reloads (rolls every worker onto the
-current code), TTIN/TTOU add/remove one worker, USR1 reopens log files.
+current code), USR2 reloads fully (with --reload: the third-party modules too), TTIN/TTOU
+add/remove one worker, USR1 reopens log files.
 
-Operators: `prefork ctl --pid FILE status|reload|workers N|stats|command NAME [ARGS]`
+Operators: `prefork ctl --pid FILE status|reload [--full]|workers N|stats|command NAME [ARGS]`
 talks to a running master through the control socket next to its pid file.
 """
 
@@ -89,17 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
                       " (default: off)")
     code = parser.add_argument_group("code reloading")
     code.add_argument("--project", metavar="PROJECT_FILE",
-                      help="a projectr definition file (project.py): serve through ProjectrServer,"
-                      " so a reload (HUP, `prefork ctl reload`) reloads only the changed modules")
+                      help="a projectr definition file (project.py): its files and needs= edges; every"
+                      " reload (a save with --reload, HUP, `prefork ctl reload`) serves what a fresh start"
+                      " would, through a new generation of the app")
     code.add_argument("--reload", action="store_true",
-                      help="reload when a source file changes: the project's files with --project,"
-                      " otherwise the files of the app's modules under the current directory")
+                      help="reload when a file changes: every .py file, template and configuration file"
+                      " under the project's root (the working directory without --project), new ones too")
     code.add_argument("--reload-timeout", type=_positive_float, default=5.0, metavar="S",
                       help="abandon a reload whose imports take longer than S seconds (default: 5)")
     code.add_argument("--no-partial", action="store_true",
-                      help="import the whole project afresh on every code change, never re-executing"
-                      " only the affected modules (slower; partial reloads are used only when shown"
-                      " equivalent to a fresh import anyway)")
+                      help="the same as --partial never")
     code.add_argument("--partial", choices=("auto", "always", "never"), default="auto",
                       help="re-execute only the affected modules: where it is cheaper than importing the"
                       " project afresh (auto, the default), wherever the changed modules are loaded"
