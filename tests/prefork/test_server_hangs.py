@@ -144,7 +144,11 @@ def test_on_stop_that_hangs_at_a_roll_costs_the_predecessors_only(master):
     assert stop_within(server, GRACEFUL + 1, quit_at) == 0
 
 
-def test_quit_twice_is_one_graceful_stop(master):
+@pytest.mark.parametrize("second, logged", [
+    (signal.SIGQUIT, r"graceful stop already in progress"),      # QUIT twice is one graceful stop
+    (signal.SIGHUP, r"reload ignored: the server is stopping"),   # a reload asked for meanwhile is ignored
+])
+def test_a_second_quit_or_a_hup_during_a_graceful_stop_changes_nothing(master, second, logged):
     server = master(script(SLOW_APP, f"""
         server = Server(slow, workers=1, host="127.0.0.1", port=PORT, graceful_timeout={GRACEFUL:g})
     """, RUN))
@@ -153,11 +157,12 @@ def test_quit_twice_is_one_graceful_stop(master):
     server.wait_file("in-flight")
     quit_at = time.monotonic()
     signal_taken(server, signal.SIGQUIT)
-    signal_taken(server, signal.SIGQUIT)
-    server.wait_log(r"graceful stop already in progress")
+    signal_taken(server, second)
+    server.wait_log(logged)
     assert stop_within(server, GRACEFUL + 1, quit_at) == 0
     assert request.wait() == (200, server.read("in-flight")[0])
     assert server.log().count("stopping gracefully") == 1
+    assert "rolling to generation" not in server.log()
 
 
 def test_term_during_a_graceful_stop_stops_now(master):
@@ -196,22 +201,6 @@ def test_term_during_a_graceful_stop_never_moves_the_deadline_later(master):
     signal_taken(server, signal.SIGTERM)
     assert stop_within(server, GRACEFUL + 1, quit_at) == 1
     assert killed(server.log()) == {0}
-
-
-def test_hup_during_a_graceful_stop_is_ignored(master):
-    server = master(script(SLOW_APP, f"""
-        server = Server(slow, workers=1, host="127.0.0.1", port=PORT, graceful_timeout={GRACEFUL:g})
-    """, RUN))
-    server.wait_ready()
-    request = Slow(server.port, 1.0)
-    server.wait_file("in-flight")
-    quit_at = time.monotonic()
-    signal_taken(server, signal.SIGQUIT)
-    signal_taken(server, signal.SIGHUP)
-    server.wait_log(r"reload ignored: the server is stopping")
-    assert stop_within(server, GRACEFUL + 1, quit_at) == 0
-    assert request.wait() == (200, server.read("in-flight")[0])
-    assert "rolling to generation" not in server.log()
 
 
 @pytest.mark.parametrize("successor", ["hangs in on_start", "ignores TERM"])
