@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 
 from prefork import forks, stdio
 from prefork.apps import resolve_app
+from prefork.asgi import require_runtime
 from prefork.discover import is_project_file
 from prefork.proctitle import set_title
 from projectr.runtime import Observed
@@ -208,6 +209,7 @@ def _import_fresh(server: Any, channel: socket.socket, request: dict[str, Any]) 
     try:
         with recorder.recording():
             app = resolve_app(request["app"])
+        require_runtime(app, getattr(server, "interface", "auto"))  # ASGI: uvicorn imported once, learned by the base
     except BaseException as exc:  # noqa: BLE001 - any failure is reported, the master keeps serving
         _report_failure(channel, exc, request)
         return None
