@@ -55,6 +55,11 @@ def run_worker(worker: Worker, *, app: Any, listener: socket.socket, control: so
                threads: int, output_fd: int | None, output_path: str | None, master_pid: int,
                close_inherited: Callable[[], None], inline: bool = True) -> NoReturn:
     """Turn this freshly forked process into a worker; never returns (exits with the worker's code)."""
+    if _serves_asgi(worker, app):  # uvicorn instead of waitress; the rest of a worker's life is the same
+        from prefork.child_asgi import run_asgi_worker
+
+        run_asgi_worker(worker, app=app, listener=listener, control=control, output_fd=output_fd,
+                        output_path=output_path, master_pid=master_pid, close_inherited=close_inherited)
     code = 1
     try:
         signals.reset_in_child(ignore=signals.LEFT_TO_MASTER)
@@ -78,6 +83,13 @@ def run_worker(worker: Worker, *, app: Any, listener: socket.socket, control: so
     finally:
         stdio.flush_all()
         os._exit(code)
+
+
+def _serves_asgi(worker: Worker, app: Any) -> bool:
+    """True when this worker's app is to be served as ASGI (the server's ``interface``, or detected)."""
+    from prefork.asgi import choose_interface
+
+    return choose_interface(app, getattr(worker.server, "interface", "auto")) == "asgi"
 
 
 class Runtime:

@@ -23,6 +23,7 @@ from typing import Any
 
 from prefork import signals, stdio
 from prefork.apps import resolve_app
+from prefork.asgi import check_interface, require_runtime
 from prefork.notify import notify
 from prefork.pidfile import PidFile
 from prefork.proctitle import set_title
@@ -68,6 +69,7 @@ class Server(Processes, Rolling, WorkerChannels):
                  stderr: Any = None, pid_file: str | None = None, worker_mixins: Iterable[type] = (),
                  slow_start: float = 0.0, threads: int = 1, shared_port: bool = False,
                  graceful_timeout: float = 30.0, timeout: float | None = None, backlog: int = 2048,
+                 interface: str = "auto",
                  worker_ready: Callable[[Worker], Any] | None = None,
                  worker_exited: Callable[[Worker, int], Any] | None = None,
                  when_ready: Callable[[Server], Any] | None = None,
@@ -76,6 +78,8 @@ class Server(Processes, Rolling, WorkerChannels):
             raise ValueError("workers must be >= 0")
         self.app_spec = app
         self.app: App | None = None if isinstance(app, str) else app
+        # "asgi", "wsgi", or "auto": detected from the app in whichever process has it (prefork.asgi).
+        self.interface = check_interface(interface)
         self.num_workers = workers
         self.host = host
         self.port = port
@@ -202,6 +206,8 @@ class Server(Processes, Rolling, WorkerChannels):
         self.load_app()
         self._serving_app = self.app
         import prefork.child  # noqa: F401  import waitress once in the master: forks inherit it
+        if self.app is not None:  # an ASGI app: uvicorn too (or the error that it is missing, before any fork)
+            require_runtime(self.app, self.interface)
         try:
             self._output_fd, self._output_path = stdio.open_stream(self.stderr)
             self._bind_initial()
@@ -229,7 +235,7 @@ class Server(Processes, Rolling, WorkerChannels):
         spec = self.app_spec
         app = resolve_app(spec) if isinstance(spec, str) else spec
         if not callable(app):
-            raise TypeError(f"app {spec!r} is not a WSGI callable")
+            raise TypeError(f"app {spec!r} is not a WSGI or ASGI callable")
         self.app = app
         return app
 

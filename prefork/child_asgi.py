@@ -1,0 +1,364 @@
+"""The ASGI worker process: uvicorn's server on the inherited socket, our control channel in its loop.
+
+Everything here runs in a worker (forked by the master or by a generation) whose app is ASGI;
+``prefork.child.run_worker`` hands over to :func:`run_asgi_worker`. Fork hygiene, hooks, the
+parent-death signal and the commands are those of a WSGI worker; the difference is the server:
+uvicorn's ``Server`` serves HTTP/1.1 and WebSockets in one asyncio loop, and the control socket is
+a reader in that same loop, so commands run between I/O events on the loop thread.
+
+A graceful stop closes this worker's copy of the listener (the master keeps the socket and its
+backlog for the successor), closes keep-alive connections as they become idle, lets requests in
+flight finish with the connection closed after them, and keeps WebSockets open until shortly before
+the master's kill deadline (``graceful_timeout``); then uvicorn's own shutdown closes them (1012,
+"service restart"), runs the lifespan shutdown, and the worker exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from prefork import commands, forks, signals, stdio
+from prefork.child import FRESH_GRACE, rss_bytes
+from prefork.control import FrameError, FrameReader, encode_frame, parse_request, reply_error, reply_ok
+from prefork.proctitle import set_title
+from prefork.worker import Worker, iter_messages
+
+log = logging.getLogger("prefork.worker")
+
+SWEEP_INTERVAL = 0.05  # while draining: how often idle keep-alive connections are looked for
+# Before the master's SIGKILL at graceful_timeout, keep this much time (at most) for uvicorn's own
+# shutdown: closing WebSockets, cancelling what is left, the lifespan shutdown.
+SHUTDOWN_MARGIN = 1.0
+_NO_CYCLE = object()  # a connection without an HTTP request cycle: a WebSocket
+
+
+def run_asgi_worker(worker: Worker, *, app: Any, listener: socket.socket, control: socket.socket,
+                    output_fd: int | None, output_path: str | None, master_pid: int,
+                    close_inherited: Callable[[], None], **_ignored: Any) -> NoReturn:
+    """Turn this freshly forked process into an ASGI worker; never returns (exits with its code).
+
+    ``threads`` and ``inline`` (WSGI only) arrive in ``_ignored``: uvicorn serves in one loop.
+    """
+    code = 1
+    try:
+        signals.reset_in_child(ignore=signals.LEFT_TO_MASTER)
+        stdio.redirect_stdio(output_fd)
+        close_inherited()
+        random.seed()
+        worker.pid = os.getpid()
+        set_title(f"prefork worker {worker.index} :{worker.port} (asgi)")
+        runtime = AsgiRuntime(worker, worker.wrap_app(app), listener, control, output_path)
+        worker._runtime = runtime  # type: ignore[assignment]  # duck-typed like prefork.child.Runtime
+        worker.on_start()
+        if not forks.adopted(master_pid, signal.SIGTERM):  # the master died while we booted
+            os._exit(0)
+        code = runtime.serve()
+    except SystemExit as exc:  # uvicorn exits 3 when the lifespan startup fails: a boot failure
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        log.exception("worker %s (pid %s, port %s) failed", worker.index, os.getpid(), worker.port)
+        code = 1
+    finally:
+        stdio.flush_all()
+        os._exit(code)
+
+
+class AsgiRuntime:
+    """The running ASGI worker: uvicorn's server, the control channel, counters, graceful drain."""
+
+    def __init__(self, worker: Worker, app: Any, listener: socket.socket, control: socket.socket,
+                 output_path: str | None) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.control_socket = control
+        self.output_path = output_path
+        self.started_at = time.time()
+        self.draining = False
+        server = worker.server
+        self.graceful_timeout = float(getattr(server, "graceful_timeout", 30.0))
+        self.drain_started = 0.0
+        options = {"lifespan": "auto", "log_config": None, "access_log": False,
+                   "backlog": getattr(server, "backlog", 2048), **getattr(server, "uvicorn_options", {})}
+        options["http"] = _protocol_class(_http_base(options.get("http", "auto")), self)
+        self.config = uvicorn.Config(app, **options)
+        self.server = _UvicornServer(self.config, self)
+        self.control: AsyncControl | None = None
+        _quiet_uvicorn_info()
+
+    def serve(self) -> int:
+        """Run uvicorn in a new event loop until a graceful stop completes; return the exit code."""
+        factory = self.config.get_loop_factory()
+        loop = factory() if factory is not None else asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(self._main())
+        return self._finish()
+
+    async def _main(self) -> None:
+        """The control channel first (EOF during a slow startup still ends us), then uvicorn."""
+        self.control = AsyncControl(self, self.control_socket, asyncio.get_running_loop())
+        await self.server.serve(sockets=[self.listener])
+
+    def started(self) -> None:
+        """uvicorn ran the lifespan startup and listens: tell the master (loop thread)."""
+        assert self.control is not None
+        self.control.send_message({"event": "ready", "pid": os.getpid()})
+
+    # -- commands (loop thread) ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The ``stats`` command's reply (the WSGI worker's keys, plus open connections and WebSockets)."""
+        state = self.server.server_state
+        websockets = sum(1 for conn in state.connections if getattr(conn, "cycle", _NO_CYCLE) is _NO_CYCLE)
+        return {
+            "pid": os.getpid(),
+            "index": self.worker.index,
+            "port": self.worker.port,
+            "generation": self.worker.generation,
+            "started_at": self.started_at,
+            "requests": state.total_requests,
+            "in_flight": len(state.tasks),
+            "rss": rss_bytes(),
+            "threads": 1,
+            "inline": True,
+            "draining": self.draining,
+            "interface": "asgi",
+            "connections": len(state.connections),
+            "websockets": websockets,
+        }
+
+    def reopen_logs(self) -> None:
+        """Reopen the output file (if a path was given) and logging's file handlers."""
+        if self.output_path is not None:
+            stdio.reopen_stdio(self.output_path)
+        stdio.reopen_log_handlers()
+
+    def master_gone(self) -> NoReturn:
+        """The control channel hit EOF: the master is gone, so exit now."""
+        log.warning("%s: master is gone, exiting", self.worker.describe())
+        stdio.flush_all()
+        os._exit(0)
+
+    # -- graceful stop (loop thread) ---------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """Stop accepting; close connections as they become idle; exit when none is left."""
+        if self.draining:
+            return
+        self.draining = True
+        self.drain_started = time.monotonic()
+        # Our copy of the listener only: the master (and a successor) keep the socket and its backlog.
+        for server in getattr(self.server, "servers", ()):
+            server.close()
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Close idle keep-alive connections; once none is left, or near the deadline, let uvicorn stop."""
+        if self.server.should_exit:
+            return
+        now = time.monotonic()
+        state = self.server.server_state
+        for conn in list(state.connections):
+            cycle = getattr(conn, "cycle", _NO_CYCLE)
+            if cycle is _NO_CYCLE:
+                continue  # a WebSocket stays open until the deadline
+            if cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False  # closed after its response
+            elif _quiet(conn, now):
+                conn.shutdown()
+        left = self.graceful_timeout - (now - self.drain_started)
+        if not state.connections or left <= min(SHUTDOWN_MARGIN, self.graceful_timeout / 5):
+            # uvicorn's shutdown closes what is left (WebSockets with 1012), waits for tasks at
+            # most this long, runs the lifespan shutdown; the master kills us at graceful_timeout.
+            self.config.timeout_graceful_shutdown = max(0.0, left - 0.2)  # type: ignore[assignment]
+            self.server.should_exit = True
+            return
+        asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _finish(self) -> int:
+        """Run on_stop, flush the control channel; return the exit code."""
+        code = 0
+        try:
+            self.worker.on_stop()
+        except Exception:
+            log.exception("hook on_stop failed in %s", self.worker.describe())
+            code = 1
+        if self.control is not None:
+            self.control.flush_blocking()
+        return code
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn's server, told by our control channel when to stop, and reporting when it is ready."""
+
+    def __init__(self, config: uvicorn.Config, runtime: AsgiRuntime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Install no handlers: the master's TERM means stop now; a graceful stop is the stop command."""
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup (lifespan, then listen), then the ready message."""
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            log.error("%s: the app's lifespan startup failed; exiting before ready",
+                      self.runtime.worker.describe())
+            raise
+        if self.started:
+            self.runtime.started()
+
+
+class AsyncControl:
+    """The worker's end of the control channel, as a reader (and, when it backs up, a writer) in the loop."""
+
+    def __init__(self, runtime: AsgiRuntime, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.runtime = runtime
+        self.socket = sock
+        self.loop = loop
+        self.reader = FrameReader(skip_oversized=True)
+        self.outgoing = bytearray()
+        self.writing = False
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = self.socket.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.runtime.master_gone()
+        for item in iter_messages(self.reader, data):
+            if isinstance(item, FrameError):
+                log.warning("%s: bad control frame: %s", self.runtime.worker.describe(), item)
+                self.send_message(reply_error(None, f"bad frame: {item}"))
+            else:
+                self.send_message(self.answer(item))
+
+    def answer(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Run one request and build its reply; an error is a reply, never an exit."""
+        worker = self.runtime.worker
+        request_id = message.get("id")
+        try:
+            request_id, command, args = parse_request(message)
+        except FrameError as exc:
+            log.warning("%s: bad control request: %s", worker.describe(), exc)
+            return reply_error(request_id, f"bad request: {exc}")
+        try:
+            result = commands.run_command(worker, command, args)
+            encode_frame(reply_ok(request_id, result))  # refuse what cannot be sent before saying ok
+        except Exception as exc:
+            expected = isinstance(exc, (commands.UnknownCommand, commands.BadArguments, FrameError))
+            log.warning("%s: command %s failed: %s: %s", worker.describe(), command, type(exc).__name__, exc,
+                        exc_info=not expected)
+            return reply_error(request_id, f"{type(exc).__name__}: {exc}")
+        return reply_ok(request_id, result)
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        """Queue a message for the master and send what the socket takes now."""
+        self.outgoing += encode_frame(message)
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            sent = self.socket.send(self.outgoing) if self.outgoing else 0
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.runtime.master_gone()
+        del self.outgoing[:sent]
+        if self.outgoing and not self.writing:
+            self.loop.add_writer(self.socket.fileno(), self._flush)
+            self.writing = True
+        elif not self.outgoing and self.writing:
+            self.loop.remove_writer(self.socket.fileno())
+            self.writing = False
+
+    def flush_blocking(self, timeout: float = 1.0) -> None:
+        """Send what is queued before the process exits."""
+        if self.outgoing:
+            self.socket.settimeout(timeout)
+            try:
+                self.socket.sendall(self.outgoing)
+            except OSError:
+                pass
+            self.outgoing.clear()
+
+
+def _http_base(http: Any) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class for its ``http`` option (``"auto"``, ``"h11"``, ``"httptools"`` or a class)."""
+    if not isinstance(http, str):
+        return http
+    if http == "auto":
+        return AutoHTTPProtocol
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.importer import import_from_string
+
+    return import_from_string(HTTP_PROTOCOLS.get(http, http))  # type: ignore[no-any-return]
+
+
+def _protocol_class(base: type[asyncio.Protocol], runtime: AsgiRuntime) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol, remembering whether a connection was used, closing after each request while draining."""
+
+    class PreforkHTTPProtocol(base):  # type: ignore[valid-type,misc]
+        prefork_used = False  # set once the client sent something: only then can it be idle
+        prefork_born = 0.0
+
+        def connection_made(self, transport: Any) -> None:
+            self.prefork_born = time.monotonic()
+            super().connection_made(transport)
+
+        def data_received(self, data: bytes) -> None:
+            self.prefork_used = True
+            super().data_received(data)
+            if runtime.draining and getattr(self, "cycle", None) is not None:
+                self.cycle.keep_alive = False  # a request that arrived while draining: its connection closes after it
+
+    return PreforkHTTPProtocol
+
+
+def _quiet(conn: Any, now: float) -> bool:
+    """True for a keep-alive connection with no request in progress and nothing sent by the client."""
+    if not conn.prefork_used and now - conn.prefork_born < FRESH_GRACE:
+        return False  # accepted a moment ago: its first request is on its way
+    h11_conn = getattr(conn, "conn", None)
+    if h11_conn is not None and getattr(h11_conn, "trailing_data", (b"",))[0]:
+        return False  # part of the next request is buffered
+    transport = getattr(conn, "transport", None)
+    raw = transport.get_extra_info("socket") if transport is not None else None
+    if raw is None or raw.fileno() < 0:
+        return True
+    peek = socket.socket(fileno=raw.fileno())  # borrows the fd (detached below, never closed here)
+    try:
+        pending = peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # BlockingIOError: nothing waiting
+        return True
+    finally:
+        peek.detach()
+    # Bytes waiting: a request on its way; serve it (then close). b"": the client left.
+    return not pending
+
+
+def _quiet_uvicorn_info() -> None:
+    """uvicorn's INFO lines repeat ours in every worker of every reload: WARNING, unless the user set a level."""
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
