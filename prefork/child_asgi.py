@@ -38,6 +38,10 @@ from prefork.worker import Worker, iter_messages
 log = logging.getLogger("prefork.worker")
 
 SWEEP_INTERVAL = 0.05  # while draining: how often idle keep-alive connections are looked for
+# While draining, a keep-alive connection whose last response went out less than this long ago is
+# probably about to carry the client's next request (which is then answered with the connection
+# closed after it); closing it now would race that request. One idle for longer is closed.
+IDLE_GRACE = 0.5
 # Before the master's SIGKILL at graceful_timeout, keep this much time (at most) for uvicorn's own
 # shutdown: closing WebSockets, cancelling what is left, the lifespan shutdown.
 SHUTDOWN_MARGIN = 1.0
@@ -92,7 +96,7 @@ class AsgiRuntime:
         options = {"lifespan": "auto", "log_config": None, "access_log": False,
                    "backlog": getattr(server, "backlog", 2048), **getattr(server, "uvicorn_options", {})}
         options["http"] = _protocol_class(_http_base(options.get("http", "auto")), self)
-        self.config = uvicorn.Config(app, **options)
+        self.config = uvicorn.Config(_closing_while_draining(app, self), **options)
         self.server = _UvicornServer(self.config, self)
         self.control: AsyncControl | None = None
         _quiet_uvicorn_info()
@@ -302,6 +306,32 @@ class AsyncControl:
             self.outgoing.clear()
 
 
+def _closing_while_draining(app: Any, runtime: AsgiRuntime) -> Any:
+    """``app``, whose HTTP responses say ``Connection: close`` while the worker drains.
+
+    The connection is closed after such a response anyway (``keep_alive = False``); the header
+    tells the client before it reuses the connection for a request that would meet the close.
+    An ASGI2 app (a class) is served as it is.
+    """
+    if isinstance(app, type):
+        return app
+
+    async def serve(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+
+        async def send_closing(message: Any) -> None:
+            if runtime.draining and message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"connection" for name, _ in headers):
+                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        return await app(scope, receive, send_closing)
+
+    return serve
+
+
 def _http_base(http: Any) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol class for its ``http`` option (``"auto"``, ``"h11"``, ``"httptools"`` or a class)."""
     if not isinstance(http, str):
@@ -320,10 +350,15 @@ def _protocol_class(base: type[asyncio.Protocol], runtime: AsgiRuntime) -> type[
     class PreforkHTTPProtocol(base):  # type: ignore[valid-type,misc]
         prefork_used = False  # set once the client sent something: only then can it be idle
         prefork_born = 0.0
+        prefork_answered = 0.0  # when the last response was complete
 
         def connection_made(self, transport: Any) -> None:
             self.prefork_born = time.monotonic()
             super().connection_made(transport)
+
+        def on_response_complete(self, *args: Any) -> None:
+            self.prefork_answered = time.monotonic()
+            super().on_response_complete(*args)
 
         def data_received(self, data: bytes) -> None:
             self.prefork_used = True
@@ -338,6 +373,8 @@ def _quiet(conn: Any, now: float) -> bool:
     """True for a keep-alive connection with no request in progress and nothing sent by the client."""
     if not conn.prefork_used and now - conn.prefork_born < FRESH_GRACE:
         return False  # accepted a moment ago: its first request is on its way
+    if now - conn.prefork_answered < IDLE_GRACE:
+        return False  # answered a moment ago: the client's next request may be on its way
     h11_conn = getattr(conn, "conn", None)
     if h11_conn is not None and getattr(h11_conn, "trailing_data", (b"",))[0]:
         return False  # part of the next request is buffered
