@@ -27,6 +27,7 @@ from waitress.server import create_server
 from waitress.task import WSGITask
 
 from prefork import commands, forks, signals, stdio
+from prefork.accesslog import AccessLog
 from prefork.control import FrameError, FrameReader, encode_frame, parse_request, reply_error, reply_ok
 from prefork.proctitle import set_title
 from prefork.worker import Worker, iter_messages
@@ -98,7 +99,8 @@ class Runtime:
     def __init__(self, worker: Worker, app: Any, listener: socket.socket, control: socket.socket,
                  threads: int, output_path: str | None, inline: bool = False) -> None:
         self.worker = worker
-        self.app = app
+        self.access_log = _access_log(worker.server)
+        self.app = app if self.access_log is None else self.access_log.wrap(app)
         self.listener = listener
         self.control_socket = control
         self.threads = threads
@@ -163,6 +165,8 @@ class Runtime:
         """Reopen the output file (if a path was given) and logging's file handlers."""
         if self.output_path is not None:
             stdio.reopen_stdio(self.output_path)
+        if self.access_log is not None:
+            self.access_log.reopen()
         stdio.reopen_log_handlers()
 
     # -- graceful stop (loop thread) ---------------------------------------------------------------
@@ -212,6 +216,8 @@ class Runtime:
             log.exception("hook on_stop failed in %s", self.worker.describe())
             code = 1
         self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=1)
+        if self.access_log is not None:
+            self.access_log.close()
         if self.control is not None:
             self.control.flush_blocking()
         return code
@@ -221,6 +227,14 @@ class Runtime:
         log.warning("%s: master is gone, exiting", self.worker.describe())
         stdio.flush_all()
         os._exit(0)
+
+
+def _access_log(server: Any) -> AccessLog | None:
+    """The access log this worker writes, when the master opened one (``Server(access_log=...)``)."""
+    fd, path = getattr(server, "_access_fd", None), getattr(server, "_access_path", None)
+    if path is not None:  # opened afresh: a worker forked after a USR1 writes to the new file
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    return None if fd is None else AccessLog(fd, path)
 
 
 def _idle(channel: HTTPChannel) -> bool:

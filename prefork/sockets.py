@@ -12,8 +12,12 @@ runs first takes the connections, and keep-alive clients stay where they landed)
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
+import stat
 import sys
+from dataclasses import dataclass
 
 # One listener per worker on a shared port: Linux balances SO_REUSEPORT groups (BSDs and macOS
 # accept the option but hand every connection to one socket, so there one socket is shared).
@@ -22,6 +26,84 @@ REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT"
 
 class BindError(OSError):
     """A listening socket could not be bound (port in use, bad address, no permission)."""
+
+    slot: int | None = None  # the worker whose own port it was (a port per worker), when known
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where workers listen: ``host:port`` (TCP), or the path of a Unix socket."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.path is not None else format_address(self.host, self.port)
+
+
+def parse_address(text: str, default_port: int = 8000) -> Address:
+    """Parse ``HOST:PORT``, ``HOST``, ``[IPv6]:PORT`` or ``unix:PATH`` (gunicorn's ``--bind``).
+
+    Raises ValueError with a one-line reason for anything else.
+    """
+    if text.startswith("unix:"):
+        path = text[len("unix:"):]
+        if not path:
+            raise ValueError(f"{text!r} names no path (unix:PATH)")
+        return Address(path=os.path.abspath(path))
+    if text.startswith("["):  # [::1]:8000 or [::1]
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else (rest or None)
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, None
+    if not host:
+        raise ValueError(f"{text!r} names no host (HOST:PORT, e.g. 127.0.0.1:8000 or 0.0.0.0:8000)")
+    if port_text is None:
+        return Address(host, default_port)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: {port_text!r} is not a port number")
+    return Address(host, int(port_text))
+
+
+def bind_unix(path: str, backlog: int = 2048) -> socket.socket:
+    """Bind and listen on the Unix socket ``path`` (runs in the master).
+
+    A socket file nobody listens on (left by a killed server) is replaced; a live one, or a file
+    that is not a socket, is a BindError.
+    """
+    _remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise BindError(exc.errno, f"cannot listen on unix:{path}: {exc.strerror}") from exc
+    return sock
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Unlink ``path`` when it is a Unix socket no process accepts on; BindError when one does."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise BindError(errno.EEXIST, f"cannot listen on unix:{path}: the file exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # nobody listens: a leftover of a server that was killed
+        return
+    except OSError:
+        return  # let bind() report what is wrong
+    finally:
+        probe.close()
+    raise BindError(errno.EADDRINUSE, f"cannot listen on unix:{path}: another process listens on it")
 
 
 def bind_listener(host: str, port: int, backlog: int = 2048, reuse_port: bool = False) -> socket.socket:
@@ -78,7 +160,9 @@ def _bound(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 def bound_port(sock: socket.socket) -> int:
-    """Return the port a listening socket is bound to."""
+    """Return the port a listening socket is bound to (0 for a Unix socket)."""
+    if sock.family == socket.AF_UNIX:
+        return 0
     return int(sock.getsockname()[1])
 
 

@@ -23,6 +23,18 @@ def open_stream(stream: Stream | None) -> tuple[int | None, str | None]:
     return stream.fileno(), None
 
 
+def open_access_log(stream: Stream | None) -> tuple[int | None, str | None]:
+    """Return ``(fd, path)`` of the access log the workers write (master).
+
+    The fd is a copy of its own: a worker puts its stdout and stderr on the output stream, and
+    the access log must still reach the stream it was given (``-``: the master's stdout).
+    """
+    fd, path = open_stream(stream)
+    if fd is None or path is not None:
+        return fd, path
+    return os.dup(fd), None
+
+
 def redirect_stdio(fd: int | None) -> None:
     """Put stdin on /dev/null and stdout/stderr on ``fd`` (runs in the worker, after fork)."""
     null = os.open(os.devnull, os.O_RDONLY)

@@ -9,6 +9,7 @@ enqueue; the loop does the work. A bug in one turn is logged with its traceback 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import logging
@@ -25,14 +26,14 @@ from prefork import signals, stdio
 from prefork.apps import resolve_app
 from prefork.asgi import check_interface, require_runtime
 from prefork.notify import notify
-from prefork.pidfile import PidFile
+from prefork.pidfile import PidFile, PidFileError
 from prefork.proctitle import set_title
 from prefork.server.channels import WorkerChannels
 from prefork.server.processes import Processes
 from prefork.server.rolling import Roll, Rolling
 from prefork.server.slots import SlotTable
 from prefork.server.timers import TimerHandle, TimerQueue
-from prefork.sockets import format_address
+from prefork.sockets import Address, parse_address
 from prefork.worker import Worker
 
 log = logging.getLogger("prefork")
@@ -73,16 +74,19 @@ class Server(Processes, Rolling, WorkerChannels):
                  worker_ready: Callable[[Worker], Any] | None = None,
                  worker_exited: Callable[[Worker, int], Any] | None = None,
                  when_ready: Callable[[Server], Any] | None = None,
-                 on_reload: Callable[[Server], Any] | None = None) -> None:
+                 on_reload: Callable[[Server], Any] | None = None,
+                 bind: str | None = None, access_log: Any = None) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0")
+        # bind="HOST:PORT" or "unix:PATH" (gunicorn's spelling) replaces host and port.
+        self.address = parse_address(bind) if bind is not None else Address(host, port)
         self.app_spec = app
         self.app: App | None = None if isinstance(app, str) else app
         # "asgi", "wsgi", or "auto": detected from the app in whichever process has it (prefork.asgi).
         self.interface = check_interface(interface)
         self.num_workers = workers
-        self.host = host
-        self.port = port
+        self.host = self.address.host
+        self.port = self.address.port
         self.stderr = stderr
         self.pid_file = None if pid_file is None else os.fspath(pid_file)
         mixins = tuple(worker_mixins)
@@ -90,7 +94,8 @@ class Server(Processes, Rolling, WorkerChannels):
         self.worker_class: type[Worker] = type(base.__name__, (*mixins, base), {}) if mixins else base
         self.slow_start = slow_start
         self.threads = threads
-        self.shared_port = shared_port
+        self.shared_port = shared_port or self.address.path is not None  # a Unix socket is one for all
+        self.access_log = access_log  # a path or a stream: each worker writes the requests it served
         self.graceful_timeout = graceful_timeout
         self.timeout = timeout
         self.backlog = backlog
@@ -121,6 +126,8 @@ class Server(Processes, Rolling, WorkerChannels):
         self._shared_sock: socket.socket | None = None
         self._output_fd: int | None = None
         self._output_path: str | None = None
+        self._access_fd: int | None = None
+        self._access_path: str | None = None
         self._master_pid = os.getpid()
         self.stopped_cleanly = True  # False once a stop had to SIGKILL a worker (the CLI then exits 1)
         # Workers forked by a generation process (ProjectrServer) instead of by the master itself:
@@ -210,10 +217,14 @@ class Server(Processes, Rolling, WorkerChannels):
             require_runtime(self.app, self.interface)
         try:
             self._output_fd, self._output_path = stdio.open_stream(self.stderr)
+            self._access_fd, self._access_path = stdio.open_access_log(self.access_log)
             self._bind_initial()
             if self.pid_file:
                 self._pidfile = PidFile(self.pid_file)
-                self._pidfile.create()
+                try:
+                    self._pidfile.create()
+                except OSError as exc:
+                    raise PidFileError(f"cannot write the pid file {self.pid_file}: {exc.strerror or exc}") from exc
             self._open_loop(install_signals)
             self._prepare_app()
             self.state = "running"
@@ -302,7 +313,8 @@ class Server(Processes, Rolling, WorkerChannels):
         self.state = "stopping"
         self._graceful_stop = graceful
         notify("STOPPING=1")
-        log.info("stopping %s (%d workers)", "gracefully" if graceful else "now", len(self._by_pid))
+        count = len(self._by_pid)
+        log.info("stopping %s (%d worker%s)", "gracefully" if graceful else "now", count, "" if count == 1 else "s")
         if self._roll is not None:
             self._abandon_roll("the server is stopping")
         for worker in self._pending_forks.values():
@@ -346,7 +358,7 @@ class Server(Processes, Rolling, WorkerChannels):
         worker.ready = True
         worker.ready_at = time.time()
         boot_ms = (worker.ready_at - (worker.started_at or worker.ready_at)) * 1000
-        log.info("%s ready (generation %d, %.0f ms)", worker.describe(), worker.generation, boot_ms)
+        log.debug("%s ready (generation %d, %.0f ms)", worker.describe(), worker.generation, boot_ms)
         slot = self._slots.slots.get(worker.index)
         if worker.stopping or slot is None:
             return
@@ -489,8 +501,11 @@ class Server(Processes, Rolling, WorkerChannels):
 
     def _log_listening(self) -> None:
         """Log where the workers will listen."""
-        ports = sorted({slot.port for slot in self._slots})
-        where = ", ".join(format_address(self.host, port) for port in ports)
+        if self.address.path is not None:
+            where = str(self.address)
+        else:
+            ports = sorted({slot.port for slot in self._slots})
+            where = ", ".join(str(Address(self.host, port)) for port in ports)
         log.info("master %d: %d workers on %s", os.getpid(), self._slots.target, where or "(none)")
 
     def _cleanup(self) -> None:
@@ -513,10 +528,15 @@ class Server(Processes, Rolling, WorkerChannels):
                 slot.sock.close()
         if self._shared_sock is not None:
             self._shared_sock.close()
+            if self.address.path is not None:  # ours: bound by this master, gone with it
+                with contextlib.suppress(OSError):
+                    os.unlink(self.address.path)
         if self._pidfile is not None:
             self._pidfile.remove()
         if self._output_path is not None and self._output_fd is not None:
             os.close(self._output_fd)
+        if self._access_fd is not None:
+            os.close(self._access_fd)
         # The signal handlers go last: a late TERM or QUIT (a second stop request) meets the previous
         # disposition only once nothing is left to clean up (no socket bound, no pid file).
         if self._router is not None:
@@ -525,8 +545,9 @@ class Server(Processes, Rolling, WorkerChannels):
             self._selector.close()
         if self._pipe is not None:
             self._pipe.close()
-        self.state = "stopped"
-        log.info("master %d stopped", os.getpid())
+        started, self.state = self.state != "new", "stopped"
+        if started:  # a master that never started (a port in use, the app failed) was never announced
+            log.info("master %d stopped", os.getpid())
 
 
 def _checked_hooks(**hooks: Callable[..., Any] | None) -> dict[str, Callable[..., Any]]:

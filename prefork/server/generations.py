@@ -91,6 +91,7 @@ class Generations:
     project: Any
     app_spec: Any
     _output_fd: int | None
+    _access_fd: int | None
     _selector: selectors.BaseSelector | None
     call_later: Callable[..., Any]
     post_event: Callable[..., None]
@@ -118,7 +119,8 @@ class Generations:
         if pid == 0:
             from prefork.base import run_base
 
-            forks.close_inherited([theirs.fileno()] + ([self._output_fd] if self._output_fd else []))
+            keep = [theirs.fileno()] + [fd for fd in (self._output_fd, self._access_fd) if fd]
+            forks.close_inherited(keep)
             run_base(self, theirs, master_pid)
         theirs.close()
         base = BaseProcess(pid, mine)

@@ -18,7 +18,7 @@ from typing import Any
 from prefork import signals, stdio
 from prefork.notify import notify
 from prefork.server.slots import Slot
-from prefork.sockets import REUSE_PORT, bind_listener, bound_port, claim_port, control_pair
+from prefork.sockets import REUSE_PORT, BindError, bind_listener, bind_unix, bound_port, claim_port, control_pair
 from prefork.worker import CommandError, CommandTimeout, Worker, WorkerGone
 
 log = logging.getLogger("prefork")
@@ -87,8 +87,8 @@ class Processes:
             log.warning("%s (generation %d) exited with status %d before it was ready",
                         worker.describe(), worker.generation, status)
             self._abandon_roll(f"{worker.describe()} exited with status {status} before it was ready")
-        elif worker.stopping:
-            log.info("%s exited with status %d", worker.describe(), status)
+        elif worker.stopping:  # asked to: a roll, a shrink or a stop
+            log.debug("%s exited with status %d", worker.describe(), status)
         elif not worker.ready:
             delay = self._slots.boot_failed(slot) if slot is not None else 0.0
             log.warning("%s exited with status %d before it was ready; retrying in %.2f s (%d failures in a row)",
@@ -106,7 +106,9 @@ class Processes:
 
     def _bind_initial(self) -> None:
         """Bind every slot's listening socket before forking anything."""
-        if self.shared_port:
+        if self.address.path is not None:
+            self._shared_sock = bind_unix(self.address.path, self.backlog)
+        elif self.shared_port:
             if REUSE_PORT:  # a listener per slot on the one port: the kernel spreads connections over them
                 self.port = claim_port(self.host, self.port)
             else:
@@ -114,7 +116,11 @@ class Processes:
                 self.port = bound_port(self._shared_sock)
         self._slots.target = self.num_workers
         for index in range(self.num_workers):
-            self._add_slot(index, not_before=self._timers.clock() + index * self.slow_start)
+            try:
+                self._add_slot(index, not_before=self._timers.clock() + index * self.slow_start)
+            except BindError as exc:
+                exc.slot = index  # which worker's port: the CLI explains PORT+i
+                raise
 
     def _add_slot(self, index: int, not_before: float = 0.0) -> Slot:
         """Create slot ``index`` with its listening socket."""
@@ -231,7 +237,7 @@ class Processes:
         self._by_pid[pid] = worker
         assert self._selector is not None
         self._selector.register(master_end, selectors.EVENT_READ, lambda: self._read_worker(worker))
-        log.info("spawned %s, generation %d", worker.describe(), worker.generation)
+        log.debug("spawned %s, generation %d", worker.describe(), worker.generation)
         return worker
 
     def _close_in_child(self, slot: Slot) -> None:
