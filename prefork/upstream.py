@@ -205,7 +205,7 @@ class NginxUpstream:
         text = render(wanted, self.name, host=self.host, keepalive=self.keepalive,
                       server_options=self.server_options)
         write_atomically(self.path, text)
-        log.info("upstream %s: wrote ports %s to %s", self.name, sorted(wanted) or "(none)", self.path)
+        log.debug("upstream %s: wrote ports %s to %s", self.name, sorted(wanted) or "(none)", self.path)
         self.ports = wanted
         self.run_reload(server)
         return True

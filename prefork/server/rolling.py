@@ -57,7 +57,7 @@ class Rolling:
         roll = Roll(self.generation + 1, self.generation, time.monotonic())
         self._roll = roll
         self.generation = roll.generation
-        log.info("rolling to generation %d", roll.generation)
+        log.debug("rolling to generation %d", roll.generation)
         for slot in self._slots.active():
             if slot.current is not None and not slot.current.ready:
                 self._terminate(slot.current)  # still booting old code: its successor replaces it
