@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from prefork.sockets import Address, parse_address
+
 log = logging.getLogger("prefork.cli")
 
 EXIT_OK = 0
@@ -23,9 +25,10 @@ EXIT_START_FAILED = 1
 EXIT_USAGE = 2
 
 DESCRIPTION = """\
-Serve the WSGI application APP ("module:attr", e.g. myproject.app:application) with a
-preforking master and N waitress workers. Worker i listens on PORT+i (put nginx or another
-balancer in front, see --upstream), or with --shared-port all workers accept on PORT.
+Serve the WSGI application APP ("module:attr", e.g. mysite.wsgi:application) with a
+preforking master and N waitress workers, all accepting on one address (-b, default
+127.0.0.1:8000). With --port-per-worker, worker i listens on PORT+i instead, for nginx or
+another balancer in front (see --upstream).
 
 Signals: TERM/INT stop now, QUIT stops gracefully, HUP reloads (rolls every worker onto the
 current code), USR2 reloads fully (with --reload: the third-party modules too), TTIN/TTOU
@@ -63,31 +66,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("app", metavar="APP", help='the WSGI application, "module:attr"')
     net = parser.add_argument_group("listening")
+    net.add_argument("-b", "--bind", metavar="ADDRESS", type=_address,
+                     help="HOST:PORT or unix:PATH to listen on, shared by every worker (default: 127.0.0.1:8000;"
+                     " 0.0.0.0:PORT for every interface)")
+    net.add_argument("--host", default=None, help="the host of the address (default: 127.0.0.1)")
+    net.add_argument("-p", "--port", type=_port, default=None, help="the port of the address (default: 8000)")
+    net.add_argument("--port-per-worker", action="store_true",
+                     help="worker i listens on PORT+i instead, for a balancer in front (nginx, see --upstream)")
+    net.add_argument("--shared-port", action="store_true", help=argparse.SUPPRESS)  # the default now
     net.add_argument("-w", "--workers", type=_positive_int, default=3, metavar="N",
                      help="number of worker processes (default: 3)")
-    net.add_argument("--host", default="127.0.0.1",
-                     help="address to listen on (default: 127.0.0.1; 0.0.0.0 for every interface)")
-    net.add_argument("-p", "--port", type=_port, default=8000,
-                     help="port of worker 0; worker i listens on PORT+i (default: 8000)")
-    net.add_argument("--bind", metavar="HOST:PORT", type=_bind,
-                     help="host and port in one flag, gunicorn style; overrides --host/--port")
-    net.add_argument("--shared-port", action="store_true",
-                     help="all workers accept on PORT instead of PORT+i (no balancer needed)")
     net.add_argument("--threads", type=_positive_int, default=1, metavar="N",
                      help="request threads per worker (default: 1, one request at a time)")
     proc = parser.add_argument_group("process")
+    proc.add_argument("--chdir", metavar="DIR", help="change to DIR before importing the app")
     proc.add_argument("--pid", metavar="FILE",
                       help="write the master's pid here; `prefork ctl --pid FILE` finds the master"
                       " through it. Refused when it names a live process")
-    proc.add_argument("--log-file", metavar="FILE",
-                      help="append the master's log and the workers' output here (default: stderr)")
-    proc.add_argument("--log-level", default="info", type=_log_level, metavar="LEVEL",
-                      help="debug, info, warning or error (default: info)")
-    proc.add_argument("--graceful-timeout", type=_positive_float, default=30.0, metavar="S",
-                      help="seconds a stopping worker may spend finishing its requests (default: 30)")
-    proc.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+    proc.add_argument("-t", "--timeout", type=_positive_float, default=None, metavar="S",
                       help="kill and replace a worker that does not answer a ping within S seconds"
                       " (default: off)")
+    proc.add_argument("--graceful-timeout", type=_positive_float, default=30.0, metavar="S",
+                      help="seconds a stopping worker may spend finishing its requests (default: 30)")
+    logs = parser.add_argument_group("logging")
+    logs.add_argument("--access-logfile", metavar="FILE",
+                      help="log each request, gunicorn's format, to FILE (- for stdout; default: off)")
+    logs.add_argument("--error-logfile", "--log-file", dest="log_file", metavar="FILE",
+                      help="the master's log and the workers' output (- for stdout; default: stderr)")
+    logs.add_argument("--log-level", default="info", type=_log_level, metavar="LEVEL",
+                      help="debug, info, warning or error (default: info)")
     code = parser.add_argument_group("code reloading")
     code.add_argument("--project", metavar="PROJECT_FILE",
                       help="a projectr definition file (project.py): its files and needs= edges; every"
@@ -110,38 +117,48 @@ def build_parser() -> argparse.ArgumentParser:
                       " and show a failed reload's file, line and error; needs --reload")
     front = parser.add_argument_group("frontend")
     front.add_argument("--upstream", metavar="FILE",
-                       help="keep an nginx `upstream` block listing the live worker ports in FILE")
+                       help="keep an nginx `upstream` block listing the live worker ports in FILE"
+                       " (implies --port-per-worker)")
     front.add_argument("--upstream-reload", metavar="CMD",
                        help='command run when the upstream file changed, e.g. "nginx -s reload"')
     return parser
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, not {value}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port number")
     return value
 
 
-def _bind(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
-    return host.strip("[]"), _port(port)
+def _address(text: str) -> Address:
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _log_level(text: str) -> str:
@@ -155,30 +172,73 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse and cross-check ``prefork APP`` arguments (argparse exits 2 on errors)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.bind:
-        args.host, args.port = args.bind
+    if args.bind is not None and (args.host is not None or args.port is not None):
+        parser.error("give the address either as -b/--bind or as --host/--port, not both")
+    args.address = args.bind or Address(args.host or "127.0.0.1", 8000 if args.port is None else args.port)
+    if args.port_per_worker and args.shared_port:
+        parser.error("--port-per-worker and --shared-port contradict each other")
+    if args.port_per_worker and args.address.path is not None:
+        parser.error("--port-per-worker needs a HOST:PORT address, not a Unix socket")
     if ":" not in args.app:
         parser.error(f'APP must be "module:attr", not {args.app!r}')
+    if args.upstream:
+        args.port_per_worker = True  # the upstream file lists each worker's own port
     if args.upstream_reload and not args.upstream:
         parser.error("--upstream-reload needs --upstream")
     if args.livereload and not args.reload:
         parser.error("--livereload needs --reload: it is for development only")
-    if args.port + (1 if args.shared_port else args.workers) - 1 > 65535:
-        parser.error(f"ports {args.port}..{args.port + args.workers - 1} go past 65535")
+    last = args.address.port + args.workers - 1
+    if args.port_per_worker and args.address.port and last > 65535:
+        parser.error(f"ports {args.address.port}..{last} go past 65535")
     return args
 
 
 def configure_logging(args: argparse.Namespace) -> None:
-    """Send the ``prefork`` and ``projectr`` logs to --log-file or stderr at --log-level."""
+    """Send the ``prefork`` and ``projectr`` logs to --error-logfile or stderr at --log-level.
+
+    Only our own loggers: the app's logging (Django's LOGGING, a Flask app's handlers) stays as the
+    app configures it, so no line comes out twice.
+    """
     handler: logging.Handler
-    if args.log_file:
+    if args.log_file and args.log_file != "-":
         handler = logging.FileHandler(args.log_file)
     else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(args.log_level)
+        handler = logging.StreamHandler(sys.stdout if args.log_file == "-" else sys.stderr)
+    handler.setFormatter(LogFormatter(colour=_wants_colour(handler)))
+    for name in ("prefork", "projectr"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(args.log_level)
+        logger.propagate = False
+
+
+def _wants_colour(handler: logging.Handler) -> bool:
+    """Colour for a terminal, never for a file or a pipe; NO_COLOR turns it off (no-color.org)."""
+    stream = getattr(handler, "stream", None)
+    isatty = getattr(stream, "isatty", None)
+    return not isinstance(handler, logging.FileHandler) and not os.environ.get("NO_COLOR") \
+        and callable(isatty) and bool(isatty())
+
+
+class LogFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, the level coloured on a terminal."""
+
+    COLOURS = {"DEBUG": "2", "INFO": "32", "WARNING": "33", "ERROR": "31", "CRITICAL": "1;31"}
+
+    def __init__(self, colour: bool = False) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.colour = colour
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        if not self.colour:
+            return super().formatMessage(record)
+        code = self.COLOURS.get(record.levelname, "0")
+        plain = record.levelname
+        record.levelname = f"\033[{code}m{plain}\033[0m"
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.levelname = plain
 
 
 def check_pid_file(path: str | None) -> None:
@@ -194,14 +254,14 @@ def server_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of Server/ProjectrServer that come straight from flags."""
     kwargs: dict[str, Any] = dict(
         workers=args.workers,
-        host=args.host,
-        port=args.port,
-        shared_port=args.shared_port,
+        bind=str(args.address),
+        shared_port=not args.port_per_worker,
         threads=args.threads,
         pid_file=args.pid,
         graceful_timeout=args.graceful_timeout,
         timeout=args.timeout,
-        stderr=args.log_file or sys.stderr,
+        stderr=sys.stdout if args.log_file == "-" else args.log_file or sys.stderr,
+        access_log=sys.stdout if args.access_logfile == "-" else args.access_logfile,
     )
     if args.upstream:
         kwargs.update(_upstream_hooks(args))
@@ -212,7 +272,8 @@ def _upstream_hooks(args: argparse.Namespace) -> dict[str, Any]:
     """Hooks that keep the nginx upstream file listing the live worker ports (prefork.upstream)."""
     from prefork.upstream import NginxUpstream
 
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    host = args.address.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     upstream = NginxUpstream(args.upstream, host=host, reload_command=args.upstream_reload or None)
     return upstream.hooks()
 
@@ -262,7 +323,7 @@ def _check_app(resolve: Any, spec: str) -> Any:
     try:
         return resolve()
     except Exception as exc:  # noqa: BLE001 - any import-time error is the app's, report it
-        raise StartError(f"cannot import the app {spec}: {type(exc).__name__}: {exc}") from exc
+        raise StartError(_hint(f"cannot import the app {spec}: {type(exc).__name__}: {exc}", spec)) from exc
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -279,11 +340,7 @@ def serve(args: argparse.Namespace) -> int:
     except PidFileError as exc:
         raise StartError(str(exc)) from exc
     except OSError as exc:
-        # BindError's text names the exact address ("cannot listen on 127.0.0.1:8001: ...").
-        reason = exc.strerror if isinstance(exc.strerror, str) and exc.strerror else str(exc)
-        if exc.errno == errno.EADDRINUSE and not reason.startswith("cannot listen"):
-            reason = f"cannot listen on {args.host}:{args.port}: address already in use"
-        raise StartError(reason) from exc
+        raise StartError(_bind_failure(exc, args)) from exc
     if not server.stopped_cleanly:
         log.warning("stopped, but some workers had to be killed (SIGKILL) after their deadline")
         return EXIT_START_FAILED
@@ -294,8 +351,21 @@ def _hint(message: str, app: str) -> str:
     """Add what to do when the app's module cannot be found from here."""
     top = app.partition(":")[0].split(".")[0]
     if f"No module named '{top}'" in message:
-        return f"{message} (run it from the folder that contains {top}/ or {top}.py)"
+        return f"{message}: run it from the folder that contains {top}/ (or {top}.py), or pass --chdir"
     return message
+
+
+def _bind_failure(exc: OSError, args: argparse.Namespace) -> str:
+    """One line for a listening socket that could not be had, with what to do."""
+    reason = exc.strerror if isinstance(exc.strerror, str) and exc.strerror else str(exc)
+    if exc.errno != errno.EADDRINUSE:
+        return reason
+    slot = getattr(exc, "slot", None)
+    if args.port_per_worker and slot:
+        port = args.address.port + slot
+        return (f"port {port} is in use (worker {slot} of {args.workers} listens on PORT+{slot}"
+                " with --port-per-worker): choose another -b/--port, or stop what listens there")
+    return f"{args.address} is in use: stop what listens there, or choose another -b/--bind"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,6 +377,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ctl_main(argv[1:])
     args = parse_args(argv)
     configure_logging(args)
+    if args.chdir:
+        try:
+            os.chdir(args.chdir)
+        except OSError as exc:
+            print(f"prefork: cannot change to {args.chdir}: {exc.strerror}", file=sys.stderr)
+            return EXIT_START_FAILED
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # `prefork app:application` finds app.py here, as python -m does
     try:
