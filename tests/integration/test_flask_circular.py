@@ -46,7 +46,7 @@ def _serve(launcher, tmp_path: Path):
 
     def command(port: int) -> list[str]:
         return [PYTHON, "-m", "prefork", "app:app", "--project", "project.py", "--reload", "--partial", "always",
-                "-w", "2", "-p", str(port)]
+                "-w", "2", "-p", str(port), "--port-per-worker"]
 
     return site, launcher.start_http(command, workers=2, cwd=site)
 

@@ -51,7 +51,7 @@ def start(launcher, site, *extra: str):
 
     def command(port: int) -> list[str]:
         return [PYTHON, "-m", "prefork", "hello:app", "--reload", "-w", "2", "-p", str(port),
-                "--pid", str(pid_file), "--log-level", "debug", *extra]
+                "--pid", str(pid_file), "--log-level", "debug", "--port-per-worker", *extra]
 
     return launcher.start_http(command, workers=2, cwd=app_dir, pid_file=pid_file)
 

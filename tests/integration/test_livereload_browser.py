@@ -85,7 +85,7 @@ def site(tmp_path: Path) -> Path:
 def serve(launcher, site: Path, *flags: str, workers: int = 2):
     return launcher.start_http(lambda port: [PYTHON, "-m", "prefork", "hello:application", "--reload",
                                              *flags, "-w", str(workers), "-p", str(port)],
-                               workers, cwd=site)
+                               1, cwd=site)  # one shared port
 
 
 def documented_command() -> list[str]:
@@ -126,7 +126,7 @@ def open_page(driver, port: int) -> None:
 def test_a_save_refreshes_the_open_page_and_a_failed_reload_shows_until_the_fix(launcher, site, browser):
     command = documented_command()
     assert command[:2] == ["prefork", "hello:application"] and command[-2:] == ["-w", "2"], command
-    server = launcher.start_http(lambda port: [PYTHON, "-m", *command, "-p", str(port)], 2, cwd=site)
+    server = launcher.start_http(lambda port: [PYTHON, "-m", *command, "-p", str(port)], 1, cwd=site)
     open_page(browser, server.port)
     assert message(browser) == "first" and page_generation(browser) == 0
 
@@ -150,7 +150,7 @@ def test_a_save_refreshes_the_open_page_and_a_failed_reload_shows_until_the_fix(
     browser.save_screenshot(str(site.parent / "overlay.png"))
 
     # A page opened while the failure stands shows it too.
-    open_page(browser, server.port + 1)
+    open_page(browser, server.port)
     wait(browser, overlay, "the failure overlay on a page opened after the failure")
 
     # The fix: the page reloads onto it and the overlay is gone.

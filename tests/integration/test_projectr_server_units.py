@@ -14,6 +14,7 @@ from prefork.apps import resolve_app
 from prefork.discover import discover_project
 from prefork.server.failures import describe_load_error, parse_stack_dump, user_frames_of_dump
 from prefork.server.projectr import ProjectrServer, ReloadRecord, module_names, resolve_project
+from prefork.sockets import Address
 
 DUMP = '''\
 Current thread 0x00007f (most recent call first):
@@ -132,10 +133,15 @@ def test_projectr_server_adds_the_environment_mixin(small_project):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["a:b"], dict(host="127.0.0.1", port=8000, workers=3, threads=1, shared_port=False)),
-    (["a:b", "--bind", "0.0.0.0:9000", "-w", "4"], dict(host="0.0.0.0", port=9000, workers=4)),
-    (["a:b", "--bind", "[::1]:9001"], dict(host="::1", port=9001)),
-    (["a:b", "-p", "7000", "--host", "localhost", "--threads", "8"], dict(host="localhost", port=7000, threads=8)),
+    (["a:b"], dict(address=Address("127.0.0.1", 8000), workers=3, threads=1, port_per_worker=False)),
+    (["a:b", "--bind", "0.0.0.0:9000", "-w", "4"], dict(address=Address("0.0.0.0", 9000), workers=4)),
+    (["a:b", "-b", "[::1]:9001"], dict(address=Address("::1", 9001))),
+    (["a:b", "-b", "localhost"], dict(address=Address("localhost", 8000))),
+    (["a:b", "-b", "unix:run/app.sock"], dict(address=Address(path=os.path.abspath("run/app.sock")))),
+    (["a:b", "-p", "7000", "--host", "localhost", "--threads", "8"],
+     dict(address=Address("localhost", 7000), threads=8)),
+    (["a:b", "-p", "7000", "--port-per-worker"], dict(address=Address("127.0.0.1", 7000), port_per_worker=True)),
+    (["a:b", "--upstream", "up.conf"], dict(port_per_worker=True)),
     (["a:b", "--project", "p.py", "--reload", "--reload-timeout", "2.5"],
      dict(project="p.py", reload=True, reload_timeout=2.5, no_partial=False)),
     (["a:b", "--reload", "--no-partial"], dict(reload=True, no_partial=True)),

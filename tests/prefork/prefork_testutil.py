@@ -25,7 +25,7 @@ PYTHON = sys.executable
 HEADER = f"""\
 import json, logging, os, signal, sys, time
 sys.path.insert(0, {str(ROOT)!r})
-logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
                     format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
 from prefork import Server, Worker, CommandError
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -105,7 +105,8 @@ def test_a_worker_whose_on_stop_hangs_is_killed_after_graceful_timeout_and_the_c
         "Worker.on_stop = hang\n")
     server = master(f"""
         from prefork.cli import main
-        sys.exit(main(["hang_app:app", "-w", "2", "-p", str(PORT), "--graceful-timeout", "{GRACEFUL:g}"]))
+        sys.exit(main(["hang_app:app", "-w", "2", "-p", str(PORT), "--graceful-timeout", "{GRACEFUL:g}",
+                           "--port-per-worker"]))
     """, ports=2)
     server.wait_ready()
     workers = [try_pid(server.port), try_pid(server.port + 1)]

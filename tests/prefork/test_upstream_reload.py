@@ -142,4 +142,4 @@ def test_reload_runs_one_at_a_time_and_changes_meanwhile_coalesce(master, tmp_pa
     ports = "".join(f":{running.port + i}" for i in range(3))
     assert runs.read_text().splitlines() == [
         f"start :{running.port}", "end", f"start {ports}", "end", f"start {ports}:{running.port + 3}", "end"]
-    assert "upstream reload command" not in running.log()  # every run exited 0
+    assert "WARNING prefork.upstream" not in running.log()  # every run exited 0

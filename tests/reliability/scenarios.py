@@ -713,7 +713,7 @@ def cli_master(launcher: Launcher, site: Path, port: int, workers: int, pid_file
                log_name: str, preexec: Any = None, extra: list[str] = ()) -> tuple[subprocess.Popen, Path]:
     """``python -m prefork plain:app`` in its own session (killed by the launcher at close)."""
     args = [PYTHON, "-m", "prefork", "plain:app", "--port", str(port), "--workers", str(workers),
-            "--pid", str(pid_file), "--graceful-timeout", "5", *extra]
+            "--pid", str(pid_file), "--graceful-timeout", "5", "--port-per-worker", *extra]
     if preexec is None:
         return launcher.spawn(args, cwd=site, log_name=log_name)
     log_path = launcher.tmp_path / log_name
@@ -818,7 +818,8 @@ def resource_faults(launcher: Launcher) -> Result:
     blocker.write_text("")
     base = free_ports(2)
     proc, log_path = cli_master(launcher, site, base, 2, blocker / "app.pid", "fault-piddir.log")
-    failed_start("pid dir unwritable", proc, log_path, [base, base + 1], "Not a directory", launcher.tmp_path)
+    failed_start("pid dir unwritable", proc, log_path, [base, base + 1],
+                 f"cannot write the pid file {blocker / 'app.pid'}: Not a directory", launcher.tmp_path)
 
     # 2. a port already in use, for worker 0 and (after worker 0's was bound) for worker 1
     for taken_offset in (0, 1):
@@ -831,7 +832,8 @@ def resource_faults(launcher: Launcher) -> Result:
             where.mkdir()
             proc, log_path = cli_master(launcher, site, base, 3, where / "app.pid", f"fault-port{taken_offset}.log")
             failed_start(f"port {taken_offset} in use", proc, log_path,
-                         [p for p in range(base, base + 3) if p != base + taken_offset], "already in use", where)
+                         [p for p in range(base, base + 3) if p != base + taken_offset],
+                         f"{base + taken_offset} is in use", where)
         finally:
             holder.close()
 

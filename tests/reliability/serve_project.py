@@ -66,7 +66,7 @@ def main() -> int:
     parser.add_argument("--upstream-server-options", default=None,
                         help="options of each server line (default: NginxUpstream's)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s")
 
     project = Project.from_file(args.project)
     project.load()
