@@ -25,10 +25,10 @@ EXIT_START_FAILED = 1
 EXIT_USAGE = 2
 
 DESCRIPTION = """\
-Serve the WSGI application APP ("module:attr", e.g. mysite.wsgi:application) with a
-preforking master and N waitress workers, all accepting on one address (-b, default
-127.0.0.1:8000). With --port-per-worker, worker i listens on PORT+i instead, for nginx or
-another balancer in front (see --upstream).
+Serve the WSGI or ASGI application APP ("module:attr", e.g. mysite.wsgi:application) with
+a preforking master and N workers (waitress; uvicorn for ASGI), all accepting on one address
+(-b, default 127.0.0.1:8000). With --port-per-worker, worker i listens on PORT+i instead, for
+nginx or another balancer in front (see --upstream).
 
 Signals: TERM/INT stop now, QUIT stops gracefully, HUP reloads (rolls every worker onto the
 current code), USR2 reloads fully (with --reload: the third-party modules too), TTIN/TTOU
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("app", metavar="APP", help='the WSGI application, "module:attr"')
+    parser.add_argument("app", metavar="APP", help='the WSGI or ASGI application, "module:attr"')
     net = parser.add_argument_group("listening")
     net.add_argument("-b", "--bind", metavar="ADDRESS", type=_address,
                      help="HOST:PORT or unix:PATH to listen on, shared by every worker (default: 127.0.0.1:8000;"
@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("-w", "--workers", type=_positive_int, default=3, metavar="N",
                      help="number of worker processes (default: 3)")
     net.add_argument("--threads", type=_positive_int, default=1, metavar="N",
-                     help="request threads per worker (default: 1, one request at a time)")
+                     help="request threads per worker (default: 1, one request at a time; WSGI only)")
+    net.add_argument("--interface", choices=("auto", "wsgi", "asgi"), default="auto",
+                     help="how to call APP: detected (auto, the default; an async callable is ASGI, served by"
+                     " uvicorn in each worker), or forced")
     proc = parser.add_argument_group("process")
     proc.add_argument("--chdir", metavar="DIR", help="change to DIR before importing the app")
     proc.add_argument("--pid", metavar="FILE",
@@ -257,6 +260,7 @@ def server_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         bind=str(args.address),
         shared_port=not args.port_per_worker,
         threads=args.threads,
+        interface=args.interface,
         pid_file=args.pid,
         graceful_timeout=args.graceful_timeout,
         timeout=args.timeout,

@@ -13,7 +13,7 @@ import pytest
 from conftest import PYTHON, free_ports, http_get, save, wait_for
 
 FLAGS = ["--workers", "-w", "--host", "--port", "-p", "--bind", "-b", "--port-per-worker", "--threads", "--pid",
-         "--chdir", "--log-file", "--error-logfile", "--access-logfile", "--log-level", "--graceful-timeout",
+         "--chdir", "--interface", "--log-file", "--error-logfile", "--access-logfile", "--log-level", "--graceful-timeout",
          "--timeout", "-t", "--project", "--reload",
          "--reload-timeout", "--no-partial", "--partial", "--upstream", "--upstream-reload"]
 
