@@ -506,7 +506,8 @@ class Server(Processes, Rolling, WorkerChannels):
         else:
             ports = sorted({slot.port for slot in self._slots})
             where = ", ".join(str(Address(self.host, port)) for port in ports)
-        log.info("master %d: %d workers on %s", os.getpid(), self._slots.target, where or "(none)")
+        count = self._slots.target
+        log.info("master %d: %d worker%s on %s", os.getpid(), count, "" if count == 1 else "s", where or "(none)")
 
     def _cleanup(self) -> None:
         """Kill what is left, close everything, remove the pid file (always runs at the end of start)."""

@@ -242,3 +242,54 @@ def test_colour_on_a_terminal_only(site, tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         os.close(main)
+
+
+DJANGO_APP = '''\
+import logging
+
+import django
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+
+settings.configure(
+    DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, SECRET_KEY="x",
+    LOGGING={
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"short": {"format": "APPLOG %(name)s %(message)s"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "short"}},
+        "loggers": {"shop": {"handlers": ["console"], "level": "INFO"}},  # propagates to the root
+    },
+)
+django.setup()
+log = logging.getLogger("shop")
+
+
+def index(request):
+    return HttpResponse("up")
+
+
+def logs(request):
+    for word in ("one", "two", "three"):
+        log.info(word)
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("", index), path("log", logs)]
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+
+application = get_wsgi_application()
+'''
+
+
+@pytest.mark.parametrize("reload", [[], ["--reload"]])
+def test_the_apps_own_logging_comes_out_once_in_order(launcher, site, reload):
+    (site / "shop.py").write_text(DJANGO_APP)
+    server = launcher.start_http(lambda port: [PYTHON, "-m", "prefork", "shop:application", "-w", "1",
+                                               "-p", str(port), *reload], workers=1, cwd=site)
+    assert http_get(server.port, "/log") == (200, b"ok")
+    wait_for(lambda: "APPLOG shop three" in server.log() or None, what="the app's log lines")
+    lines = [line for line in server.log().splitlines() if "APPLOG" in line or " shop:" in line]
+    assert lines == ["APPLOG shop one", "APPLOG shop two", "APPLOG shop three"], server.log()

@@ -147,7 +147,8 @@ class ServerProcess:
         args = [PYTHON, "-m", "prefork", self.app_spec]
         if self.reload:
             args.append("--reload")
-        args += ["-w", str(self.workers), "-p", str(self.port), "--pid", str(self.pid_file)]
+        # A port per worker: every worker is asked for every page.
+        args += ["-w", str(self.workers), "-p", str(self.port), "--port-per-worker", "--pid", str(self.pid_file)]
         return args + self.extra_args
 
     @property

@@ -41,7 +41,7 @@ class ConsoleScriptServer(harness.ServerProcess):
 
     def command(self) -> list[str]:
         script = str(Path(sys.executable).with_name("prefork"))
-        return [script, *self.line[1:], "-p", str(self.port), "--pid", str(self.pid_file)]
+        return [script, *self.line[1:], "-p", str(self.port), "--port-per-worker", "--pid", str(self.pid_file)]
 
 
 def test_the_plain_quickstart_line_serves_and_reloads_like_a_fresh_start(plain_app):
