@@ -27,7 +27,8 @@ def resolve_app(spec: Any) -> Callable[..., Any]:
         target = getattr(target, part)
     if not callable(target):
         raise TypeError(f"{spec} is a {type(target).__name__}, not a WSGI callable")
-    return target
+    app: Callable[..., Any] = target
+    return app
 
 
 def fresh_callable(app: Callable[..., Any]) -> Callable[..., Any]:

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 # signal -> (event name, *args) posted to the master loop.
@@ -97,7 +98,7 @@ class SignalRouter:
         """The handler: record only (the wakeup fd already woke the loop)."""
         self.received.append(signum)
 
-    def install(self, signals: list[int], wake_on: list[int] = ()) -> bool:
+    def install(self, signals: list[int], wake_on: Sequence[int] = ()) -> bool:
         """Record ``signals`` where their handler is the default; wake the loop on ``wake_on`` too.
 
         ``wake_on`` (SIGCHLD) is taken over whatever its disposition was: the master must own it.

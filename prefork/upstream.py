@@ -92,7 +92,7 @@ def write_atomically(path: str, text: str) -> None:
 class _ReloadRun:
     """One run of the reload command, watched by the master loop."""
 
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     output: IO[bytes]  # its stdout and stderr, for the log line when it fails
     timer: Any = None  # kills it after reload_timeout
     killed: bool = False
@@ -232,14 +232,16 @@ class NginxUpstream:
 
     def _start(self, loop: Any) -> None:
         """Start the command; the loop reports its exit to ``_finished`` (master)."""
+        command = self.reload_command
+        if command is None:
+            return
         self.reloads += 1
         output = tempfile.TemporaryFile()
         try:
-            proc = subprocess.Popen(self.reload_command, stdin=subprocess.DEVNULL, stdout=output,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
         except OSError as exc:  # not found, not executable: nothing runs, nothing to watch
             output.close()
-            log.warning("upstream reload command %s failed: %s", shlex.join(self.reload_command), exc)
+            log.warning("upstream reload command %s failed: %s", shlex.join(command), exc)
             return
         run = _ReloadRun(proc, output)
         self._running = run
@@ -248,7 +250,7 @@ class NginxUpstream:
         call_later = getattr(loop, "call_later", None)
         if call_later is not None:
             run.timer = call_later(self.reload_timeout, lambda: self._overdue(run))
-        log.debug("upstream reload command %s started (pid %d)", shlex.join(self.reload_command), proc.pid)
+        log.debug("upstream reload command %s started (pid %d)", shlex.join(command), proc.pid)
 
     def _overdue(self, run: _ReloadRun) -> None:
         """The command outlived ``reload_timeout``: kill it (it is not reaped yet, so the pid is its)."""

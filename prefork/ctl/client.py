@@ -101,7 +101,7 @@ STATUS_COLUMNS = ("SLOT", "PID", "PORT", "GEN", "UPTIME", "SERVED", "INFLIGHT", 
 
 def format_status(status: dict[str, Any]) -> str:
     """Render a ``status`` result as the table ``prefork ctl status`` prints."""
-    rows = [STATUS_COLUMNS]
+    rows: list[tuple[str, ...]] = [STATUS_COLUMNS]
     for w in status.get("workers", []):
         rows.append(tuple(
             "-" if v is None else str(v)

@@ -180,7 +180,7 @@ def _worker_count(value: Any) -> int:
         value = int(value)
     if not 0 <= value <= MAX_WORKERS:
         raise BadRequest(f"workers N: N must be between 0 and {MAX_WORKERS}, got {value}")
-    return value
+    return int(value)
 
 
 def cmd_workers(server: Any, args: list[Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def peer_uid(sock: socket.socket) -> int | None:
     if not hasattr(socket, "SO_PEERCRED"):
         return None
     data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    return _UCRED.unpack(data)[1]
+    return int(_UCRED.unpack(data)[1])
 
 
 class _Connection:
@@ -320,7 +320,9 @@ class ControlServer:
     def _collect(conn: _Connection) -> None:
         """Move the replies that are ready, in request order, to the output buffer."""
         while conn.replies and conn.replies[0][0] is not None:
-            conn.outgoing += conn.replies.popleft()[0]  # type: ignore[operator]
+            reply = conn.replies.popleft()[0]
+            assert reply is not None
+            conn.outgoing += reply
 
     def _encode_reply(self, reply: dict[str, Any]) -> bytes:
         try:

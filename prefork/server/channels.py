@@ -7,6 +7,7 @@ The per-request bookkeeping (ids, callbacks, timeouts) lives on each Worker.
 
 from __future__ import annotations
 
+import functools
 import logging
 import selectors
 import signal
@@ -15,12 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from prefork.control import MAX_FRAME, FrameError
+from prefork.server.state import MasterState
 from prefork.worker import CommandError, CommandTimeout, Worker, iter_messages
 
 log = logging.getLogger("prefork")
 
 
-class WorkerChannels:
+class WorkerChannels(MasterState):
     """Commands and messages between the master and its workers."""
 
     # Bytes of frames a worker's channel may hold unsent (beyond what its socket buffers took): a
@@ -40,7 +42,7 @@ class WorkerChannels:
         requests: dict[int, int] = {}
         for worker in targets:
             requests[worker.index] = worker.call_async(
-                command, *args, timeout=timeout, callback=lambda r, w=worker: results.__setitem__(w.index, r))
+                command, *args, timeout=timeout, callback=functools.partial(_store, results, worker.index))
         deadline = time.monotonic() + timeout
         while len(results) < len(targets):
             waiting = [w for w in targets if w.index not in results and w._control is not None]
@@ -69,12 +71,12 @@ class WorkerChannels:
                 callback(dict(sorted(results.items())))
 
         for worker in targets:
-            worker.call_async(command, *args, timeout=timeout, callback=lambda r, w=worker: collect(w, r))
+            worker.call_async(command, *args, timeout=timeout, callback=functools.partial(collect, worker))
 
     # -- worker channels -------------------------------------------------------------------------------
 
     def _next_request_id(self) -> int:
-        return next(self._request_ids)
+        return int(next(self._request_ids))
 
     def _send_frame(self, worker: Worker, frame: bytes) -> bool:
         """Queue one whole frame for ``worker`` and write what its channel takes now (never waits).
@@ -204,8 +206,17 @@ class WorkerChannels:
             elif not isinstance(result, CommandError):
                 self._schedule_ping(worker)
 
+        timeout = self.timeout
+        if timeout is None:
+            return
+
         def ping() -> None:
             if worker.pid in self._by_pid and not worker.stopping:
-                worker.call_async("ping", timeout=self.timeout, callback=answered)
+                worker.call_async("ping", timeout=timeout, callback=answered)
 
-        self.call_later(self.timeout, ping)
+        self.call_later(timeout, ping)
+
+
+def _store(results: dict[int, Any], index: int, result: Any) -> None:
+    """A broadcast's callback: keep ``result`` as the answer of worker ``index``."""
+    results[index] = result

@@ -18,13 +18,14 @@ from typing import Any
 from prefork import signals, stdio
 from prefork.notify import notify
 from prefork.server.slots import Slot
+from prefork.server.state import MasterState
 from prefork.sockets import REUSE_PORT, BindError, bind_listener, bind_unix, bound_port, claim_port, control_pair
 from prefork.worker import CommandError, CommandTimeout, Worker, WorkerGone
 
 log = logging.getLogger("prefork")
 
 
-class Processes:
+class Processes(MasterState):
     """Reaping, slot bookkeeping, forking and retiring; ``Server`` provides the loop and hooks."""
 
     # -- reaping ----------------------------------------------------------------------------------------
@@ -190,7 +191,7 @@ class Processes:
 
     def _spawn(self, slot: Slot) -> Worker | None:
         """Fork a worker of the current generation for ``slot``; None when fork fails."""
-        worker = self.worker_class(self, slot.index, slot.port, self.generation)
+        worker = self.worker_class(self, slot.index, slot.port, self.generation)  # type: ignore[arg-type]  # self is the Server
         self._call_worker_hook(worker, "on_register")
         try:
             master_end, worker_end = control_pair()
@@ -227,6 +228,7 @@ class Processes:
             from prefork.child import run_worker  # already imported by start(): this is a dict lookup
 
             master_end.close()
+            assert slot.sock is not None, "a slot that spawns has its listener"
             run_worker(worker, app=self.app, listener=slot.sock, control=worker_end, threads=self.threads,
                        output_fd=self._output_fd, output_path=self._output_path, master_pid=self._master_pid,
                        close_inherited=lambda: self._close_in_child(slot), inline=self.inline_requests)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefork.notify import notify
+from prefork.server.state import MasterState
 from prefork.server.timers import TimerHandle
 from prefork.worker import Worker
 
@@ -30,7 +31,7 @@ class Roll:
     deadline: TimerHandle | None = None
 
 
-class Rolling:
+class Rolling(MasterState):
     """Roll state and steps; ``Server`` provides the slots, timers, spawning and retiring."""
 
     _roll: Roll | None

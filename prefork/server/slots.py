@@ -19,7 +19,7 @@ def backoff_delay(failures: int, base: float = BACKOFF_BASE, cap: float = BACKOF
     """Seconds to wait before the next boot after ``failures`` consecutive boot failures."""
     if failures <= 0:
         return 0.0
-    return min(cap, base * (2 ** (failures - 1)))
+    return float(min(cap, base * 2.0 ** (failures - 1)))
 
 
 @dataclass(eq=False)
