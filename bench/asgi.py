@@ -1,0 +1,377 @@
+"""ASGI: a generated FastAPI app served by us, by uvicorn and by gunicorn with uvicorn's worker.
+
+    python -m bench.asgi [--rounds 3] [--edits 5] [--duration 5] [--skip reload,throughput,memory]
+
+- Reload: `prefork main:app --reload -w 2` vs `uvicorn main:app --reload` vs
+  `gunicorn -k uvicorn.workers.UvicornWorker --reload -w 2`; save-to-served of an edit to a router
+  module (every worker answers with the new code on fresh connections: bench.reload's probe) and the
+  failed background requests in each window (bench/bgclient.py). Servers alternate, round after round.
+- Throughput: wrk (bench.throughput.load) on a JSON endpoint and a 2 ms CPU endpoint, 2 and 4 workers:
+  `prefork main:app -w N` vs `uvicorn --workers N` vs gunicorn + UvicornWorker, keep-alive.
+- Memory: PSS of every process of each server with 4 workers, once serving and settled.
+
+The app: main.py + routers in api/, pydantic models, a dependency-injected service, and the
+reference app's generated vendor layer (about 1 s of import, 24 MB) imported by main.py. It is
+generated into a temporary folder; results go to bench/out/asgi.json and a summary to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.procs import HOST, Spawned, free_port, http_get, wait_http
+from bench.refapp.layer import cpu_iterations, set_mark
+from bench.refapp.vendor import generate_vendor
+from bench.reload import BackgroundClient, Edit, measure_edit, settle
+from bench.runners import BIN, Runner
+
+LEAF = "api/leaf.py"  # the edited module: a router's helper
+OUT = Path(__file__).resolve().parent / "out"
+
+APP_FILES = {
+    "main.py": '''
+        import heavyvendor  # noqa: F401  the reference app's heavy third-party layer (about 1 s)
+        from fastapi import FastAPI
+
+        from api import routes
+
+        app = FastAPI()
+        app.include_router(routes.router)
+        ''',
+    "api/__init__.py": "",
+    "api/leaf.py": '''
+        MARK = "l0"
+        # pad: #
+        ''',
+    "api/models.py": '''
+        from pydantic import BaseModel
+
+
+        class Item(BaseModel):
+            id: int
+            name: str
+            tags: list[str]
+            price: float
+        ''',
+    "api/services.py": '''
+        from api.models import Item
+
+
+        class Catalog:
+            def items(self) -> list[Item]:
+                return [Item(id=i, name=f"item {i}", tags=["a", "b"], price=i * 1.5) for i in range(10)]
+
+
+        def get_catalog() -> Catalog:
+            return Catalog()
+        ''',
+    "api/routes.py": '''
+        import os
+
+        from fastapi import APIRouter, Depends
+        from fastapi.responses import PlainTextResponse
+
+        from api import leaf
+        from api.models import Item
+        from api.services import Catalog, get_catalog
+
+        ROOT = "r0"
+        CPU_ITERATIONS = {cpu}
+        router = APIRouter()
+
+
+        @router.get("/", response_class=PlainTextResponse)
+        async def version():
+            return f"version={{ROOT}}:{{leaf.MARK}} pid={{os.getpid()}}"
+
+
+        @router.get("/hello", response_class=PlainTextResponse)
+        async def hello():
+            return "hello"
+
+
+        @router.get("/json", response_model=list[Item])
+        async def items(catalog: Catalog = Depends(get_catalog)):
+            return catalog.items()
+
+
+        @router.get("/cpu", response_class=PlainTextResponse)
+        async def cpu():
+            total = 0
+            for i in range(CPU_ITERATIONS):  # about 2 ms of CPU on the loop, as every server runs it
+                total += i * i % 7
+            return str(total)
+        ''',
+}
+
+
+@dataclass
+class AsgiApp:
+    """The generated app (duck-typed as bench.refapp.RefApp for bench.runners and bench.reload)."""
+
+    tree: str
+    vendor_path: str
+    vendor_seconds: float
+    spec: str = "main:app"
+    ready_path: str = "/hello"
+
+    @property
+    def pythonpath(self) -> str:
+        return f"{self.tree}:{self.vendor_path}"
+
+
+def generate(out: Path, vendor: tuple[Path, float] | None = None) -> AsgiApp:
+    """Write the app into ``out/tree`` (the vendor layer into ``out/vendor`` unless one is given)."""
+    vendor_root, seconds = vendor or generate_vendor(out, cost=1.0, mb=24.0)
+    tree = out / "tree"
+    cpu = cpu_iterations()
+    for rel, text in APP_FILES.items():
+        path = tree / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text.format(cpu=cpu) if "{cpu}" in text else text).lstrip("\n"))
+    return AsgiApp(str(tree), str(vendor_root), seconds)
+
+
+# -- the servers ----------------------------------------------------------------------------------
+
+@dataclass
+class Ours(Runner):
+    reload: bool = True
+
+    def command(self, app, port: int) -> list[str]:  # type: ignore[override]
+        return ([str(BIN / "prefork"), app.spec] + (["--reload"] if self.reload else [])
+                + ["-w", str(self.workers), "--bind", f"{HOST}:{port}"])
+
+
+@dataclass
+class UvicornAsgi(Runner):
+    reload: bool = True
+
+    def command(self, app, port: int) -> list[str]:  # type: ignore[override]
+        cmd = [str(BIN / "uvicorn"), app.spec, "--host", HOST, "--port", str(port), "--log-level", "warning",
+               "--no-access-log"]
+        return cmd + (["--reload"] if self.reload else ["--workers", str(self.workers)])
+
+
+@dataclass
+class GunicornUvicorn(Runner):
+    reload: bool = True
+
+    def command(self, app, port: int) -> list[str]:  # type: ignore[override]
+        cmd = [str(BIN / "gunicorn"), "-k", "uvicorn.workers.UvicornWorker", "-w", str(self.workers),
+               "-b", f"{HOST}:{port}", "--log-level", "warning"]
+        return cmd + (["--reload"] if self.reload else []) + [app.spec]
+
+
+def reload_runners() -> list[Runner]:
+    return [Ours("ours", "prefork main:app --reload -w 2", workers=2),
+            UvicornAsgi("uvicorn", "uvicorn main:app --reload"),
+            GunicornUvicorn("gunicorn", "gunicorn -k uvicorn.workers.UvicornWorker --reload -w 2", workers=2)]
+
+
+def serving_runners(workers: int) -> list[Runner]:
+    return [Ours("ours", f"prefork main:app -w {workers}", workers=workers, reload=False),
+            UvicornAsgi("uvicorn", f"uvicorn --workers {workers}", workers=workers, reload=False),
+            GunicornUvicorn("gunicorn", f"gunicorn -k UvicornWorker -w {workers}", workers=workers, reload=False)]
+
+
+# -- reload -----------------------------------------------------------------------------------------
+
+LEAF_EDIT = Edit("leaf", lambda tree, n: set_mark(tree / LEAF, f"l{n}", n), lambda v, n, old: v[1] == f"l{n}")
+
+
+def bench_reload(app: AsgiApp, rounds: int, edits: int, logdir: Path) -> list[dict]:
+    """Every runner, round after round: start, ``edits`` leaf edits timed, stop."""
+    samples: list[dict] = []
+    serial = 1000
+    for round_no in range(rounds):
+        for runner in reload_runners():
+            port = free_port()
+            proc, cold = runner.start_ready(app, port, logdir)  # type: ignore[arg-type]
+            bg = None
+            got = []
+            try:
+                settle(port, 1.0)
+                bg = BackgroundClient(port, logdir, runner.name)
+                settle(port, 0.3)
+                for _ in range(edits):
+                    serial += 1
+                    sample, window = measure_edit(runner, app, port, proc, LEAF_EDIT, serial,  # type: ignore[arg-type]
+                                                  round_no, 30.0)
+                    settle(port, 1.0)  # the old workers retire before the next edit
+                    got.append((sample, window))
+            finally:
+                if bg is not None:
+                    bg.stop()
+                proc.stop()
+            for sample, (t0, t1, _, _) in got:
+                sample.failed, sample.requests, sample.stall = bg.window(t0, t1)
+                samples.append({**asdict(sample), "cold": cold})
+            print(f"  round {round_no} {runner.name}: cold {cold * 1000:.0f} ms; "
+                  + ", ".join(_ms(s.latency) for s, _ in got) + f"; failed {sum(s.failed for s, _ in got)}",
+                  flush=True)
+    return samples
+
+
+# -- throughput -----------------------------------------------------------------------------------
+
+def bench_throughput(app: AsgiApp, worker_counts: list[int], rounds: int, duration: float,
+                     logdir: Path) -> list[dict]:
+    """wrk on /json and /cpu for every runner and worker count, alternating, keep-alive."""
+    from bench.throughput import load
+
+    rows = []
+    for round_no in range(rounds):
+        for workers in worker_counts:
+            for runner in serving_runners(workers):
+                port = free_port()
+                proc, _ = runner.start_ready(app, port, logdir)  # type: ignore[arg-type]
+                try:
+                    _warm(port, workers)
+                    for path in ("/json", "/cpu"):
+                        rps, errors, total = load(f"http://{HOST}:{port}{path}", duration, close=False)
+                        rows.append(dict(runner=runner.name, workers=workers, path=path, round=round_no,
+                                         rps=rps, errors=errors, requests=total))
+                        print(f"  round {round_no} {runner.name} -w {workers} {path}: {rps:.0f} req/s, "
+                              f"{errors} errors", flush=True)
+                finally:
+                    proc.stop()
+    return rows
+
+
+def _warm(port: int, workers: int) -> None:
+    """Every worker has answered (uvicorn and gunicorn import the app in each worker after the first answers)."""
+    deadline = time.monotonic() + 30
+    pids: set[int] = set()
+    while len(pids) < workers and time.monotonic() < deadline:
+        response = http_get(port, "/")
+        if response.status == 200:
+            pids.add(int(response.body.rsplit("=", 1)[1]))
+    time.sleep(1.0)  # let the workers that came up last finish their own imports
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+def bench_memory(app: AsgiApp, workers: int, logdir: Path) -> list[dict]:
+    """PSS of each server's processes with ``workers`` workers (and ours with --reload), once settled."""
+    from bench.memory import snapshot
+
+    runners = serving_runners(workers) + [Ours("ours-reload", f"prefork main:app --reload -w {workers}",
+                                               workers=workers, reload=True)]
+    rows = []
+    for runner in runners:
+        port = free_port()
+        proc, _ = runner.start_ready(app, port, logdir)  # type: ignore[arg-type]
+        try:
+            _warm(port, workers)
+            pids, pss, uss, roles = _settled(proc, snapshot)
+            rows.append(dict(runner=runner.name, label=runner.label, processes=len(pids), pss_mb=pss, uss_mb=uss,
+                             roles=roles))
+            print(f"  {runner.label}: {len(pids)} processes, PSS {pss:.1f} MB, private {uss:.1f} MB", flush=True)
+        finally:
+            proc.stop()
+    return rows
+
+
+def _settled(proc: Spawned, snapshot) -> tuple[list[int], float, float, dict]:
+    """A snapshot once the process count and the PSS total stopped moving (two in a row, 1 s apart)."""
+    last = None
+    deadline = time.monotonic() + 60
+    while True:
+        pids, pss, uss, roles, _ = snapshot(proc)
+        if last is not None and len(pids) == len(last[0]) and abs(pss - last[1]) < 0.01 * pss:
+            return pids, pss, uss, roles
+        if time.monotonic() > deadline:
+            return pids, pss, uss, roles
+        last = (pids, pss)
+        time.sleep(1.0)
+
+
+# -- summary --------------------------------------------------------------------------------------
+
+def summary(results: dict) -> str:
+    """Markdown tables of the medians."""
+    lines = []
+    if results.get("reload"):
+        lines += ["| server | median save-to-served | p90 | failed / requests | cold start |", "|---|---|---|---|---|"]
+        by = _group(results["reload"], "runner")
+        for name, rows in by.items():
+            lat = sorted(r["latency"] for r in rows if r["latency"] is not None)
+            never = sum(1 for r in rows if r["latency"] is None)
+            lines.append(f"| {rows[0]['runner']} | {_ms(statistics.median(lat)) if lat else 'never'}"
+                         f" | {_ms(lat[int(0.9 * (len(lat) - 1))]) if lat else '-'}"
+                         f"{f' ({never} never)' if never else ''} | {sum(r['failed'] for r in rows)} / "
+                         f"{sum(r['requests'] for r in rows)} | {_ms(statistics.median(r['cold'] for r in rows))} |")
+        ours = [r["latency"] for r in results["reload"] if r["runner"] == "ours" and r["latency"]]
+        for peer in ("uvicorn", "gunicorn"):
+            theirs = [r["latency"] for r in results["reload"] if r["runner"] == peer and r["latency"]]
+            if ours and theirs:
+                lines.append(f"\nours / {peer}: 1/{statistics.median(theirs) / statistics.median(ours):.1f}")
+    if results.get("throughput"):
+        lines += ["", "| workers | endpoint | ours req/s | uvicorn | gunicorn+UvicornWorker | ours/uvicorn | "
+                  "ours/gunicorn |", "|---|---|---|---|---|---|---|"]
+        cells: dict = {}
+        for r in results["throughput"]:
+            cells.setdefault((r["workers"], r["path"]), {}).setdefault(r["runner"], []).append(r["rps"])
+        for (workers, path), by_runner in sorted(cells.items()):
+            med = {k: statistics.median(v) for k, v in by_runner.items()}
+            lines.append(f"| {workers} | {path} | {med.get('ours', 0):.0f} | {med.get('uvicorn', 0):.0f} | "
+                         f"{med.get('gunicorn', 0):.0f} | {med.get('ours', 0) / max(med.get('uvicorn', 1), 1):.2f} | "
+                         f"{med.get('ours', 0) / max(med.get('gunicorn', 1), 1):.2f} |")
+    if results.get("memory"):
+        lines += ["", "| server | processes | PSS total | private |", "|---|---|---|---|"]
+        for r in results["memory"]:
+            lines.append(f"| {r['label']} | {r['processes']} | {r['pss_mb']:.1f} MB | {r['uss_mb']:.1f} MB |")
+    return "\n".join(lines)
+
+
+def _group(rows: list[dict], key: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        out.setdefault(row[key], []).append(row)
+    return out
+
+
+def _ms(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--edits", type=int, default=5, help="edits per server per round")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of wrk per measurement")
+    parser.add_argument("--throughput-rounds", type=int, default=2)
+    parser.add_argument("--skip", default="", help="comma-separated: reload, throughput, memory")
+    parser.add_argument("--out", default=str(OUT / "asgi.json"))
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    with tempfile.TemporaryDirectory(prefix="bench-asgi-") as tmp:
+        app = generate(Path(tmp))
+        logdir = Path(tmp) / "logs"
+        print(f"app in {app.tree}, vendor import {app.vendor_seconds:.2f} s", flush=True)
+        results: dict = {"vendor_seconds": app.vendor_seconds, "python": sys.version.split()[0]}
+        if "reload" not in skip:
+            print("reload:", flush=True)
+            results["reload"] = bench_reload(app, args.rounds, args.edits, logdir)
+        if "throughput" not in skip:
+            print("throughput:", flush=True)
+            results["throughput"] = bench_throughput(app, [2, 4], args.throughput_rounds, args.duration, logdir)
+        if "memory" not in skip:
+            print("memory:", flush=True)
+            results["memory"] = bench_memory(app, 4, logdir)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(summary(results))
+
+
+if __name__ == "__main__":
+    main()
