@@ -204,8 +204,10 @@ def bench_reload(app: AsgiApp, rounds: int, edits: int, logdir: Path) -> list[di
                 settle(port, 0.3)
                 for _ in range(edits):
                     serial += 1
+                    # gunicorn's reloader never restarts a UvicornWorker (benoitc/gunicorn#2339): 10 s is "never"
+                    timeout = 10.0 if isinstance(runner, GunicornUvicorn) else 30.0
                     sample, window = measure_edit(runner, app, port, proc, LEAF_EDIT, serial,  # type: ignore[arg-type]
-                                                  round_no, 30.0)
+                                                  round_no, timeout)
                     settle(port, 1.0)  # the old workers retire before the next edit
                     got.append((sample, window))
             finally:

@@ -30,6 +30,7 @@ import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from prefork import commands, forks, signals, stdio
+from prefork.asgi import detect_interface
 from prefork.child import FRESH_GRACE, rss_bytes
 from prefork.control import FrameError, FrameReader, encode_frame, parse_request, reply_error, reply_ok
 from prefork.proctitle import set_title
@@ -63,7 +64,7 @@ def run_asgi_worker(worker: Worker, *, app: Any, listener: socket.socket, contro
         random.seed()
         worker.pid = os.getpid()
         set_title(f"prefork worker {worker.index} :{worker.port} (asgi)")
-        runtime = AsgiRuntime(worker, worker.wrap_app(app), listener, control, output_path)
+        runtime = AsgiRuntime(worker, _wrapped(worker, app), listener, control, output_path)
         worker._runtime = runtime  # type: ignore[assignment]  # duck-typed like prefork.child.Runtime
         worker.on_start()
         if not forks.adopted(master_pid, signal.SIGTERM):  # the master died while we booted
@@ -77,6 +78,25 @@ def run_asgi_worker(worker: Worker, *, app: Any, listener: socket.socket, contro
     finally:
         stdio.flush_all()
         os._exit(code)
+
+
+def _wrapped(worker: Worker, app: Any) -> Any:
+    """``worker.wrap_app(app)``, less the live reload middleware, which is WSGI only (worker).
+
+    A mixin that wraps an ASGI app in some other WSGI middleware is a boot failure that says so.
+    """
+    wrapped = worker.wrap_app(app)
+    if detect_interface(app) != "asgi" or detect_interface(wrapped) == "asgi":
+        return wrapped
+    inner = wrapped
+    while type(inner).__module__ == "prefork.livereload" and hasattr(inner, "app"):
+        inner = inner.app
+    if inner is not wrapped and detect_interface(inner) == "asgi":
+        log.warning("%s: --livereload serves WSGI apps only: this ASGI app is served without it",
+                    worker.describe())
+        return inner
+    raise TypeError(f"{type(worker).__name__}.wrap_app turned the ASGI app {app!r} into {wrapped!r}, "
+                    "which is not an ASGI app")
 
 
 class AsgiRuntime:
@@ -112,7 +132,7 @@ class AsgiRuntime:
     async def _main(self) -> None:
         """The control channel first (EOF during a slow startup still ends us), then uvicorn."""
         self.control = AsyncControl(self, self.control_socket, asyncio.get_running_loop())
-        await self.server.serve(sockets=[self.listener])
+        await self.server.serve(sockets=[self.listener, *getattr(self.worker.server, "_more_socks", ())])
 
     def started(self) -> None:
         """uvicorn ran the lifespan startup and listens: tell the master (loop thread)."""

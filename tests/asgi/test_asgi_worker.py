@@ -26,6 +26,7 @@ import asyncio, json, logging, os
 from pathlib import Path
 
 from prefork import Server
+from prefork.livereload import LiveReloadWorker
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 DIR = Path(os.environ["DIR"])
@@ -89,7 +90,7 @@ class Hooks:
 
 
 Server(app, workers=int(os.environ["WORKERS"]), host="127.0.0.1", port=int(os.environ["PORT"]),
-       pid_file=os.environ["PID_FILE"], graceful_timeout={graceful}, worker_mixins=[Hooks]).start()
+       pid_file=os.environ["PID_FILE"], graceful_timeout={graceful}, worker_mixins={mixins}).start()
 '''
 
 
@@ -102,8 +103,8 @@ def wait_generation(server, number: int) -> None:
     wait_for(done, f"generation {number} serving")
 
 
-def server_source(fail_startup: bool = False, graceful: float = 10.0) -> str:
-    return SERVER.format(fail_startup=fail_startup, graceful=graceful)
+def server_source(fail_startup: bool = False, graceful: float = 10.0, mixins: str = "[Hooks]") -> str:
+    return SERVER.format(fail_startup=fail_startup, graceful=graceful, mixins=mixins)
 
 
 def pid_of(response: httpx.Response) -> int:
@@ -205,3 +206,10 @@ def test_rolling_reloads_under_keep_alive_load_fail_no_request(script_server):
         for thread in threads:
             thread.join(10)
     assert failures == []
+
+
+def test_livereload_is_wsgi_only_an_asgi_app_is_served_without_it(script_server):
+    server = script_server(server_source(mixins="[LiveReloadWorker, Hooks]"))
+    assert httpx.get(server.url("/wrapped")).text == "wrapped"  # the other mixin's wrapper is kept
+    assert httpx.get(server.url("/")).json()["started"] is True
+    assert "--livereload serves WSGI apps only: this ASGI app is served without it" in server.log()
