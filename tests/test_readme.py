@@ -25,6 +25,7 @@ TESTED_PAGES = {
     "docs/operations.md": "tests/prefork/test_ctl.py",
     "docs/reliability.md": "tests/reliability/test_docs.py",
     "examples/nginx/README.md": "tests/prefork/test_upstream.py",
+    "docs/asgi.md": "tests/asgi/test_asgi_docs.py",
 }
 
 
