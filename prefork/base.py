@@ -35,7 +35,10 @@ def run_base(server: Any, channel: socket.socket, master_pid: int) -> NoReturn:
             os._exit(0)
         stdio.redirect_stdio(server._output_fd)
         set_title("prefork base")
-        import prefork.generation  # noqa: F401  every generation forked from here needs it: import it once
+        # Every generation forked from here needs these, and every worker the worker runtime
+        # (waitress): imported once here, not after each fork, and shared by all of them.
+        import prefork.child  # noqa: F401
+        import prefork.generation  # noqa: F401
         _forget_project_modules(server.project.root)
         _serve(server, channel)
     except BaseException:  # noqa: BLE001 - the master sees EOF and starts another base
@@ -72,6 +75,7 @@ def _serve(server: Any, channel: socket.socket) -> None:
 def _preload(channel: socket.socket, names: list[str]) -> None:
     """Import each module in order; report how many could be imported and how long it took."""
     started = time.perf_counter()
+    resident = _resident_mb()
     imported = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a fresh generation's own import shows the user its warnings
@@ -91,7 +95,16 @@ def _preload(channel: socket.socket, names: list[str]) -> None:
                     threading.active_count() - 1,
                     ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread()))
     forks.send(channel, {"event": "preloaded", "imported": imported, "wanted": len(names),
-                         "ms": (time.perf_counter() - started) * 1000.0})
+                         "ms": (time.perf_counter() - started) * 1000.0, "mb": _resident_mb() - resident})
+
+
+def _resident_mb() -> float:
+    """This process's resident memory in MB (Linux), 0.0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1048576
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _fork_generation(server: Any, channel: socket.socket, args: dict[str, Any], fds: list[int]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import os
 import selectors
@@ -92,6 +93,7 @@ class Generations:
     app_spec: Any
     _output_fd: int | None
     _access_fd: int | None
+    _more_socks: list[socket.socket]
     _selector: selectors.BaseSelector | None
     call_later: Callable[..., Any]
     post_event: Callable[..., None]
@@ -107,6 +109,7 @@ class Generations:
     _pending_forks: dict[int, Any]
     _stranger_exits: dict[int, int]
     _generation_numbers: Any
+    _preload: list[str]
 
     # -- the base ---------------------------------------------------------------------------------
 
@@ -114,12 +117,18 @@ class Generations:
         """Fork the base from this (app-free) master and watch its channel (master)."""
         mine, theirs = forks.channel_pair()
         master_pid = os.getpid()
+        # Everything the master holds now is shared with the base, its generations and workers:
+        # the master's own collections must not write to those objects (a write copies the page
+        # into the master, and the whole heap ends up counted twice).
+        gc.collect()
+        gc.freeze()
         with signals.blocked_for_fork():
             pid = os.fork()
         if pid == 0:
             from prefork.base import run_base
 
             keep = [theirs.fileno()] + [fd for fd in (self._output_fd, self._access_fd) if fd]
+            keep += [sock.fileno() for sock in self._more_socks]  # every worker accepts on these too
             forks.close_inherited(keep)
             run_base(self, theirs, master_pid)
         theirs.close()
@@ -141,12 +150,13 @@ class Generations:
         forks.close_fds(fds)
         if message.get("event") == "preloaded":
             base.preloaded = True
-            self._base_preloaded(float(message.get("ms", 0.0)))
-            log.info("base: %d of %d third-party modules preloaded in %.0f ms", message.get("imported", 0),
-                     message.get("wanted", 0), message.get("ms", 0.0))
+            log.info("base: %d of %d third-party modules preloaded in %.0f ms (%.1f MB)", message.get("imported", 0),
+                     message.get("wanted", 0), message.get("ms", 0.0), message.get("mb", 0.0))
+            self._base_preloaded(float(message.get("ms", 0.0)), float(message.get("mb", 0.0)))
 
-    def _base_preloaded(self, ms: float) -> None:
-        """The base holds the third-party modules now (a subclass may estimate costs from ``ms``)."""
+    def _base_preloaded(self, ms: float, mb: float) -> None:
+        """The base holds the third-party modules now, imported in ``ms`` into ``mb`` of memory
+        (a subclass estimates costs from them)."""
 
     def _base_exited(self, base: BaseProcess, status: int) -> None:
         self._unregister_channel(base)
@@ -173,8 +183,9 @@ class Generations:
     def _request_generation(self, kind: str, args: dict[str, Any], on_report: Report) -> GenerationProcess:
         """Ask the base (fresh) or the serving generation (partial) for a new generation (master)."""
         zygote = self._serving if kind == "partial" else self._base
-        if zygote is None:
+        if zygote is None:  # the base died: a new one imports what the last one did first
             zygote = self._start_base()
+            self._preload_base(self._preload)
         mine, theirs = forks.channel_pair()
         dump_read, dump_write = os.pipe()
         number = next(self._generation_numbers)

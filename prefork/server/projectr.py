@@ -43,6 +43,10 @@ _MAX_TRIES = 4  # a reload starts over at most this often for files that change 
 # What a checked partial reload costs at least before one was measured (a pass over every module
 # of the process, a collection, a fork): below it, importing the project afresh is as fast.
 _PARTIAL_FLOOR_MS = 25.0
+# Generation 0 imports the third-party modules itself, before the base has them, so its workers
+# share none of the base's copy. Once the base holds at least this much (MB), generation 0 is
+# replaced by a generation forked from the base as soon as the server is idle.
+REBASE_MIN_MB = 4.0
 
 
 class AppLoadError(Exception):
@@ -107,6 +111,7 @@ class ReloadRecord:
     snapshots: dict[str, changes.Snapshot | None] = field(default_factory=dict)
     tries: int = 1                 # generations started over because files changed meanwhile
     partial_error: bool = False    # the partial reload raised (a fresh import decides whose fault)
+    rebase: bool = False           # not a reload: generation 0 replaced by one from the warm base
     loaded: list[str] = field(default_factory=list)  # changed paths, for callers of the old API
 
 
@@ -166,6 +171,9 @@ class ProjectrServer(Generations, Server):
         self._serving: GenerationProcess | None = None
         self._generation_numbers = itertools.count(0)
         self._costs: dict[str, float] = {}  # own work of a fresh and of a partial generation (ms)
+        self._measured: set[str] = set()   # ... of which these were measured, not estimated
+        self._cold = True              # the serving generation descends from generation 0 (see REBASE_MIN_MB)
+        self._rebase_wanted = False
 
     # -- start (master) ---------------------------------------------------------------------------
 
@@ -230,6 +238,7 @@ class ProjectrServer(Generations, Server):
         self._unserved -= self._serving.written
         if not self._unserved:
             return
+        self._abort_rebase()
         if self._current is not None and not self._supersede(self._current):
             self._again_changes = True  # looked at again when this reload ends
             return
@@ -277,6 +286,7 @@ class ProjectrServer(Generations, Server):
 
     def handle_reload(self, full: bool = False) -> None:
         """Plan and start a reload, or note one more after the running one (master)."""
+        self._abort_rebase()
         if self._current is not None:
             if not self._supersede(self._current):
                 self._again = True
@@ -369,12 +379,50 @@ class ProjectrServer(Generations, Server):
         else:
             self._fresh(record)
 
-    def _base_preloaded(self, ms: float) -> None:
+    def _base_preloaded(self, ms: float, mb: float) -> None:
         """First estimate of a fresh generation's import: generation 0's cold import minus what the
-        base now holds warm (a fresh reload measures it for real)."""
+        base now holds warm (a fresh reload measures it for real); replace generation 0 if its
+        private copy of the base's imports is worth it."""
         if self._serving is not None and "fresh" not in self._costs:
             cold = float(self._serving.report.get("ms", 0.0))
             self._costs["fresh"] = max(cold - ms, 1.0)
+        if mb >= REBASE_MIN_MB and self._cold:
+            self._rebase_wanted = True
+            self._maybe_rebase()
+
+    def _maybe_rebase(self) -> None:
+        """When idle, roll onto a fresh generation from the warm base, so that the workers share
+        its third-party modules instead of generation 0's private copy (master).
+
+        Not a reload: nothing changed, no reload number, no hooks; a change or a reload asked for
+        meanwhile takes precedence (``_abort_rebase``).
+        """
+        if not (self._rebase_wanted and self._cold) or self._current is not None or self._unserved \
+                or self.state != "running" or self._serving is None or self._roll is not None:
+            return
+        if self._changed_files():  # the watcher will report it: that reload comes first
+            return
+        self._rebase_wanted = False
+        record = ReloadRecord(0, time.perf_counter(), rebase=True)
+        record.plan = Plan("fresh", "generation 0 imported the third-party modules before the base")
+        record.reason = record.plan.reason
+        self._current = record
+        log.debug("replacing generation %d by a generation from the warm base", self._serving.number)
+        self._fresh(record)
+
+    def _abort_rebase(self) -> None:
+        """A change or a reload comes first: drop a rebase whose generation is still importing (master).
+
+        Tried again when the server is idle. Once its workers are rolling, it finishes.
+        """
+        record = self._current
+        booting = [g for g in self._generations.values() if g.state == "booting"]
+        if record is None or not record.rebase or not booting:
+            return
+        for gen in booting:
+            self._retire_generation(gen)
+        self._current = None
+        self._rebase_wanted = True
 
     def _fresh_is_cheaper(self) -> bool:
         """True once measured: a fresh generation's import costs less than a partial reload's checks.
@@ -386,9 +434,11 @@ class ProjectrServer(Generations, Server):
         return fresh is not None and fresh < partial
 
     def _learn_cost(self, kind: str, ms: float) -> None:
-        """Remember what a generation's own work cost (a moving average)."""
-        old = self._costs.get(kind)
+        """Remember what a generation's own work cost (a moving average; the first measurement
+        replaces an estimate)."""
+        old = self._costs.get(kind) if kind in self._measured else None
         self._costs[kind] = ms if old is None else (old + ms) / 2
+        self._measured.add(kind)
 
     def _fresh(self, record: ReloadRecord) -> None:
         self._request_generation("fresh", {}, lambda gen, report: self._fresh_reported(record, gen, report))
@@ -422,6 +472,13 @@ class ProjectrServer(Generations, Server):
         self._fresh(record)
 
     def _fresh_reported(self, record: ReloadRecord, gen: GenerationProcess, report: dict[str, Any]) -> None:
+        if record.rebase and report.get("event") == "ready" and self._changed_files():
+            # Saved while it imported: its workers could import the new files at their first request
+            # next to code from the old ones. The reload of that save comes first; a rebase follows.
+            self._retire_generation(gen)
+            self._rebase_wanted = True
+            self._finish()
+            return
         if report.get("event") != "ready":
             self._retire_generation(gen)
             self._failed(record, report)
@@ -452,9 +509,12 @@ class ProjectrServer(Generations, Server):
         record = self._current
         if record is None:
             super().roll_finished(ok, info)
+            self._maybe_rebase()
             return
         gen = record.generation
         if ok:
+            if record.strategy == "fresh":
+                self._cold = False  # every fresh generation but 0 is forked from the warm base
             old, self._serving = self._serving, gen
             self._spawn_from = gen
             if old is not gen:
@@ -476,6 +536,12 @@ class ProjectrServer(Generations, Server):
         """Log the reload's one line and finish it (master)."""
         record.roll_ms = float(info.get("elapsed", 0.0)) * 1000.0
         record.total_ms = (time.perf_counter() - record.requested) * 1000.0
+        if record.rebase:
+            log.info("generation %d, forked from the warm base, replaced generation 0 in %.0f ms (%d workers): "
+                     "they share the base's third-party modules", record.generation.number if record.generation
+                     else -1, record.total_ms, int(info.get("replaced", len(self.workers))))
+            self._finish()
+            return
         record.loaded = sorted(record.changed)
         self.strategy_counts[record.strategy] += 1
         replaced = int(info.get("replaced", len(self.workers)))
@@ -499,6 +565,11 @@ class ProjectrServer(Generations, Server):
 
     def _failed(self, record: ReloadRecord, report: dict[str, Any]) -> None:
         """Log one readable block for a failed reload; the old workers keep serving (master)."""
+        if record.rebase:  # the same files as generation 0: a failure here is an accident of the moment
+            log.warning("generation 0 was not replaced by a generation from the warm base: %s; it serves on",
+                        report.get("error"))
+            self._finish()
+            return
         where = report.get("file") or "?"
         if report.get("line"):
             where = f"{where}:{report['line']}"
@@ -521,6 +592,8 @@ class ProjectrServer(Generations, Server):
                 self.post_event("reload_full" if full else "reload")
         elif changes:
             self.post_event("changed")
+        else:
+            self._maybe_rebase()
 
     def reload_failed(self, report: dict[str, Any]) -> None:
         """Master hook: a reload failed; ``report`` has ``file``, ``line``, ``error``, ``traceback``.
@@ -536,8 +609,9 @@ class ProjectrServer(Generations, Server):
         if record is not None and self.state == "running":
             for gen in list(self._generations.values()):
                 if gen.state == "booting":
-                    log.info("reload #%d abandoned: the server is stopping (generation pid %s killed)",
-                             record.number, gen.pid)
+                    if not record.rebase:
+                        log.info("reload #%d abandoned: the server is stopping (generation pid %s killed)",
+                                 record.number, gen.pid)
                     self._retire_generation(gen)
             self._again = False
         super().handle_stop(graceful)
