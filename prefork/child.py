@@ -114,14 +114,20 @@ class Runtime:
         self._lock = threading.Lock()
         # threads=1: requests run on the loop thread (see InlineDispatcher), else on waitress's threads.
         self.inline: InlineDispatcher | None = InlineDispatcher() if inline else None
-        self.server: Any = None
+        self.server: Any = None  # waitress's server on the slot's listener
+        self.servers: list[Any] = []  # that one, then one per further address (Server(bind=[...]))
         self.control: ControlDispatcher | None = None
 
     def serve(self) -> int:
         """Serve until a graceful stop completes; return the exit code."""
-        self.server = create_server(self.app, map=self.map, sockets=[self.listener], threads=self.threads,
-                                    asyncore_use_poll=True, _dispatcher=self.inline)
-        self.server.channel_class = _channel_class(self)
+        dispatcher = self.inline
+        for sock in [self.listener, *getattr(self.worker.server, "_more_socks", ())]:
+            server = create_server(self.app, map=self.map, sockets=[sock], threads=self.threads,
+                                   asyncore_use_poll=True, _dispatcher=dispatcher)
+            server.channel_class = _channel_class(self)
+            dispatcher = server.task_dispatcher  # one pool of task threads for every address
+            self.servers.append(server)
+        self.server = self.servers[0]
         self.control = ControlDispatcher(self, self.control_socket, self.map)
         # The listener has been listening since the master bound it: we accept from the next poll on.
         self.control.send_message({"event": "ready", "pid": os.getpid()})
@@ -176,21 +182,20 @@ class Runtime:
         if self.draining:
             return
         self.draining = True
-        server = self.server
-        server.accepting = False
-        self._accept_queued()
-        server.del_channel()
-        # Our copy only: the master (and a successor) keep the socket and its backlog.
-        server.socket.close()
+        for server in self.servers:
+            server.accepting = False
+            self._accept_queued(server)
+            server.del_channel()
+            # Our copy only: the master (and a successor) keep the socket and its backlog.
+            server.socket.close()
         self._check_drained()
 
-    def _accept_queued(self) -> None:
+    def _accept_queued(self, server: Any) -> None:
         """Take the connections already queued on the listener; they are served with Connection: close.
 
         Where ours is the last copy (a slot removed from a shared port: the master dropped its
         own), closing it would reset them.
         """
-        server = self.server
         for _ in range(server.adj.backlog):  # at most what the queue can hold
             try:
                 conn, addr = server.socket.accept()  # non-blocking: the dispatcher set it so
@@ -201,10 +206,11 @@ class Runtime:
 
     def _check_drained(self) -> None:
         """Close the connections that became idle; finish once no connection is left."""
-        for channel in list(self.server.active_channels.values()):
-            if _idle(channel):
-                channel.handle_close()
-        if not self.server.active_channels:
+        for server in self.servers:
+            for channel in list(server.active_channels.values()):
+                if _idle(channel):
+                    channel.handle_close()
+        if not any(server.active_channels for server in self.servers):
             self.finished = True
 
     def _finish(self) -> int:

@@ -46,7 +46,7 @@ IDLE_GRACE = 0.5
 # Before the master's SIGKILL at graceful_timeout, keep this much time (at most) for uvicorn's own
 # shutdown: closing WebSockets, cancelling what is left, the lifespan shutdown.
 SHUTDOWN_MARGIN = 1.0
-_NO_CYCLE = object()  # a connection without an HTTP request cycle: a WebSocket
+_NO_CYCLE: Any = object()  # a connection without an HTTP request cycle: a WebSocket
 
 
 def run_asgi_worker(worker: Worker, *, app: Any, listener: socket.socket, control: socket.socket,

@@ -66,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("app", metavar="APP", help='the WSGI or ASGI application, "module:attr"')
     net = parser.add_argument_group("listening")
-    net.add_argument("-b", "--bind", metavar="ADDRESS", type=_address,
+    net.add_argument("-b", "--bind", metavar="ADDRESS", type=_address, action="append",
                      help="HOST:PORT or unix:PATH to listen on, shared by every worker (default: 127.0.0.1:8000;"
-                     " 0.0.0.0:PORT for every interface)")
+                     " 0.0.0.0:PORT for every interface); repeat it to listen on several")
     net.add_argument("--host", default=None, help="the host of the address (default: 127.0.0.1)")
     net.add_argument("-p", "--port", type=_port, default=None, help="the port of the address (default: 8000)")
     net.add_argument("--port-per-worker", action="store_true",
@@ -177,11 +177,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.bind is not None and (args.host is not None or args.port is not None):
         parser.error("give the address either as -b/--bind or as --host/--port, not both")
-    args.address = args.bind or Address(args.host or "127.0.0.1", 8000 if args.port is None else args.port)
+    args.addresses = args.bind or [Address(args.host or "127.0.0.1", 8000 if args.port is None else args.port)]
+    args.address = args.addresses[0]
     if args.port_per_worker and args.shared_port:
         parser.error("--port-per-worker and --shared-port contradict each other")
-    if args.port_per_worker and args.address.path is not None:
-        parser.error("--port-per-worker needs a HOST:PORT address, not a Unix socket")
+    if args.port_per_worker and (args.address.path is not None or len(args.addresses) > 1):
+        parser.error("--port-per-worker needs one HOST:PORT address (not a Unix socket, not several -b)")
     if ":" not in args.app:
         parser.error(f'APP must be "module:attr", not {args.app!r}')
     if args.upstream:
@@ -257,7 +258,7 @@ def server_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of Server/ProjectrServer that come straight from flags."""
     kwargs: dict[str, Any] = dict(
         workers=args.workers,
-        bind=str(args.address),
+        bind=[str(address) for address in args.addresses],
         shared_port=not args.port_per_worker,
         threads=args.threads,
         interface=args.interface,
@@ -369,6 +370,8 @@ def _bind_failure(exc: OSError, args: argparse.Namespace) -> str:
         port = args.address.port + slot
         return (f"port {port} is in use (worker {slot} of {args.workers} listens on PORT+{slot}"
                 " with --port-per-worker): choose another -b/--port, or stop what listens there")
+    if len(args.addresses) > 1:  # the reason names the address: "cannot listen on HOST:PORT: ..."
+        return f"{reason}: stop what listens there, or choose another -b/--bind"
     return f"{args.address} is in use: stop what listens there, or choose another -b/--bind"
 
 

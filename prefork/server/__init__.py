@@ -19,7 +19,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prefork import signals, stdio
@@ -75,11 +75,14 @@ class Server(Processes, Rolling, WorkerChannels):
                  worker_exited: Callable[[Worker, int], Any] | None = None,
                  when_ready: Callable[[Server], Any] | None = None,
                  on_reload: Callable[[Server], Any] | None = None,
-                 bind: str | None = None, access_log: Any = None) -> None:
+                 bind: str | Sequence[str] | None = None, access_log: Any = None) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0")
-        # bind="HOST:PORT" or "unix:PATH" (gunicorn's spelling) replaces host and port.
-        self.address = parse_address(bind) if bind is not None else Address(host, port)
+        # bind="HOST:PORT" or "unix:PATH" (gunicorn's spelling), or several, replaces host and port.
+        binds = [bind] if isinstance(bind, str) else list(bind or ())
+        addresses = [parse_address(text) for text in binds] or [Address(host, port)]
+        self.address = addresses[0]  # the slots' own: a port per worker, or one shared port
+        self.more_addresses = addresses[1:]  # every worker accepts on these too
         self.app_spec = app
         self.app: App | None = None if isinstance(app, str) else app
         # "asgi", "wsgi", or "auto": detected from the app in whichever process has it (prefork.asgi).
@@ -124,6 +127,8 @@ class Server(Processes, Rolling, WorkerChannels):
         self._announced = False
         self._graceful_stop = True
         self._shared_sock: socket.socket | None = None
+        self._more_socks: list[socket.socket] = []  # bound for more_addresses, shared by every worker
+        self._unix_paths: list[str] = []  # the Unix sockets this master made (removed at exit)
         self._output_fd: int | None = None
         self._output_path: str | None = None
         self._access_fd: int | None = None
@@ -502,10 +507,10 @@ class Server(Processes, Rolling, WorkerChannels):
     def _log_listening(self) -> None:
         """Log where the workers will listen."""
         if self.address.path is not None:
-            where = str(self.address)
+            addresses = [self.address]
         else:
-            ports = sorted({slot.port for slot in self._slots})
-            where = ", ".join(str(Address(self.host, port)) for port in ports)
+            addresses = [Address(self.host, port) for port in sorted({slot.port for slot in self._slots})]
+        where = ", ".join(str(address) for address in addresses + self.more_addresses)
         count = self._slots.target
         log.info("master %d: %d worker%s on %s", os.getpid(), count, "" if count == 1 else "s", where or "(none)")
 
@@ -529,9 +534,11 @@ class Server(Processes, Rolling, WorkerChannels):
                 slot.sock.close()
         if self._shared_sock is not None:
             self._shared_sock.close()
-            if self.address.path is not None:  # ours: bound by this master, gone with it
-                with contextlib.suppress(OSError):
-                    os.unlink(self.address.path)
+        for sock in self._more_socks:
+            sock.close()
+        for path in self._unix_paths:  # bound by this master: gone with it
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         if self._pidfile is not None:
             self._pidfile.remove()
         if self._output_path is not None and self._output_fd is not None:

@@ -12,6 +12,7 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import time
 from typing import Any
 
@@ -19,7 +20,16 @@ from prefork import signals, stdio
 from prefork.notify import notify
 from prefork.server.slots import Slot
 from prefork.server.state import MasterState
-from prefork.sockets import REUSE_PORT, BindError, bind_listener, bind_unix, bound_port, claim_port, control_pair
+from prefork.sockets import (
+    REUSE_PORT,
+    Address,
+    BindError,
+    bind_listener,
+    bind_unix,
+    bound_port,
+    claim_port,
+    control_pair,
+)
 from prefork.worker import CommandError, CommandTimeout, Worker, WorkerGone
 
 log = logging.getLogger("prefork")
@@ -108,13 +118,15 @@ class Processes(MasterState):
     def _bind_initial(self) -> None:
         """Bind every slot's listening socket before forking anything."""
         if self.address.path is not None:
-            self._shared_sock = bind_unix(self.address.path, self.backlog)
+            self._shared_sock = self._bind_address(self.address)
         elif self.shared_port:
             if REUSE_PORT:  # a listener per slot on the one port: the kernel spreads connections over them
                 self.port = claim_port(self.host, self.port)
             else:
                 self._shared_sock = bind_listener(self.host, self.port, self.backlog)
                 self.port = bound_port(self._shared_sock)
+        for address in self.more_addresses:
+            self._more_socks.append(self._bind_address(address))
         self._slots.target = self.num_workers
         for index in range(self.num_workers):
             try:
@@ -122,6 +134,14 @@ class Processes(MasterState):
             except BindError as exc:
                 exc.slot = index  # which worker's port: the CLI explains PORT+i
                 raise
+
+    def _bind_address(self, address: Address) -> socket.socket:
+        """One listening socket every worker shares: a Unix socket, or a further HOST:PORT."""
+        if address.path is None:
+            return bind_listener(address.host, address.port, self.backlog)
+        sock = bind_unix(address.path, self.backlog)
+        self._unix_paths.append(address.path)
+        return sock
 
     def _add_slot(self, index: int, not_before: float = 0.0) -> Slot:
         """Create slot ``index`` with its listening socket."""

@@ -30,6 +30,7 @@ class MasterState:
     # -- configuration (Server.__init__) --------------------------------------------------------------
     app: Any
     address: Address
+    more_addresses: list[Address]
     host: str
     port: int
     num_workers: int
@@ -61,6 +62,8 @@ class MasterState:
     _roll_again: bool
     _announced: bool
     _shared_sock: socket.socket | None
+    _more_socks: list[socket.socket]
+    _unix_paths: list[str]
     _output_fd: int | None
     _output_path: str | None
     _master_pid: int

@@ -158,7 +158,8 @@ def test_later_port_in_use_with_port_per_worker_names_the_worker(site):
     (["-b", ":80"], "names no host"),
     (["-b", "unix:"], "names no path"),
     (["-b", "127.0.0.1:8000", "-p", "9000"], "either as -b/--bind or as --host/--port"),
-    (["-b", "unix:/tmp/x.sock", "--port-per-worker"], "--port-per-worker needs a HOST:PORT address"),
+    (["-b", "unix:/tmp/x.sock", "--port-per-worker"], "--port-per-worker needs one HOST:PORT address"),
+    (["-b", "127.0.0.1:8000", "-b", "127.0.0.1:8001", "--port-per-worker"], "not several -b"),
 ])
 def test_bad_flags_exit_2_with_one_line(site, args, reason):
     result = run_cli("web:app", *args, cwd=site)
@@ -293,3 +294,49 @@ def test_the_apps_own_logging_comes_out_once_in_order(launcher, site, reload):
     wait_for(lambda: "APPLOG shop three" in server.log() or None, what="the app's log lines")
     lines = [line for line in server.log().splitlines() if "APPLOG" in line or " shop:" in line]
     assert lines == ["APPLOG shop one", "APPLOG shop two", "APPLOG shop three"], server.log()
+
+
+def test_several_addresses_every_worker_on_each(launcher, site, tmp_path):
+    """-b repeated: each worker accepts on every address; a graceful stop drains all of them."""
+    path = tmp_path / "also.sock"
+    second = free_ports(1)
+    server = launcher.start_http(lambda port: [PYTHON, "-m", "prefork", "web:app", "-w", "2", "-b", f"127.0.0.1:{port}",
+                                               "-b", f"127.0.0.1:{second}", "-b", f"unix:{path}"],
+                                 workers=1, cwd=site)
+    wait_for(lambda: len(pids_seen(server.port)) == 2 or None, what="both workers on the first address")
+    wait_for(lambda: len(pids_seen(second)) == 2 or None, what="both workers on the second address")
+
+    def over_unix() -> str:
+        conn = UnixHTTPConnection(str(path))
+        try:
+            conn.request("GET", "/")
+            return conn.getresponse().read().decode()
+        finally:
+            conn.close()
+
+    assert {over_unix() for _ in range(20)} <= pids_seen(server.port)
+    assert (f"2 workers on 127.0.0.1:{server.port}, 127.0.0.1:{second}, unix:{path}\n") in server.log()
+    server.signal(signal.SIGQUIT)
+    assert server.proc.wait(timeout=20) == 0
+    assert not path.exists()
+
+
+def test_a_live_unix_socket_is_not_taken_over(site, tmp_path):
+    path = tmp_path / "taken.sock"
+    with socket.socket(socket.AF_UNIX) as holder:
+        holder.bind(str(path))
+        holder.listen()
+        result = run_cli("web:app", "-b", f"unix:{path}", cwd=site)
+    assert result.returncode == 1
+    assert one_line(result) == f"prefork: unix:{path} is in use: stop what listens there, or choose another -b/--bind"
+    assert path.exists()  # still the other server's
+
+
+def test_a_stale_unix_socket_file_is_replaced(launcher, site, tmp_path):
+    path = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as gone:
+        gone.bind(str(path))  # bound, never listened, closed: what a killed server leaves
+    proc, log_path = launcher.spawn([PYTHON, "-m", "prefork", "web:app", "-w", "1", "-b", f"unix:{path}"], cwd=site)
+    conn = UnixHTTPConnection(str(path))
+    wait_for(lambda: conn.connect() or True, what="the server on the old socket's path")
+    conn.close()
