@@ -112,7 +112,7 @@ class Worker:
         """Worker: after a graceful stop finished its in-flight requests, just before exit 0."""
 
     def wrap_app(self, app: Any) -> Any:
-        """Worker: return the WSGI app this worker serves, given the app (a mixin's middleware goes here)."""
+        """Worker: return the app (WSGI or ASGI, as given) this worker serves; a mixin's middleware goes here."""
         return app
 
     # -- master side -----------------------------------------------------------------------------

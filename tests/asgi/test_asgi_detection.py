@@ -52,8 +52,9 @@ def frameworks() -> list[tuple[str, object, str]]:
     from django.core.handlers.wsgi import WSGIHandler
 
     flask = Flask("detected")
-    return [("fastapi", FastAPI(), "asgi"), ("starlette", Starlette(), "asgi"), ("django asgi", ASGIHandler(), "asgi"),
-            ("django wsgi", WSGIHandler(), "wsgi"), ("flask", flask, "wsgi"), ("flask wsgi_app", flask.wsgi_app, "wsgi")]
+    return [("fastapi", FastAPI(), "asgi"), ("starlette", Starlette(), "asgi"),
+            ("django asgi", ASGIHandler(), "asgi"), ("django wsgi", WSGIHandler(), "wsgi"),
+            ("flask", flask, "wsgi"), ("flask wsgi_app", flask.wsgi_app, "wsgi")]
 
 
 @pytest.mark.parametrize("app, expected", [

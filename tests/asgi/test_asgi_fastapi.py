@@ -10,7 +10,6 @@ import pytest
 
 from tests.asgi.fastapi_app import FASTAPI_EDITS, FASTAPI_FAILURES
 
-
 FIXES = {id(failure.fix) for failure in FASTAPI_FAILURES.values()}
 
 
