@@ -132,6 +132,7 @@ def double_fork(master_pid: int) -> int:
     ``adopted()`` before it reports to the master. Until then a parent-death signal it handles
     itself ends it if the master dies (an import that hangs must not outlive the master).
     """
+    _reap_intermediates()
     read_fd, write_fd = os.pipe()
     middle = os.fork()
     if middle == 0:  # the intermediate process: fork, report, exit
@@ -152,10 +153,29 @@ def double_fork(master_pid: int) -> int:
         data = _read_all(read_fd, 4)
     finally:
         os.close(read_fd)
-        os.waitpid(middle, 0)
+    # Not waited for here: tearing down a copy of a large process takes milliseconds, and the
+    # next fork request (the next worker of a roll) must not queue behind it. Reaped later.
+    _intermediates.add(middle)
     if len(data) != 4:
         raise OSError("the intermediate fork died before reporting its child's pid")
     return int.from_bytes(data, "little")
+
+
+_intermediates: set[int] = set()  # in a zygote: intermediate processes not reaped yet
+
+
+def _reap_intermediates() -> None:
+    """Reap the intermediate processes of earlier double forks that have exited (zygote).
+
+    Only those: a child the app started at import time is the app's to wait for.
+    """
+    for pid in list(_intermediates):
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _intermediates.discard(pid)
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -196,6 +216,7 @@ def _watch_parents(intermediate: int, master_pid: int) -> None:
     """In a new grandchild: remember who forked it, and die with the master from now on."""
     global _intermediate, _master
     _intermediate, _master = intermediate, master_pid
+    _intermediates.clear()  # the zygote's, not ours
     if not supported():
         return
     signal.signal(PARENT_GONE, _parent_gone)
