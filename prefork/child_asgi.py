@@ -46,6 +46,7 @@ IDLE_GRACE = 0.5
 # Before the master's SIGKILL at graceful_timeout, keep this much time (at most) for uvicorn's own
 # shutdown: closing WebSockets, cancelling what is left, the lifespan shutdown.
 SHUTDOWN_MARGIN = 1.0
+CLOSE = (b"connection", b"close")
 _NO_CYCLE: Any = object()  # a connection without an HTTP request cycle: a WebSocket
 
 
@@ -116,7 +117,7 @@ class AsgiRuntime:
         options = {"lifespan": "auto", "log_config": None, "access_log": False,
                    "backlog": getattr(server, "backlog", 2048), **getattr(server, "uvicorn_options", {})}
         options["http"] = _protocol_class(_http_base(options.get("http", "auto")), self)
-        self.config = uvicorn.Config(_closing_while_draining(app, self), **options)
+        self.config = uvicorn.Config(app, **options)
         self.server = _UvicornServer(self.config, self)
         self.control: AsyncControl | None = None
         _quiet_uvicorn_info()
@@ -198,7 +199,7 @@ class AsgiRuntime:
             if cycle is _NO_CYCLE:
                 continue  # a WebSocket stays open until the deadline
             if cycle is not None and not cycle.response_complete:
-                cycle.keep_alive = False  # closed after its response
+                _close_after(cycle)
             elif _quiet(conn, now):
                 conn.shutdown()
         left = self.graceful_timeout - (now - self.drain_started)
@@ -326,32 +327,6 @@ class AsyncControl:
             self.outgoing.clear()
 
 
-def _closing_while_draining(app: Any, runtime: AsgiRuntime) -> Any:
-    """``app``, whose HTTP responses say ``Connection: close`` while the worker drains.
-
-    The connection is closed after such a response anyway (``keep_alive = False``); the header
-    tells the client before it reuses the connection for a request that would meet the close.
-    An ASGI2 app (a class) is served as it is.
-    """
-    if isinstance(app, type):
-        return app
-
-    async def serve(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await app(scope, receive, send)
-
-        async def send_closing(message: Any) -> None:
-            if runtime.draining and message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                if not any(name.lower() == b"connection" for name, _ in headers):
-                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
-            await send(message)
-
-        return await app(scope, receive, send_closing)
-
-    return serve
-
-
 def _http_base(http: Any) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol class for its ``http`` option (``"auto"``, ``"h11"``, ``"httptools"`` or a class)."""
     if not isinstance(http, str):
@@ -384,9 +359,22 @@ def _protocol_class(base: type[asyncio.Protocol], runtime: AsgiRuntime) -> type[
             self.prefork_used = True
             super().data_received(data)
             if runtime.draining and getattr(self, "cycle", None) is not None:
-                self.cycle.keep_alive = False  # a request that arrived while draining: its connection closes after it
+                _close_after(self.cycle)  # a request that arrived while draining
 
     return PreforkHTTPProtocol
+
+
+def _close_after(cycle: Any) -> None:
+    """Close the connection after this request's response, and say so in it (``Connection: close``).
+
+    Without the header a client may reuse the connection before it sees the close, and its next
+    request meets a reset. uvicorn's httptools protocol adds the header when ``keep_alive`` is off;
+    its h11 protocol adds it when the request asked for it, so the request is made to ask.
+    """
+    cycle.keep_alive = False
+    headers = cycle.scope.get("headers")
+    if not getattr(cycle, "response_started", True) and isinstance(headers, list) and CLOSE not in headers:
+        headers.append(CLOSE)
 
 
 def _quiet(conn: Any, now: float) -> bool:
