@@ -228,10 +228,12 @@ def _import_fresh(server: Any, channel: socket.socket, request: dict[str, Any]) 
 def _warm_up(request: dict[str, Any]) -> None:
     """Build here what the framework builds lazily on a worker's first request, once for all workers.
 
-    Django imports the URLconfs (and with them the views) and builds its URL resolver on the
-    first request: 40-100 ms that every new worker would pay, and modules a worker would read
-    from disk at some later moment rather than at this generation's. Nothing is served or
-    written: the resolver is Django's own cached one, exactly what the first request builds.
+    Django imports the URLconfs (and with them the views), builds its URL resolver and its
+    template engines (importing every app's tag libraries) on the first request: 40-100 ms that
+    every new worker would pay, and modules a worker would read from disk at some later moment
+    rather than at this generation's. Nothing is served or written, and no template is read
+    (a template edit still only respawns workers): these are Django's own cached objects,
+    exactly what the first request builds.
     Generation 0 keeps the old behaviour on an error (a fresh start serves the error pages);
     any other generation fails like an import error would, and the old workers serve on.
     """
@@ -239,9 +241,14 @@ def _warm_up(request: dict[str, Any]) -> None:
     if apps is None or not getattr(apps.apps, "ready", False):
         return
     try:
+        from django.template import engines
         from django.urls import get_resolver
 
         get_resolver()._populate()  # imports ROOT_URLCONF and every include()d URLconf
+        for backend in engines.all():  # the template engines and their tag libraries
+            engine = getattr(backend, "engine", None)
+            if engine is not None:  # Django's own: its loaders and context processors (no template read)
+                engine.template_loaders, engine.template_context_processors  # noqa: B018
     except Exception:
         if request.get("learn"):
             return  # the workers meet the error on their first request, as on a plain start
