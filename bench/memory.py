@@ -7,9 +7,11 @@ requires: every worker imports the vendor layer itself) and gunicorn --preload (
 reload). Ours is then reloaded `reloads` times (leaf and root edits alternating, each waited for until
 every worker serves it) and measured every quarter of the way: the PSS must not grow with the number
 of generations that came and went, and the process count must stay the same (no generation left over).
-Last, project.py is saved: a fresh generation from the base, whose vendor layer it then shares (generation
-0 imported everything cold before the base had preloaded anything, and partial generations descend from
-it, so until a fresh generation the base's copy of the vendor layer is shared with no one).
+Generation 0 imports everything cold before the base has preloaded anything; once the base has, the
+server replaces it by a generation forked from the base (the first sample waits until the PSS is
+stable, so it is taken after that). Every server first serves the pages the reloads' probes ask for,
+so that the first sample and the later ones count the same requests. Last, project.py is saved: a
+fresh generation from the base.
 Processes are grouped by role from their titles (setproctitle: `prefork base`, `prefork generation N`,
 `prefork worker i :port`, `gunicorn: worker [...]`).
 """
@@ -128,6 +130,7 @@ def run(apps: Callable[[str], RefApp], workers: int, rounds: int, reloads: int, 
                 progress(f"  {runner.name}: failed: {str(exc)[:300]}")
                 continue
             try:
+                _serve_pages(port, workers)
                 out.append(_sample(runner, proc, expected, round_no, 0, "started"))
                 progress(f"  round {round_no} {runner.name}: {_describe(out[-1])}")
                 if runner.name.startswith("ours") and reloads:
@@ -146,6 +149,18 @@ def run(apps: Callable[[str], RefApp], workers: int, rounds: int, reloads: int, 
             finally:
                 proc.stop()
     return [asdict(m) for m in out]
+
+
+def _serve_pages(port: int, workers: int) -> None:
+    """Ask for the pages the reloads' probes ask for, as often, before the first sample.
+
+    A worker's private memory grows with the code its requests have run (each page of shared
+    objects it touches is copied): the "started" sample must have served what the later ones
+    have, or the growth over the reloads counts the first requests too.
+    """
+    for _ in range(2 * workers):
+        http_get(port, "/")
+        http_get(port, "/hello")
 
 
 def _sample(runner: Runner, proc: Spawned, expected: int, round_no: int, reloads: int, when: str) -> Memory:
