@@ -111,11 +111,11 @@ def _fork_generation(server: Any, channel: socket.socket, args: dict[str, Any], 
     """Double-fork a fresh generation on the channel and dump pipe that came with the request."""
     gen_channel_fd, dump_fd = fds
     try:
-        pid = forks.double_fork(args["master_pid"])
+        child = forks.spawn_adopted(args["master_pid"])  # it tells the master its pid itself
     except OSError:
         forks.close_fds(fds)  # the generation's channel sees EOF: the master gives it up
         return
-    if pid == 0:
+    if child:
         from prefork.generation import run_generation
 
         forks.close_fds([channel.fileno()])

@@ -124,44 +124,43 @@ def die_with_parent(signum: int = signal.SIGKILL) -> bool:
         return False
 
 
-def double_fork(master_pid: int) -> int:
-    """Fork a grandchild that the master adopts; return its pid here, 0 in the grandchild.
+_intermediates: set[int] = set()  # in a zygote: intermediate processes not reaped yet
+
+
+def spawn_adopted(master_pid: int, report: Callable[[int | None, str | None], None] | None = None) -> bool:
+    """Double-fork without waiting: True in the grandchild, False at once in the zygote.
 
     Runs in a zygote (the base or a generation). The grandchild is re-parented to the master (the
     nearest subreaper) once the intermediate process has exited; it works meanwhile, and calls
     ``adopted()`` before it reports to the master. Until then a parent-death signal it handles
     itself ends it if the master dies (an import that hangs must not outlive the master).
+    The zygote goes back to its next request right after its own fork: the intermediate process
+    forks the grandchild and calls ``report(pid, None)`` itself (``report(None, error)`` if that
+    fork failed), so the workers of a roll are forked side by side. An OSError here means not
+    even the first fork succeeded. The intermediate processes are reaped later: tearing down a
+    copy of a large process takes milliseconds.
     """
     _reap_intermediates()
-    read_fd, write_fd = os.pipe()
     middle = os.fork()
     if middle == 0:  # the intermediate process: fork, report, exit
-        os.close(read_fd)
         me = os.getpid()
         try:
-            child = os.fork()
+            try:
+                child = os.fork()
+            except OSError as exc:
+                if report is not None:
+                    report(None, str(exc))
+                child = -1
             if child == 0:
-                os.close(write_fd)
                 _watch_parents(me, master_pid)
-                return 0
-            os.write(write_fd, child.to_bytes(4, "little"))
+                return True
+            if child > 0 and report is not None:
+                report(child, None)
         finally:
             if os.getpid() == me:
                 os._exit(0)
-    os.close(write_fd)
-    try:
-        data = _read_all(read_fd, 4)
-    finally:
-        os.close(read_fd)
-    # Not waited for here: tearing down a copy of a large process takes milliseconds, and the
-    # next fork request (the next worker of a roll) must not queue behind it. Reaped later.
     _intermediates.add(middle)
-    if len(data) != 4:
-        raise OSError("the intermediate fork died before reporting its child's pid")
-    return int.from_bytes(data, "little")
-
-
-_intermediates: set[int] = set()  # in a zygote: intermediate processes not reaped yet
+    return False
 
 
 def _reap_intermediates() -> None:
@@ -176,16 +175,6 @@ def _reap_intermediates() -> None:
             done = pid
         if done:
             _intermediates.discard(pid)
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def adopted(master_pid: int, signum: int = signal.SIGKILL) -> bool:

@@ -541,13 +541,18 @@ def _fork_worker(server: Any, channel: socket.socket, dump_fd: int, state: Gener
                  args: dict[str, Any], fds: list[int]) -> None:
     """Double-fork a worker for slot ``args["index"]`` on the listener and control socket received."""
     listener_fd, control_fd = fds
+
+    def report(pid: int | None, error: str | None) -> None:  # in the intermediate process
+        forks.send(channel, {"event": "forked", "id": args["id"], "pid": pid} if pid is not None else
+                   {"event": "fork_failed", "id": args["id"], "error": error})
+
     try:
-        pid = forks.double_fork(args["master_pid"])
+        child = forks.spawn_adopted(args["master_pid"], report)
     except OSError as exc:
         forks.close_fds(fds)
-        forks.send(channel, {"event": "fork_failed", "id": args["id"], "error": str(exc)})
+        report(None, str(exc))
         return
-    if pid == 0:
+    if child:
         from prefork.child import run_worker
 
         forks.close_fds([channel.fileno(), dump_fd])
@@ -558,7 +563,6 @@ def _fork_worker(server: Any, channel: socket.socket, dump_fd: int, state: Gener
                    master_pid=args["master_pid"], close_inherited=lambda: None,
                    inline=server.inline_requests)
     forks.close_fds(fds)
-    forks.send(channel, {"event": "forked", "id": args["id"], "pid": pid})
 
 
 def _fork_generation(server: Any, channel: socket.socket, dump_fd: int, state: GenerationState,
@@ -566,11 +570,11 @@ def _fork_generation(server: Any, channel: socket.socket, dump_fd: int, state: G
     """Double-fork a partial generation: it applies ``args["units"]`` to a copy of this one."""
     new_channel_fd, new_dump_fd = fds
     try:
-        pid = forks.double_fork(args["master_pid"])
+        child = forks.spawn_adopted(args["master_pid"])  # it tells the master its pid itself
     except OSError:
         forks.close_fds(fds)  # the new generation's channel sees EOF: the master gives it up
         return
-    if pid == 0:
+    if child:
         forks.close_fds([channel.fileno(), dump_fd])
         run_generation(server, socket.socket(fileno=new_channel_fd), new_dump_fd, args, state)
     forks.close_fds(fds)
