@@ -519,7 +519,10 @@ class ProjectrServer(Generations, Server):
             self._spawn_from = gen
             if old is not gen:
                 self._retire_generation(old)
-            self._unserved -= record.changed
+            # A file saved again after its snapshot (during the import or the roll) stays unserved:
+            # the watcher's event for that save may have come before this roll ended.
+            again = {path for path in record.changed if _saved_since(path, record.snapshots.get(path))}
+            self._unserved -= record.changed - again
             self._files.update(record.snapshots)
             self._succeeded(record, info)
             return
@@ -634,6 +637,13 @@ def _snapshots(paths: Iterable[str]) -> dict[str, changes.Snapshot | None]:
         except OSError:
             taken[path] = None
     return taken
+
+
+def _saved_since(path: str, snap: changes.Snapshot | None) -> bool:
+    """True when ``path`` no longer holds what ``snap`` recorded (None: it did not exist) (master)."""
+    if snap is None:
+        return os.path.exists(path)
+    return changes.check(path, snap)[0]
 
 
 def _drop_bytecode(path: str) -> None:
