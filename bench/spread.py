@@ -5,11 +5,11 @@
 wrk on loopback only (-t2 -c16, keep-alive, a bounded duration) against a tiny WSGI app whose
 ``/cpu`` burns about 2 ms of CPU (calibrated here) and whose ``/hello`` does nothing. Contenders:
 
-- ``ours shared``: ``prefork app -w N --shared-port`` (one port; each worker has its own
+- ``ours shared``: ``prefork app -w N`` (one port, the default; each worker has its own
   SO_REUSEPORT listener on it, so the kernel spreads the connections over the workers);
 - ``ours shared --reload``: the same with ``--reload`` (workers forked by a generation process,
   which receives each slot's listener over a unix socket);
-- ``ours ports``: ``prefork app -w N``, a port per worker; wrk's threads are split over the ports;
+- ``ours ports``: ``prefork app -w N --port-per-worker``; wrk's threads are split over the ports;
 - ``gunicorn sync``: ``gunicorn -w N`` (sync workers: one connection at a time, closed after
   each response).
 
@@ -112,9 +112,10 @@ def contenders(workers: int, tree: str | None = None) -> list[Contender]:
                             lambda port: [sys.executable, "-m", "prefork", *prefork("--shared-port")(port)[1:]],
                             pythonpath=tree)]
     return before + [
-        Contender("shared", f"ours, one shared port (-w {workers} --shared-port)", prefork("--shared-port")),
-        Contender("shared-reload", "ours, one shared port, --reload", prefork("--shared-port", "--reload")),
-        Contender("ports", f"ours, a port per worker (-w {workers})", prefork(), ports=workers),
+        Contender("shared", f"ours, one shared port (-w {workers}, the default)", prefork()),
+        Contender("shared-reload", "ours, one shared port, --reload", prefork("--reload")),
+        Contender("ports", f"ours, a port per worker (-w {workers} --port-per-worker)", prefork("--port-per-worker"),
+                  ports=workers),
         Contender("gunicorn", f"gunicorn sync -w {workers}",
                   lambda port: [str(BIN / "gunicorn"), "-w", str(workers), "-b", f"{HOST}:{port}",
                                 "--log-level", "warning", "spread_app:app"]),
