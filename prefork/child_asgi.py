@@ -114,6 +114,7 @@ class AsgiRuntime:
         server = worker.server
         self.graceful_timeout = float(getattr(server, "graceful_timeout", 30.0))
         self.drain_started = 0.0
+        self.was_empty = False  # the previous drain sweep found no connection
         options = {"lifespan": "auto", "log_config": None, "access_log": False,
                    "backlog": getattr(server, "backlog", 2048), **getattr(server, "uvicorn_options", {})}
         options["http"] = _protocol_class(_http_base(options.get("http", "auto")), self)
@@ -183,10 +184,23 @@ class AsgiRuntime:
             return
         self.draining = True
         self.drain_started = time.monotonic()
-        # Our copy of the listener only: the master (and a successor) keep the socket and its backlog.
+        self._stop_accepting()
+        self._sweep()
+
+    def _stop_accepting(self) -> None:
+        """Stop taking connections from the listener; what is queued on it waits for the successor.
+
+        asyncio's ``Server.close()`` would do it too, but a connection it accepted a moment before
+        becomes a protocol an iteration later, and then finds the server closed (an assertion in
+        ``Server._attach``): the socket is closed with the request unread, and the client gets a
+        reset. So the loop just stops reading the listener; uvicorn's shutdown closes the server
+        once the worker is drained. (uvloop registers the listener itself: it gets ``close()``.)
+        """
+        loop = asyncio.get_running_loop()
+        if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop) and loop.remove_reader(self.listener):
+            return
         for server in getattr(self.server, "servers", ()):
             server.close()
-        self._sweep()
 
     def _sweep(self) -> None:
         """Close idle keep-alive connections; once none is left, or near the deadline, let uvicorn stop."""
@@ -203,7 +217,10 @@ class AsgiRuntime:
             elif _quiet(conn, now):
                 conn.shutdown()
         left = self.graceful_timeout - (now - self.drain_started)
-        if not state.connections or left <= min(SHUTDOWN_MARGIN, self.graceful_timeout / 5):
+        # A connection accepted just before the listener closed becomes a protocol an iteration or
+        # two later: "none left" counts only when the previous sweep saw none either.
+        drained, self.was_empty = self.was_empty and not state.connections, not state.connections
+        if drained or left <= min(SHUTDOWN_MARGIN, self.graceful_timeout / 5):
             # uvicorn's shutdown closes what is left (WebSockets with 1012), waits for tasks at
             # most this long, runs the lifespan shutdown; the master kills us at graceful_timeout.
             self.config.timeout_graceful_shutdown = max(0.0, left - 0.2)  # type: ignore[assignment]

@@ -198,15 +198,17 @@ def test_rolling_reloads_under_keep_alive_load_fail_no_request(script_server):
     results: list[tuple[int, int]] = []  # (worker index, pid)
     failures: list[str] = []
 
-    def load(index: int) -> None:
-        with httpx.Client(timeout=10) as client:  # keep-alive: one connection, reused
+    def load(index: int, keep_alive: bool = True) -> None:
+        # keep-alive: one connection, reused; else a new connection for every request
+        with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=int(keep_alive))) as client:
             while not stop.is_set():
                 try:
                     results.append((index, pid_of(client.get(server.url("/", worker=index)))))
                 except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
-                    failures.append(f"worker {index}: {type(exc).__name__}: {exc}")
+                    failures.append(f"worker {index} ({'keep-alive' if keep_alive else 'new connections'}): "
+                                    f"{type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=load, args=(index,)) for index in (0, 1, 0, 1)]
+    threads = [threading.Thread(target=load, args=args) for args in ((0,), (1,), (0,), (1,), (0, False), (1, False))]
     for thread in threads:
         thread.start()
     try:
