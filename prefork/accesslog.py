@@ -27,11 +27,26 @@ def format_line(environ: dict[str, Any], status: str, size: int | None, now: flo
     """One request in gunicorn's default format: ``%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"``."""
     stamp = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(now))
     query = environ.get("QUERY_STRING")
-    target = environ.get("PATH_INFO", "") + (f"?{query}" if query else "")
+    target = (environ.get("PATH_INFO", "") + (f"?{query}" if query else "")) or "-"
     request = f"{environ.get('REQUEST_METHOD', '-')} {target} {environ.get('SERVER_PROTOCOL', '-')}"
     return (f"{environ.get('REMOTE_ADDR') or '-'} - {environ.get('REMOTE_USER') or '-'} {stamp} "
             f"\"{_clean(request)}\" {status.split(' ', 1)[0]} {'-' if size is None else size} "
             f"\"{_clean(environ.get('HTTP_REFERER', '-'))}\" \"{_clean(environ.get('HTTP_USER_AGENT', '-'))}\"\n")
+
+
+def asgi_environ(scope: dict[str, Any]) -> dict[str, Any]:
+    """The WSGI environ keys ``format_line`` reads, from an ASGI HTTP scope."""
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", ())}
+    client = scope.get("client") or ("-", 0)
+    return {
+        "REMOTE_ADDR": client[0],
+        "REQUEST_METHOD": scope.get("method", "-"),
+        "PATH_INFO": scope.get("path", ""),
+        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+        "HTTP_REFERER": headers.get("referer", "-"),
+        "HTTP_USER_AGENT": headers.get("user-agent", "-"),
+    }
 
 
 def _clean(text: str) -> str:
@@ -69,6 +84,27 @@ class AccessLog:
                 raise
             # A body with a length keeps it: waitress sets Content-Length for a one-chunk list.
             return _SizedBody(body, done) if hasattr(body, "__len__") else _Body(body, done)
+        return logged
+
+    def wrap_asgi(self, app: Callable[..., Any]) -> Callable[..., Any]:
+        """Return the ASGI ``app`` with each HTTP request logged once its response is complete."""
+        async def logged(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+            if scope.get("type") != "http":
+                await app(scope, receive, send)
+                return
+            seen: dict[str, Any] = {"status": "500", "size": 0}
+
+            async def recording_send(message: dict[str, Any]) -> None:
+                if message.get("type") == "http.response.start":
+                    seen["status"] = str(message.get("status", 500))
+                elif message.get("type") == "http.response.body":
+                    seen["size"] += len(message.get("body", b""))
+                await send(message)
+
+            try:
+                await app(scope, receive, recording_send)
+            finally:
+                self.add(format_line(asgi_environ(scope), seen["status"], seen["size"]))
         return logged
 
     def add(self, line: str) -> None:
