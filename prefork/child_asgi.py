@@ -31,7 +31,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from prefork import commands, forks, signals, stdio
 from prefork.asgi import detect_interface
-from prefork.child import FRESH_GRACE, rss_bytes
+from prefork.child import FRESH_GRACE, _access_log, rss_bytes
 from prefork.control import FrameError, FrameReader, encode_frame, parse_request, reply_error, reply_ok
 from prefork.proctitle import set_title
 from prefork.worker import Worker, iter_messages
@@ -107,6 +107,11 @@ class AsgiRuntime:
                  output_path: str | None) -> None:
         self.worker = worker
         self.listener = listener
+        # The slot's listener, then one per further address every worker shares (Server(bind=[...])).
+        self.listeners = [listener, *getattr(worker.server, "_more_socks", ())]
+        self.access_log = _access_log(worker.server)
+        if self.access_log is not None and not isinstance(app, type):  # an ASGI2 class is served unlogged
+            app = self.access_log.wrap_asgi(app)
         self.control_socket = control
         self.output_path = output_path
         self.started_at = time.time()
@@ -134,7 +139,7 @@ class AsgiRuntime:
     async def _main(self) -> None:
         """The control channel first (EOF during a slow startup still ends us), then uvicorn."""
         self.control = AsyncControl(self, self.control_socket, asyncio.get_running_loop())
-        await self.server.serve(sockets=[self.listener, *getattr(self.worker.server, "_more_socks", ())])
+        await self.server.serve(sockets=self.listeners)
 
     def started(self) -> None:
         """uvicorn ran the lifespan startup and listens: tell the master (loop thread)."""
@@ -169,6 +174,8 @@ class AsgiRuntime:
         if self.output_path is not None:
             stdio.reopen_stdio(self.output_path)
         stdio.reopen_log_handlers()
+        if self.access_log is not None:
+            self.access_log.reopen()
 
     def master_gone(self) -> NoReturn:
         """The control channel hit EOF: the master is gone, so exit now."""
@@ -197,8 +204,9 @@ class AsgiRuntime:
         once the worker is drained. (uvloop registers the listener itself: it gets ``close()``.)
         """
         loop = asyncio.get_running_loop()
-        if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop) and loop.remove_reader(self.listener):
-            return
+        if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+            if all([loop.remove_reader(sock) for sock in self.listeners]):  # a list: every one, no short cut
+                return
         for server in getattr(self.server, "servers", ()):
             server.close()
 
@@ -236,6 +244,8 @@ class AsgiRuntime:
         except Exception:
             log.exception("hook on_stop failed in %s", self.worker.describe())
             code = 1
+        if self.access_log is not None:
+            self.access_log.close()
         if self.control is not None:
             self.control.flush_blocking()
         return code

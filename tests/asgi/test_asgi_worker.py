@@ -90,7 +90,8 @@ class Hooks:
 
 
 Server(app, workers=int(os.environ["WORKERS"]), host="127.0.0.1", port=int(os.environ["PORT"]),
-       pid_file=os.environ["PID_FILE"], graceful_timeout={graceful}, worker_mixins={mixins}).start()
+       pid_file=os.environ["PID_FILE"], graceful_timeout={graceful}, worker_mixins={mixins},
+       access_log=str(DIR / "access.log")).start()
 '''
 
 
@@ -128,6 +129,7 @@ def test_lifespan_hooks_and_commands_in_an_asgi_worker(script_server):
     folder: Path = server.dir
     assert (folder / f"startup-{pid}").exists() and (folder / f"on_start-{pid}").exists()
     assert httpx.get(server.url("/wrapped")).text == "wrapped"  # the wrap_app hook wraps the ASGI app
+    wait_for(lambda: '"GET /wrapped HTTP/1.1" 200 7' in (folder / "access.log").read_text(), "the access log line")
 
     stats = call(server.ctl_path, "stats")["0"]
     assert stats["ok"], stats
