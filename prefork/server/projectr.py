@@ -1,8 +1,10 @@
 """ProjectrServer: a prefork Server whose reloads serve exactly what a fresh start would serve.
 
 The master never imports the app. It forks a *base* (the app's third-party modules, warm) and
-asks it for generation 0, which imports the project and forks the workers. On each reload the
-master plans (prefork.server.strategy) one of:
+asks it for generation 0, which imports the project and forks the workers. Generation 0 imported
+the third-party modules before the base had them; once the base has preloaded them, the master
+replaces it (when idle) by a generation forked from the base, so that every worker shares the
+base's copy. On each reload the master plans (prefork.server.strategy) one of:
 
 - respawn: the serving generation forks new workers (a template, or a module that the framework
   imports only at the first request, changed);
