@@ -262,7 +262,7 @@ def _idle(channel: HTTPChannel) -> bool:
 def _channel_class(runtime: Runtime) -> type[HTTPChannel]:
     """A waitress channel whose tasks count requests and close the connection while draining."""
 
-    class CountingTask(WSGITask):
+    class CountingTask(WSGITask):  # type: ignore[misc]  # waitress has no type information
         def service(self) -> None:
             runtime.task_started()
             try:
@@ -273,19 +273,22 @@ def _channel_class(runtime: Runtime) -> type[HTTPChannel]:
         def build_response_header(self) -> bytes:
             if runtime.draining:
                 self.request.headers["CONNECTION"] = "close"
-            return super().build_response_header()
+            header: bytes = super().build_response_header()
+            return header
 
-    class Channel(HTTPChannel):
+    class Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type information
         task_class = CountingTask
         prefork_used = False  # set once the client sent something: only then can it be idle
+        connected: bool  # waitress's, declared for the type checker
 
         def received(self, data: bytes) -> bool:
             self.prefork_used = True
-            return super().received(data)
+            return bool(super().received(data))
 
         def _flush_outbufs_below_high_watermark(self) -> None:
             if runtime.inline is None:
-                return super()._flush_outbufs_below_high_watermark()
+                super()._flush_outbufs_below_high_watermark()
+                return
             # Inline: we are the loop thread, nobody else will flush; block on the socket instead.
             while self.connected and self.total_outbufs_len > self.adj.outbuf_high_watermark:
                 _, writable, _ = select.select([], [self.socket], [], SEND_TIMEOUT)
@@ -332,7 +335,7 @@ class InlineDispatcher:
         return True
 
 
-class ControlDispatcher(wasyncore.dispatcher):
+class ControlDispatcher(wasyncore.dispatcher):  # type: ignore[misc]  # waitress has no type information
     """The worker's end of the control channel, in waitress's socket map (loop thread)."""
 
     def __init__(self, runtime: Runtime, sock: socket.socket, map: dict[int, Any]) -> None:

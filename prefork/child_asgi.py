@@ -357,13 +357,15 @@ class AsyncControl:
 def _http_base(http: Any) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol class for its ``http`` option (``"auto"``, ``"h11"``, ``"httptools"`` or a class)."""
     if not isinstance(http, str):
-        return http
+        given: type[asyncio.Protocol] = http
+        return given
     if http == "auto":
         return AutoHTTPProtocol
     from uvicorn.config import HTTP_PROTOCOLS
     from uvicorn.importer import import_from_string
 
-    return import_from_string(HTTP_PROTOCOLS.get(http, http))  # type: ignore[no-any-return]
+    protocol: type[asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS.get(http, http))
+    return protocol
 
 
 def _protocol_class(base: type[asyncio.Protocol], runtime: AsgiRuntime) -> type[asyncio.Protocol]:

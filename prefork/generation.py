@@ -132,7 +132,7 @@ def _calling_module() -> str | None:
         if name in (__name__, "projectr.loader"):
             return None  # the reload itself imports its modules: nobody's dependency
         if not (name.startswith("importlib") or name == "projectr.runtime"):
-            return name
+            return str(name)
         frame = frame.f_back
     return None
 

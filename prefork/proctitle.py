@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-_setproctitle: Callable[[str], None] | None
+_setproctitle: Callable[[str], None] | None = None
 try:
-    from setproctitle import setproctitle as _setproctitle
+    import setproctitle
 except ImportError:  # optional dependency: titles are a convenience
-    _setproctitle = None
+    pass
+else:
+    _setproctitle = setproctitle.setproctitle
 
 
 def set_title(title: str) -> bool:

@@ -32,7 +32,8 @@ from typing import Any
 
 from prefork import forks
 from prefork.discover import declare_file, is_project_file, watch_tree
-from prefork.server import Server, notify
+from prefork.notify import notify
+from prefork.server import Server
 from prefork.server.failures import describe_load_error
 from prefork.server.generations import GenerationProcess, Generations
 from prefork.server.strategy import Plan, plan_reload
@@ -156,7 +157,7 @@ class ProjectrServer(Generations, Server):
         self.reload_timeout = reload_timeout
         if partial not in (True, False, "auto", "always", "never"):
             raise ValueError(f"partial must be True/'auto', False/'never' or 'always', not {partial!r}")
-        self.partial = {True: "auto", False: "never"}.get(partial, partial)  # type: ignore[call-overload]
+        self.partial = partial if isinstance(partial, str) else "auto" if partial else "never"
         self.reload_count = 0
         self.last_reload: ReloadRecord | None = None
         self.strategy_counts = {"respawn": 0, "partial": 0, "fresh": 0}
@@ -258,7 +259,7 @@ class ProjectrServer(Generations, Server):
             _drop_bytecode(path)
 
     def _project_files(self) -> list[str]:
-        files = self.project.source_files + self.project.resource_files
+        files: list[str] = self.project.source_files + self.project.resource_files
         if self.project.definition_file:
             files.append(self.project.definition_file)
         return files
