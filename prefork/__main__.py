@@ -1,4 +1,5 @@
 """``python -m prefork``: the same command line as the ``prefork`` console script."""
+
 import sys
 
 from prefork.cli import main

@@ -29,9 +29,11 @@ def format_line(environ: dict[str, Any], status: str, size: int | None, now: flo
     query = environ.get("QUERY_STRING")
     target = (environ.get("PATH_INFO", "") + (f"?{query}" if query else "")) or "-"
     request = f"{environ.get('REQUEST_METHOD', '-')} {target} {environ.get('SERVER_PROTOCOL', '-')}"
-    return (f"{environ.get('REMOTE_ADDR') or '-'} - {environ.get('REMOTE_USER') or '-'} {stamp} "
-            f"\"{_clean(request)}\" {status.split(' ', 1)[0]} {'-' if size is None else size} "
-            f"\"{_clean(environ.get('HTTP_REFERER', '-'))}\" \"{_clean(environ.get('HTTP_USER_AGENT', '-'))}\"\n")
+    return (
+        f"{environ.get('REMOTE_ADDR') or '-'} - {environ.get('REMOTE_USER') or '-'} {stamp} "
+        f'"{_clean(request)}" {status.split(" ", 1)[0]} {"-" if size is None else size} '
+        f'"{_clean(environ.get("HTTP_REFERER", "-"))}" "{_clean(environ.get("HTTP_USER_AGENT", "-"))}"\n'
+    )
 
 
 def asgi_environ(scope: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +69,7 @@ class AccessLog:
 
     def wrap(self, app: Callable[..., Any]) -> Callable[..., Any]:
         """Return ``app`` with each request logged once its response is complete."""
+
         def logged(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             seen: dict[str, Any] = {}
 
@@ -84,10 +87,12 @@ class AccessLog:
                 raise
             # A body with a length keeps it: waitress sets Content-Length for a one-chunk list.
             return _SizedBody(body, done) if hasattr(body, "__len__") else _Body(body, done)
+
         return logged
 
     def wrap_asgi(self, app: Callable[..., Any]) -> Callable[..., Any]:
         """Return the ASGI ``app`` with each HTTP request logged once its response is complete."""
+
         async def logged(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
             if scope.get("type") != "http":
                 await app(scope, receive, send)
@@ -105,6 +110,7 @@ class AccessLog:
                 await app(scope, receive, recording_send)
             finally:
                 self.add(format_line(asgi_environ(scope), seen["status"], seen["size"]))
+
         return logged
 
     def add(self, line: str) -> None:
@@ -147,7 +153,7 @@ class AccessLog:
         view = memoryview(data)
         while view:
             try:
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.fd, view) :]
             except InterruptedError:
                 continue
             except OSError as exc:  # a closed pipe or a full disk: the requests go on regardless

@@ -73,8 +73,9 @@ def _call_method(obj: Any) -> Any:
 
 
 def _is_async(function: Any) -> bool:
-    return function is not None and (inspect.iscoroutinefunction(function)
-                                     or inspect.iscoroutinefunction(getattr(function, "__func__", None)))
+    return function is not None and (
+        inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(getattr(function, "__func__", None))
+    )
 
 
 def _takes_exactly(app: Any, count: int) -> bool:

@@ -39,6 +39,7 @@ def run_base(server: Any, channel: socket.socket, master_pid: int) -> NoReturn:
         # (waitress): imported once here, not after each fork, and shared by all of them.
         import prefork.child  # noqa: F401
         import prefork.generation  # noqa: F401
+
         _forget_project_modules(server.project.root)
         _serve(server, channel)
     except BaseException:  # noqa: BLE001 - the master sees EOF and starts another base
@@ -66,10 +67,13 @@ def _forget_project_modules(root: str) -> None:
 
 def _serve(server: Any, channel: socket.socket) -> None:
     """Answer ``preload`` and ``fork_generation`` until the master closes the channel."""
-    forks.serve_requests(channel, {
-        "preload": lambda args, fds: _preload(channel, args["modules"]),
-        "fork_generation": lambda args, fds: _fork_generation(server, channel, args, fds),
-    })
+    forks.serve_requests(
+        channel,
+        {
+            "preload": lambda args, fds: _preload(channel, args["modules"]),
+            "fork_generation": lambda args, fds: _fork_generation(server, channel, args, fds),
+        },
+    )
 
 
 def _preload(channel: socket.socket, names: list[str]) -> None:
@@ -90,12 +94,22 @@ def _preload(channel: socket.socket, names: list[str]) -> None:
     gc.freeze()  # shared by every generation and worker: keep the collector off these pages
     imported = sum(1 for name in names if name in sys.modules)
     if threading.active_count() > 1:  # forking a process with threads can deadlock its children
-        log.warning("base: importing the app's third-party modules started %d thread(s) (%s); generations "
-                    "fork from it all the same, but a lock held by such a thread at fork time stays held",
-                    threading.active_count() - 1,
-                    ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread()))
-    forks.send(channel, {"event": "preloaded", "imported": imported, "wanted": len(names),
-                         "ms": (time.perf_counter() - started) * 1000.0, "mb": _resident_mb() - resident})
+        log.warning(
+            "base: importing the app's third-party modules started %d thread(s) (%s); generations "
+            "fork from it all the same, but a lock held by such a thread at fork time stays held",
+            threading.active_count() - 1,
+            ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread()),
+        )
+    forks.send(
+        channel,
+        {
+            "event": "preloaded",
+            "imported": imported,
+            "wanted": len(names),
+            "ms": (time.perf_counter() - started) * 1000.0,
+            "mb": _resident_mb() - resident,
+        },
+    )
 
 
 def _resident_mb() -> float:

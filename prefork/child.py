@@ -52,15 +52,33 @@ def rss_bytes() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
-def run_worker(worker: Worker, *, app: Any, listener: socket.socket, control: socket.socket,
-               threads: int, output_fd: int | None, output_path: str | None, master_pid: int,
-               close_inherited: Callable[[], None], inline: bool = True) -> NoReturn:
+def run_worker(
+    worker: Worker,
+    *,
+    app: Any,
+    listener: socket.socket,
+    control: socket.socket,
+    threads: int,
+    output_fd: int | None,
+    output_path: str | None,
+    master_pid: int,
+    close_inherited: Callable[[], None],
+    inline: bool = True,
+) -> NoReturn:
     """Turn this freshly forked process into a worker; never returns (exits with the worker's code)."""
     if _serves_asgi(worker, app):  # uvicorn instead of waitress; the rest of a worker's life is the same
         from prefork.child_asgi import run_asgi_worker
 
-        run_asgi_worker(worker, app=app, listener=listener, control=control, output_fd=output_fd,
-                        output_path=output_path, master_pid=master_pid, close_inherited=close_inherited)
+        run_asgi_worker(
+            worker,
+            app=app,
+            listener=listener,
+            control=control,
+            output_fd=output_fd,
+            output_path=output_path,
+            master_pid=master_pid,
+            close_inherited=close_inherited,
+        )
     code = 1
     try:
         signals.reset_in_child(ignore=signals.LEFT_TO_MASTER)
@@ -96,8 +114,16 @@ def _serves_asgi(worker: Worker, app: Any) -> bool:
 class Runtime:
     """The running worker: waitress server, control channel, counters, graceful drain."""
 
-    def __init__(self, worker: Worker, app: Any, listener: socket.socket, control: socket.socket,
-                 threads: int, output_path: str | None, inline: bool = False) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        app: Any,
+        listener: socket.socket,
+        control: socket.socket,
+        threads: int,
+        output_path: str | None,
+        inline: bool = False,
+    ) -> None:
         self.worker = worker
         self.access_log = _access_log(worker.server)
         self.app = app if self.access_log is None else self.access_log.wrap(app)
@@ -122,8 +148,14 @@ class Runtime:
         """Serve until a graceful stop completes; return the exit code."""
         dispatcher = self.inline
         for sock in [self.listener, *getattr(self.worker.server, "_more_socks", ())]:
-            server = create_server(self.app, map=self.map, sockets=[sock], threads=self.threads,
-                                   asyncore_use_poll=True, _dispatcher=dispatcher)
+            server = create_server(
+                self.app,
+                map=self.map,
+                sockets=[sock],
+                threads=self.threads,
+                asyncore_use_poll=True,
+                _dispatcher=dispatcher,
+            )
             server.channel_class = _channel_class(self)
             dispatcher = server.task_dispatcher  # one pool of task threads for every address
             self.servers.append(server)
@@ -378,9 +410,14 @@ class ControlDispatcher(wasyncore.dispatcher):  # type: ignore[misc]  # waitress
             result = commands.run_command(self.runtime.worker, command, args)
             encode_frame(reply_ok(request_id, result))  # refuse what cannot be sent before saying ok
         except Exception as exc:
-            log.warning("%s: command %s failed: %s: %s", self.runtime.worker.describe(), command,
-                        type(exc).__name__, exc,
-                        exc_info=not isinstance(exc, (commands.UnknownCommand, commands.BadArguments, FrameError)))
+            log.warning(
+                "%s: command %s failed: %s: %s",
+                self.runtime.worker.describe(),
+                command,
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, (commands.UnknownCommand, commands.BadArguments, FrameError)),
+            )
             return reply_error(request_id, f"{type(exc).__name__}: {exc}")
         return reply_ok(request_id, result)
 

@@ -50,9 +50,18 @@ CLOSE = (b"connection", b"close")
 _NO_CYCLE: Any = object()  # a connection without an HTTP request cycle: a WebSocket
 
 
-def run_asgi_worker(worker: Worker, *, app: Any, listener: socket.socket, control: socket.socket,
-                    output_fd: int | None, output_path: str | None, master_pid: int,
-                    close_inherited: Callable[[], None], **_ignored: Any) -> NoReturn:
+def run_asgi_worker(
+    worker: Worker,
+    *,
+    app: Any,
+    listener: socket.socket,
+    control: socket.socket,
+    output_fd: int | None,
+    output_path: str | None,
+    master_pid: int,
+    close_inherited: Callable[[], None],
+    **_ignored: Any,
+) -> NoReturn:
     """Turn this freshly forked process into an ASGI worker; never returns (exits with its code).
 
     ``threads`` and ``inline`` (WSGI only) arrive in ``_ignored``: uvicorn serves in one loop.
@@ -93,18 +102,19 @@ def _wrapped(worker: Worker, app: Any) -> Any:
     while type(inner).__module__ == "prefork.livereload" and hasattr(inner, "app"):
         inner = inner.app
     if inner is not wrapped and detect_interface(inner) == "asgi":
-        log.warning("%s: --livereload serves WSGI apps only: this ASGI app is served without it",
-                    worker.describe())
+        log.warning("%s: --livereload serves WSGI apps only: this ASGI app is served without it", worker.describe())
         return inner
-    raise TypeError(f"{type(worker).__name__}.wrap_app turned the ASGI app {app!r} into {wrapped!r}, "
-                    "which is not an ASGI app")
+    raise TypeError(
+        f"{type(worker).__name__}.wrap_app turned the ASGI app {app!r} into {wrapped!r}, which is not an ASGI app"
+    )
 
 
 class AsgiRuntime:
     """The running ASGI worker: uvicorn's server, the control channel, counters, graceful drain."""
 
-    def __init__(self, worker: Worker, app: Any, listener: socket.socket, control: socket.socket,
-                 output_path: str | None) -> None:
+    def __init__(
+        self, worker: Worker, app: Any, listener: socket.socket, control: socket.socket, output_path: str | None
+    ) -> None:
         self.worker = worker
         self.listener = listener
         # The slot's listener, then one per further address every worker shares (Server(bind=[...])).
@@ -120,8 +130,13 @@ class AsgiRuntime:
         self.graceful_timeout = float(getattr(server, "graceful_timeout", 30.0))
         self.drain_started = 0.0
         self.was_empty = False  # the previous drain sweep found no connection
-        options = {"lifespan": "auto", "log_config": None, "access_log": False,
-                   "backlog": getattr(server, "backlog", 2048), **getattr(server, "uvicorn_options", {})}
+        options = {
+            "lifespan": "auto",
+            "log_config": None,
+            "access_log": False,
+            "backlog": getattr(server, "backlog", 2048),
+            **getattr(server, "uvicorn_options", {}),
+        }
         options["http"] = _protocol_class(_http_base(options.get("http", "auto")), self)
         self.config = uvicorn.Config(app, **options)
         self.server = _UvicornServer(self.config, self)
@@ -268,8 +283,7 @@ class _UvicornServer(uvicorn.Server):
         try:
             await super().startup(sockets=sockets)
         except SystemExit:
-            log.error("%s: the app's lifespan startup failed; exiting before ready",
-                      self.runtime.worker.describe())
+            log.error("%s: the app's lifespan startup failed; exiting before ready", self.runtime.worker.describe())
             raise
         if self.started:
             self.runtime.started()
@@ -318,8 +332,14 @@ class AsyncControl:
             encode_frame(reply_ok(request_id, result))  # refuse what cannot be sent before saying ok
         except Exception as exc:
             expected = isinstance(exc, (commands.UnknownCommand, commands.BadArguments, FrameError))
-            log.warning("%s: command %s failed: %s: %s", worker.describe(), command, type(exc).__name__, exc,
-                        exc_info=not expected)
+            log.warning(
+                "%s: command %s failed: %s: %s",
+                worker.describe(),
+                command,
+                type(exc).__name__,
+                exc,
+                exc_info=not expected,
+            )
             return reply_error(request_id, f"{type(exc).__name__}: {exc}")
         return reply_ok(request_id, result)
 

@@ -66,64 +66,129 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("app", metavar="APP", help='the WSGI or ASGI application, "module:attr"')
     net = parser.add_argument_group("listening")
-    net.add_argument("-b", "--bind", metavar="ADDRESS", type=_address, action="append",
-                     help="HOST:PORT or unix:PATH to listen on, shared by every worker (default: 127.0.0.1:8000;"
-                     " 0.0.0.0:PORT for every interface); repeat it to listen on several")
+    net.add_argument(
+        "-b",
+        "--bind",
+        metavar="ADDRESS",
+        type=_address,
+        action="append",
+        help="HOST:PORT or unix:PATH to listen on, shared by every worker (default: 127.0.0.1:8000;"
+        " 0.0.0.0:PORT for every interface); repeat it to listen on several",
+    )
     net.add_argument("--host", default=None, help="the host of the address (default: 127.0.0.1)")
     net.add_argument("-p", "--port", type=_port, default=None, help="the port of the address (default: 8000)")
-    net.add_argument("--port-per-worker", action="store_true",
-                     help="worker i listens on PORT+i instead, for a balancer in front (nginx, see --upstream)")
+    net.add_argument(
+        "--port-per-worker",
+        action="store_true",
+        help="worker i listens on PORT+i instead, for a balancer in front (nginx, see --upstream)",
+    )
     net.add_argument("--shared-port", action="store_true", help=argparse.SUPPRESS)  # the default now
-    net.add_argument("-w", "--workers", type=_positive_int, default=3, metavar="N",
-                     help="number of worker processes (default: 3)")
-    net.add_argument("--threads", type=_positive_int, default=1, metavar="N",
-                     help="request threads per worker (default: 1, one request at a time; WSGI only)")
-    net.add_argument("--interface", choices=("auto", "wsgi", "asgi"), default="auto",
-                     help="how to call APP: detected (auto, the default; an async callable is ASGI, served by"
-                     " uvicorn in each worker), or forced")
+    net.add_argument(
+        "-w", "--workers", type=_positive_int, default=3, metavar="N", help="number of worker processes (default: 3)"
+    )
+    net.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="request threads per worker (default: 1, one request at a time; WSGI only)",
+    )
+    net.add_argument(
+        "--interface",
+        choices=("auto", "wsgi", "asgi"),
+        default="auto",
+        help="how to call APP: detected (auto, the default; an async callable is ASGI, served by"
+        " uvicorn in each worker), or forced",
+    )
     proc = parser.add_argument_group("process")
     proc.add_argument("--chdir", metavar="DIR", help="change to DIR before importing the app")
-    proc.add_argument("--pid", metavar="FILE",
-                      help="write the master's pid here; `prefork ctl --pid FILE` finds the master"
-                      " through it. Refused when it names a live process")
-    proc.add_argument("-t", "--timeout", type=_positive_float, default=None, metavar="S",
-                      help="kill and replace a worker that does not answer a ping within S seconds"
-                      " (default: off)")
-    proc.add_argument("--graceful-timeout", type=_positive_float, default=30.0, metavar="S",
-                      help="seconds a stopping worker may spend finishing its requests (default: 30)")
+    proc.add_argument(
+        "--pid",
+        metavar="FILE",
+        help="write the master's pid here; `prefork ctl --pid FILE` finds the master"
+        " through it. Refused when it names a live process",
+    )
+    proc.add_argument(
+        "-t",
+        "--timeout",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="kill and replace a worker that does not answer a ping within S seconds (default: off)",
+    )
+    proc.add_argument(
+        "--graceful-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds a stopping worker may spend finishing its requests (default: 30)",
+    )
     logs = parser.add_argument_group("logging")
-    logs.add_argument("--access-logfile", metavar="FILE",
-                      help="log each request, gunicorn's format, to FILE (- for stdout; default: off)")
-    logs.add_argument("--error-logfile", "--log-file", dest="log_file", metavar="FILE",
-                      help="the master's log and the workers' output (- for stdout; default: stderr)")
-    logs.add_argument("--log-level", default="info", type=_log_level, metavar="LEVEL",
-                      help="debug, info, warning or error (default: info)")
+    logs.add_argument(
+        "--access-logfile",
+        metavar="FILE",
+        help="log each request, gunicorn's format, to FILE (- for stdout; default: off)",
+    )
+    logs.add_argument(
+        "--error-logfile",
+        "--log-file",
+        dest="log_file",
+        metavar="FILE",
+        help="the master's log and the workers' output (- for stdout; default: stderr)",
+    )
+    logs.add_argument(
+        "--log-level",
+        default="info",
+        type=_log_level,
+        metavar="LEVEL",
+        help="debug, info, warning or error (default: info)",
+    )
     code = parser.add_argument_group("code reloading")
-    code.add_argument("--project", metavar="PROJECT_FILE",
-                      help="a projectr definition file (project.py): its files and needs= edges; every"
-                      " reload (a save with --reload, HUP, `prefork ctl reload`) serves what a fresh start"
-                      " would, through a new generation of the app")
-    code.add_argument("--reload", action="store_true",
-                      help="reload when a file changes: every .py file, template and configuration file"
-                      " under the project's root (the working directory without --project), new ones too")
-    code.add_argument("--reload-timeout", type=_positive_float, default=5.0, metavar="S",
-                      help="abandon a reload whose imports take longer than S seconds (default: 5)")
-    code.add_argument("--no-partial", action="store_true",
-                      help="the same as --partial never")
-    code.add_argument("--partial", choices=("auto", "always", "never"), default="auto",
-                      help="re-execute only the affected modules: where it is cheaper than importing the"
-                      " project afresh (auto, the default), wherever the changed modules are loaded"
-                      " (always), or never")
+    code.add_argument(
+        "--project",
+        metavar="PROJECT_FILE",
+        help="a projectr definition file (project.py): its files and needs= edges; every"
+        " reload (a save with --reload, HUP, `prefork ctl reload`) serves what a fresh start"
+        " would, through a new generation of the app",
+    )
+    code.add_argument(
+        "--reload",
+        action="store_true",
+        help="reload when a file changes: every .py file, template and configuration file"
+        " under the project's root (the working directory without --project), new ones too",
+    )
+    code.add_argument(
+        "--reload-timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="abandon a reload whose imports take longer than S seconds (default: 5)",
+    )
+    code.add_argument("--no-partial", action="store_true", help="the same as --partial never")
+    code.add_argument(
+        "--partial",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="re-execute only the affected modules: where it is cheaper than importing the"
+        " project afresh (auto, the default), wherever the changed modules are loaded"
+        " (always), or never",
+    )
     code.add_argument("--no-trial", action="store_true", help=argparse.SUPPRESS)  # accepted, unused
-    code.add_argument("--livereload", action="store_true",
-                      help="development: open HTML pages refresh themselves once a reload is served,"
-                      " and show a failed reload's file, line and error; needs --reload")
+    code.add_argument(
+        "--livereload",
+        action="store_true",
+        help="development: open HTML pages refresh themselves once a reload is served,"
+        " and show a failed reload's file, line and error; needs --reload",
+    )
     front = parser.add_argument_group("frontend")
-    front.add_argument("--upstream", metavar="FILE",
-                       help="keep an nginx `upstream` block listing the live worker ports in FILE"
-                       " (implies --port-per-worker)")
-    front.add_argument("--upstream-reload", metavar="CMD",
-                       help='command run when the upstream file changed, e.g. "nginx -s reload"')
+    front.add_argument(
+        "--upstream",
+        metavar="FILE",
+        help="keep an nginx `upstream` block listing the live worker ports in FILE (implies --port-per-worker)",
+    )
+    front.add_argument(
+        "--upstream-reload", metavar="CMD", help='command run when the upstream file changed, e.g. "nginx -s reload"'
+    )
     return parser
 
 
@@ -220,8 +285,12 @@ def _wants_colour(handler: logging.Handler) -> bool:
     """Colour for a terminal, never for a file or a pipe; NO_COLOR turns it off (no-color.org)."""
     stream = getattr(handler, "stream", None)
     isatty = getattr(stream, "isatty", None)
-    return not isinstance(handler, logging.FileHandler) and not os.environ.get("NO_COLOR") \
-        and callable(isatty) and bool(isatty())
+    return (
+        not isinstance(handler, logging.FileHandler)
+        and not os.environ.get("NO_COLOR")
+        and callable(isatty)
+        and bool(isatty())
+    )
 
 
 class LogFormatter(logging.Formatter):
@@ -311,8 +380,13 @@ def build_server(args: argparse.Namespace) -> Any:
 
             server_class = LiveReloadProjectrServer
         project = load_project(args.project) if args.project else discover_project(args.app)
-        server = server_class(project=project, app=args.app, reload_timeout=args.reload_timeout,
-                              partial="never" if args.no_partial else args.partial, **kwargs)
+        server = server_class(
+            project=project,
+            app=args.app,
+            reload_timeout=args.reload_timeout,
+            partial="never" if args.no_partial else args.partial,
+            **kwargs,
+        )
         if args.reload:
             server.watch(project.watch_changes())
         return server
@@ -368,8 +442,10 @@ def _bind_failure(exc: OSError, args: argparse.Namespace) -> str:
     slot = getattr(exc, "slot", None)
     if args.port_per_worker and slot:
         port = args.address.port + slot
-        return (f"port {port} is in use (worker {slot} of {args.workers} listens on PORT+{slot}"
-                " with --port-per-worker): choose another -b/--port, or stop what listens there")
+        return (
+            f"port {port} is in use (worker {slot} of {args.workers} listens on PORT+{slot}"
+            " with --port-per-worker): choose another -b/--port, or stop what listens there"
+        )
     if len(args.addresses) > 1:  # the reason names the address: "cannot listen on HOST:PORT: ..."
         return f"{reason}: stop what listens there, or choose another -b/--bind"
     return f"{args.address} is in use: stop what listens there, or choose another -b/--bind"

@@ -52,7 +52,7 @@ def known_commands(worker: Any) -> dict[str, str]:
     for attribute in sorted(dir(type(worker))):
         if not attribute.startswith("child_"):
             continue
-        name = attribute[len("child_"):]
+        name = attribute[len("child_") :]
         if not callable(getattr(worker, attribute, None)):
             continue
         doc = (getattr(type(worker), attribute).__doc__ or "").strip().splitlines()

@@ -84,7 +84,7 @@ class FrameReader:
                 if self.skip_oversized:
                     dropped = min(length, len(self._buffer) - _HEADER.size)
                     self._skip = length - dropped
-                    del self._buffer[:_HEADER.size + dropped]
+                    del self._buffer[: _HEADER.size + dropped]
                 else:
                     self.broken = True
                     self._buffer.clear()
@@ -92,7 +92,7 @@ class FrameReader:
             end = _HEADER.size + length
             if len(self._buffer) < end:
                 return
-            body = bytes(self._buffer[_HEADER.size:end])
+            body = bytes(self._buffer[_HEADER.size : end])
             del self._buffer[:end]
             yield decode_body(body)
 

@@ -16,14 +16,52 @@ from pathlib import Path
 from projectr import Project
 
 # Folders that are never the project's own source.
-SKIP_DIRS = frozenset({
-    "__pycache__", ".git", ".hg", ".svn", ".idea", ".vscode", "node_modules", ".mypy_cache",
-    ".pytest_cache", ".ruff_cache", ".tox", ".nox", ".venv", "venv", "env", ".eggs", "build", "dist",
-    "site-packages", "dist-packages", "htmlcov", "static", "staticfiles", "media",
-})
+SKIP_DIRS = frozenset(
+    {
+        "__pycache__",
+        ".git",
+        ".hg",
+        ".svn",
+        ".idea",
+        ".vscode",
+        "node_modules",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".tox",
+        ".nox",
+        ".venv",
+        "venv",
+        "env",
+        ".eggs",
+        "build",
+        "dist",
+        "site-packages",
+        "dist-packages",
+        "htmlcov",
+        "static",
+        "staticfiles",
+        "media",
+    }
+)
 # Files read by the app or its framework that are not Python: templates and configuration.
-RESOURCE_SUFFIXES = (".html", ".htm", ".jinja", ".jinja2", ".j2", ".txt", ".xml", ".json", ".toml",
-                     ".yaml", ".yml", ".cfg", ".ini", ".env", ".mo")
+RESOURCE_SUFFIXES = (
+    ".html",
+    ".htm",
+    ".jinja",
+    ".jinja2",
+    ".j2",
+    ".txt",
+    ".xml",
+    ".json",
+    ".toml",
+    ".yaml",
+    ".yml",
+    ".cfg",
+    ".ini",
+    ".env",
+    ".mo",
+)
 
 
 def is_project_file(path: str, root: str) -> bool:

@@ -195,7 +195,7 @@ def adopted(master_pid: int, signum: int = signal.SIGKILL) -> bool:
 
 
 _intermediate: int | None = None  # in a double-forked process: the pid of the parent that forked it
-_master: int | None = None        # ... and the master that adopts it
+_master: int | None = None  # ... and the master that adopts it
 # The parent-death signal of a double-forked process until adopted(): delivered when the
 # intermediate parent exits (harmless: the master adopts us) and again if the master dies.
 PARENT_GONE = signal.SIGRTMIN
@@ -239,8 +239,9 @@ def close_inherited(keep: Iterable[int]) -> None:
 def _logging_fds() -> set[int]:
     """File descriptors of the streams logging handlers write to (kept open in the base)."""
     fds = set()
-    for handler in list(logging.getLogger().handlers) + [h for lg in logging.Logger.manager.loggerDict.values()
-                                                         for h in getattr(lg, "handlers", [])]:
+    for handler in list(logging.getLogger().handlers) + [
+        h for lg in logging.Logger.manager.loggerDict.values() for h in getattr(lg, "handlers", [])
+    ]:
         stream = getattr(handler, "stream", None)
         try:
             fds.add(stream.fileno())  # type: ignore[union-attr]

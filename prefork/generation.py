@@ -61,7 +61,8 @@ class Recorder:
             path = os.path.abspath(path)
             if path.startswith(self.root + os.sep):
                 writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                    isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR))
+                    isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR)
+                )
                 (self.written if writing else self.opened).add(path)
 
     @contextlib.contextmanager
@@ -81,8 +82,9 @@ class Recorder:
             _bootstrap._gcd_import = real_gcd  # type: ignore[attr-defined]
 
     def _wrap_import(self, real: Callable[..., Any]) -> Callable[..., Any]:
-        def recording_import(name: str, globals: Any = None, locals: Any = None,
-                             fromlist: Any = (), level: int = 0) -> Any:
+        def recording_import(
+            name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+        ) -> Any:
             module = real(name, globals, locals, fromlist, level)
             if globals:
                 package = globals.get("__package__")
@@ -94,6 +96,7 @@ class Recorder:
                 # and relative imports bind only what they name.
                 self._record(globals.get("__name__"), target, fromlist, parents=not fromlist and not level)
             return module
+
         return recording_import
 
     def _wrap_gcd(self, real: Callable[..., Any]) -> Callable[..., Any]:
@@ -101,6 +104,7 @@ class Recorder:
             module = real(name, package, level)
             self._record(_calling_module(), module.__name__, ())
             return module
+
         return recording_gcd
 
     def _record(self, importer: Any, target: str, fromlist: Any, parents: bool = False) -> None:
@@ -146,8 +150,9 @@ class GenerationState:
     import_ms: float
 
 
-def run_generation(server: Any, channel: socket.socket, dump_fd: int, request: dict[str, Any],
-                   state: GenerationState | None) -> NoReturn:
+def run_generation(
+    server: Any, channel: socket.socket, dump_fd: int, request: dict[str, Any], state: GenerationState | None
+) -> NoReturn:
     """Become generation ``request["number"]``: load the code, report, serve fork requests; never returns.
 
     ``state`` is None for a fresh generation (forked from the base), else the parent
@@ -168,6 +173,7 @@ def run_generation(server: Any, channel: socket.socket, dump_fd: int, request: d
             _serve(server, channel, dump_fd, state)
     except BaseException:  # noqa: BLE001 - the master learns of it by EOF; the log says why
         import logging
+
         logging.getLogger("prefork").exception("generation %s failed", request.get("number"))
         code = 1
     finally:
@@ -216,12 +222,22 @@ def _import_fresh(server: Any, channel: socket.socket, request: dict[str, Any]) 
         return None
     elapsed = (time.perf_counter() - started) * 1000.0
     known = set(before)
-    preload = [name for name, module in list(sys.modules.items())
-               if name not in known and not _is_project_module(module, root)]
-    _report(channel, request, {"event": "ready", "ms": elapsed, "loaded": _loaded_project_files(root),
-                         "opened": sorted(recorder.opened),
-                         "written": sorted(recorder.written), "foreign": _foreign_importers(recorder),
-                                "preload": preload if request.get("learn") else []})
+    preload = [
+        name for name, module in list(sys.modules.items()) if name not in known and not _is_project_module(module, root)
+    ]
+    _report(
+        channel,
+        request,
+        {
+            "event": "ready",
+            "ms": elapsed,
+            "loaded": _loaded_project_files(root),
+            "opened": sorted(recorder.opened),
+            "written": sorted(recorder.written),
+            "foreign": _foreign_importers(recorder),
+            "preload": preload if request.get("learn") else [],
+        },
+    )
     return GenerationState(app, recorder, elapsed)
 
 
@@ -260,8 +276,11 @@ def _report_failure(channel: socket.socket, exc: BaseException, request: dict[st
     from prefork.server.failures import describe_exception
 
     report = describe_exception(exc)
-    mine = [frame for frame in traceback.extract_tb(exc.__traceback__)
-            if is_project_file(os.path.abspath(frame.filename), request["root"])]
+    mine = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if is_project_file(os.path.abspath(frame.filename), request["root"])
+    ]
     if mine:
         report.update(file=mine[-1].filename, line=mine[-1].lineno)
     if isinstance(exc, SyntaxError) and exc.filename:
@@ -319,16 +338,35 @@ def _probe(channel: socket.socket, request: dict[str, Any]) -> None:
 
 
 # Modules whose containers change with any import (not registries a module could fill twice).
-_BOOKKEEPING = frozenset({"sys", "gc", "linecache", "warnings", "typing", "abc", "_abc", "encodings",
-                          "codecs", "re", "sre_compile", "functools", "zipimport", "inspect", "dis", "tokenize"})
+_BOOKKEEPING = frozenset(
+    {
+        "sys",
+        "gc",
+        "linecache",
+        "warnings",
+        "typing",
+        "abc",
+        "_abc",
+        "encodings",
+        "codecs",
+        "re",
+        "sre_compile",
+        "functools",
+        "zipimport",
+        "inspect",
+        "dis",
+        "tokenize",
+    }
+)
 
 
 class Refused(Exception):
     """A partial reload ran, but cannot be shown to equal a fresh import; the reason says why."""
 
 
-def _apply_partial(server: Any, channel: socket.socket, request: dict[str, Any],
-                   state: GenerationState) -> GenerationState | None:
+def _apply_partial(
+    server: Any, channel: socket.socket, request: dict[str, Any], state: GenerationState
+) -> GenerationState | None:
     """Re-execute the affected loaded modules; report ready, refused or failed."""
     from projectr.loader import Unit, execute
 
@@ -345,11 +383,20 @@ def _apply_partial(server: Any, channel: socket.socket, request: dict[str, Any],
         _report(channel, request, {"event": "refused", "reason": f"{type(exc).__name__}: {exc}", "error": True})
         return None
     elapsed = (time.perf_counter() - started) * 1000.0
-    _report(channel, request, {"event": "ready", "ms": elapsed, "modules": [n for n, _, _ in names],
-                         "loaded": _loaded_project_files(request["root"]),
-                         "opened": sorted(state.recorder.opened),
-                         "written": sorted(state.recorder.written),
-                                "foreign": _foreign_importers(state.recorder), "preload": []})
+    _report(
+        channel,
+        request,
+        {
+            "event": "ready",
+            "ms": elapsed,
+            "modules": [n for n, _, _ in names],
+            "loaded": _loaded_project_files(request["root"]),
+            "opened": sorted(state.recorder.opened),
+            "written": sorted(state.recorder.written),
+            "foreign": _foreign_importers(state.recorder),
+            "preload": [],
+        },
+    )
     return GenerationState(app, state.recorder, elapsed)
 
 
@@ -398,8 +445,7 @@ def _checked_reload(units: list[Any], app_spec: str, recorder: Recorder, execute
         raise Refused(observed.warnings[0][1].replace(os.path.dirname(units[0].path) + os.sep, ""))
     if caught:
         first = caught[0]
-        raise Refused(f"{os.path.basename(first.filename)}:{first.lineno}: "
-                      f"{first.category.__name__}: {first.message}")
+        raise Refused(f"{os.path.basename(first.filename)}:{first.lineno}: {first.category.__name__}: {first.message}")
     change = outside.changed()  # before the collection: the copies keep the old values (and ids) alive
     if change:
         raise Refused(f"{change} while the reloaded modules ran")
@@ -458,18 +504,27 @@ class OutsideState:
     """
 
     namespaces: list[tuple[str, dict[str, Any], dict[str, Any]]]  # name, the namespace, a copy of it
-    containers: list[Any]                                          # module-level lists, dicts, sets
-    sizes: list[int]                                               # their sizes when taken
-    reloaded: set[str]                                             # the reload set
+    containers: list[Any]  # module-level lists, dicts, sets
+    sizes: list[int]  # their sizes when taken
+    reloaded: set[str]  # the reload set
 
     @classmethod
     def take(cls, excluded: set[str]) -> OutsideState:
         """Copy what a reload of ``excluded`` must leave alone."""
-        namespaces = [(name, namespace, namespace.copy()) for name, module in list(sys.modules.items())
-                      if (namespace := getattr(module, "__dict__", None)) is not None
-                      and name not in excluded and name not in _BOOKKEEPING and not name.startswith("importlib")]
-        found = {id(value): value for _, namespace, _ in namespaces for attr, value in namespace.items()
-                 if type(value) in _CONTAINERS and _watched(attr)}
+        namespaces = [
+            (name, namespace, namespace.copy())
+            for name, module in list(sys.modules.items())
+            if (namespace := getattr(module, "__dict__", None)) is not None
+            and name not in excluded
+            and name not in _BOOKKEEPING
+            and not name.startswith("importlib")
+        ]
+        found = {
+            id(value): value
+            for _, namespace, _ in namespaces
+            for attr, value in namespace.items()
+            if type(value) in _CONTAINERS and _watched(attr)
+        }
         found.pop(id(vars(builtins)), None)
         containers = list(found.values())
         return cls(namespaces, containers, list(map(len, containers)), set(excluded))
@@ -477,8 +532,7 @@ class OutsideState:
     def changed(self) -> str | None:
         """``module.attr`` and how it changed since ``take()``, or None."""
         for name, namespace, before in self.namespaces:
-            if namespace.keys() == before.keys() and not any(map(operator.is_not, namespace.values(),
-                                                                  before.values())):
+            if namespace.keys() == before.keys() and not any(map(operator.is_not, namespace.values(), before.values())):
                 continue
             change = self._explain(name, namespace, before)
             if change:
@@ -531,20 +585,28 @@ def _watched(attr: str) -> bool:
 
 def _serve(server: Any, channel: socket.socket, dump_fd: int, state: GenerationState) -> None:
     """Answer the master's fork requests until it closes the channel or asks us to exit."""
-    forks.serve_requests(channel, {
-        "fork_worker": lambda args, fds: _fork_worker(server, channel, dump_fd, state, args, fds),
-        "fork_generation": lambda args, fds: _fork_generation(server, channel, dump_fd, state, args, fds),
-    })
+    forks.serve_requests(
+        channel,
+        {
+            "fork_worker": lambda args, fds: _fork_worker(server, channel, dump_fd, state, args, fds),
+            "fork_generation": lambda args, fds: _fork_generation(server, channel, dump_fd, state, args, fds),
+        },
+    )
 
 
-def _fork_worker(server: Any, channel: socket.socket, dump_fd: int, state: GenerationState,
-                 args: dict[str, Any], fds: list[int]) -> None:
+def _fork_worker(
+    server: Any, channel: socket.socket, dump_fd: int, state: GenerationState, args: dict[str, Any], fds: list[int]
+) -> None:
     """Double-fork a worker for slot ``args["index"]`` on the listener and control socket received."""
     listener_fd, control_fd = fds
 
     def report(pid: int | None, error: str | None) -> None:  # in the intermediate process
-        forks.send(channel, {"event": "forked", "id": args["id"], "pid": pid} if pid is not None else
-                   {"event": "fork_failed", "id": args["id"], "error": error})
+        forks.send(
+            channel,
+            {"event": "forked", "id": args["id"], "pid": pid}
+            if pid is not None
+            else {"event": "fork_failed", "id": args["id"], "error": error},
+        )
 
     try:
         child = forks.spawn_adopted(args["master_pid"], report)
@@ -557,16 +619,24 @@ def _fork_worker(server: Any, channel: socket.socket, dump_fd: int, state: Gener
 
         forks.close_fds([channel.fileno(), dump_fd])
         worker = server.worker_class(server, args["index"], args["port"], args["generation"])
-        run_worker(worker, app=state.app, listener=socket.socket(fileno=listener_fd),
-                   control=socket.socket(fileno=control_fd), threads=server.threads,
-                   output_fd=server._output_fd, output_path=server._output_path,
-                   master_pid=args["master_pid"], close_inherited=lambda: None,
-                   inline=server.inline_requests)
+        run_worker(
+            worker,
+            app=state.app,
+            listener=socket.socket(fileno=listener_fd),
+            control=socket.socket(fileno=control_fd),
+            threads=server.threads,
+            output_fd=server._output_fd,
+            output_path=server._output_path,
+            master_pid=args["master_pid"],
+            close_inherited=lambda: None,
+            inline=server.inline_requests,
+        )
     forks.close_fds(fds)
 
 
-def _fork_generation(server: Any, channel: socket.socket, dump_fd: int, state: GenerationState,
-                     args: dict[str, Any], fds: list[int]) -> None:
+def _fork_generation(
+    server: Any, channel: socket.socket, dump_fd: int, state: GenerationState, args: dict[str, Any], fds: list[int]
+) -> None:
     """Double-fork a partial generation: it applies ``args["units"]`` to a copy of this one."""
     new_channel_fd, new_dump_fd = fds
     try:

@@ -41,7 +41,7 @@ log = logging.getLogger("prefork.livereload")
 PREFIX = "/__prefork__/livereload"
 STATUS_PATH = PREFIX
 SCRIPT_PATH = PREFIX + ".js"
-POLL_MS = 300          # the page's poll interval while visible
+POLL_MS = 300  # the page's poll interval while visible
 MARKER = b"data-prefork-livereload"
 _TRACEBACK_LIMIT = 20_000  # characters of a failure's traceback sent to the workers and the page
 
@@ -49,6 +49,7 @@ Status = Callable[[], dict[str, Any]]
 
 
 # -- the middleware (worker) ------------------------------------------------------------------------
+
 
 class LiveReload:
     """WSGI middleware: the live reload script in HTML pages, and its status and script endpoints.
@@ -70,8 +71,7 @@ class LiveReload:
         if path == STATUS_PATH:
             return self._status(start_response)
         if path == SCRIPT_PATH:
-            return _answer(start_response, "200 OK", "application/javascript; charset=utf-8",
-                           SCRIPT.encode())
+            return _answer(start_response, "200 OK", "application/javascript; charset=utf-8", SCRIPT.encode())
         response = _Response(start_response, lambda: self.tag(environ))
         result: Iterable[bytes] = self.app(environ, response.start_response)
         if response.passing:
@@ -96,25 +96,27 @@ class LiveReload:
     def _status(self, start_response: Any) -> list[bytes]:
         state = self.status()
         failure = state.get("failure")
-        body = json.dumps({
-            "instance": str(state.get("instance", "")),
-            "generation": int(state.get("generation", 0)),
-            "pid": os.getpid(),
-            "failure": _clean_failure(failure) if failure else None,
-            "stopping": bool(state.get("stopping", False)),
-        }).encode()
+        body = json.dumps(
+            {
+                "instance": str(state.get("instance", "")),
+                "generation": int(state.get("generation", 0)),
+                "pid": os.getpid(),
+                "failure": _clean_failure(failure) if failure else None,
+                "stopping": bool(state.get("stopping", False)),
+            }
+        ).encode()
         return _answer(start_response, "200 OK", "application/json", body)
 
 
 def _answer(start_response: Any, status: str, content_type: str, body: bytes) -> list[bytes]:
-    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                            ("Cache-Control", "no-store")])
+    start_response(
+        status, [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+    )
     return [body]
 
 
 def _escape(value: str) -> str:
-    return (value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
-            .replace(">", "&gt;"))
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def should_inject(status: str, headers: list[tuple[str, str]]) -> bool:
@@ -161,8 +163,8 @@ class _Response:
     def __init__(self, start_response: Any, tag: Callable[[], bytes]) -> None:
         self.real = start_response
         self.tag = tag
-        self.passing = False       # the app's response goes out untouched
-        self.holding = False       # an HTML page: headers held until its body is known
+        self.passing = False  # the app's response goes out untouched
+        self.holding = False  # an HTML page: headers held until its body is known
         self.status = ""
         self.headers: list[tuple[str, str]] = []
         self.exc_info: Any = None
@@ -193,8 +195,7 @@ class _Response:
         page = inject(body, self.tag())
         headers = self.headers
         if page is not body:
-            headers = [(name, str(len(page)) if name.lower() == "content-length" else value)
-                       for name, value in headers]
+            headers = [(name, str(len(page)) if name.lower() == "content-length" else value) for name, value in headers]
         self.real(self.status, headers, self.exc_info)
         return page
 
@@ -244,6 +245,7 @@ def _clean_failure(report: dict[str, Any]) -> dict[str, Any]:
 
 # -- the worker mixin (worker) ----------------------------------------------------------------------
 
+
 class LiveReloadWorker:
     """Worker mixin: serve through :class:`LiveReload`; ``reload_failed`` stores what the page shows."""
 
@@ -275,6 +277,7 @@ class LiveReloadWorker:
 
 # -- the master mixin (master) ----------------------------------------------------------------------
 
+
 class LiveReloadServer:
     """ProjectrServer mixin: the workers serve pages with live reload and learn of failed reloads.
 
@@ -295,8 +298,12 @@ class LiveReloadServer:
         super().reload_failed(report)  # type: ignore[misc]
         failure = _clean_failure(report)
         self._livereload_failure = failure
-        self.broadcast_async("reload_failed", failure, timeout=5.0,  # type: ignore[attr-defined]
-                             callback=_log_command_errors)
+        self.broadcast_async(  # type: ignore[attr-defined]  # a mixin of Server
+            "reload_failed",
+            failure,
+            timeout=5.0,
+            callback=_log_command_errors,
+        )
 
     def on_reload(self) -> None:
         """Master: a reload starts; its workers will not show the last failure."""

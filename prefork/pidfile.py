@@ -72,7 +72,7 @@ def _write_temporary(path: str, text: str) -> str:
             os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the pid from monitors run as other users
             data = text.encode("ascii")
             while data:
-                data = data[os.write(fd, data):]
+                data = data[os.write(fd, data) :]
         finally:
             os.close(fd)
     except BaseException:

@@ -156,8 +156,18 @@ class blocked_for_fork:
 # default KillMode=control-group send them to every process of the group; the master then stops or
 # reloads the workers itself. (A worker killed by that QUIT would cut the requests a graceful stop
 # promises to finish, and TTIN/TTOU would freeze it.) TERM stays the default: stop now.
-LEFT_TO_MASTER = frozenset({signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
-                            signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH})
+LEFT_TO_MASTER = frozenset(
+    {
+        signal.SIGINT,
+        signal.SIGQUIT,
+        signal.SIGHUP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGWINCH,
+    }
+)
 
 
 def reset_in_child(ignore: frozenset[int] = frozenset()) -> None:

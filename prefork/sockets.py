@@ -48,7 +48,7 @@ def parse_address(text: str, default_port: int = 8000) -> Address:
     Raises ValueError with a one-line reason for anything else.
     """
     if text.startswith("unix:"):
-        path = text[len("unix:"):]
+        path = text[len("unix:") :]
         if not path:
             raise ValueError(f"{text!r} names no path (unix:PATH)")
         return Address(path=os.path.abspath(path))

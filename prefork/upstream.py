@@ -46,8 +46,14 @@ PLACEHOLDER_PORT = 9  # "discard": never listened on, and marked down anyway
 _SERVER_LINE = re.compile(r"^\s*server\s+\S+?:(\d+)\b(?!.*\bdown\b)", re.MULTILINE)
 
 
-def render(ports: Iterable[int], name: str | None = "prefork", *, host: str = "127.0.0.1",
-           keepalive: int | None = None, server_options: str = "") -> str:
+def render(
+    ports: Iterable[int],
+    name: str | None = "prefork",
+    *,
+    host: str = "127.0.0.1",
+    keepalive: int | None = None,
+    server_options: str = "",
+) -> str:
     """Return the file's text for ``ports``: an ``upstream NAME {...}`` block, or with ``name=None``
     only the ``server`` lines (to ``include`` inside an upstream block of your own)."""
     options = f" {server_options.strip()}" if server_options.strip() else ""
@@ -182,8 +188,11 @@ class NginxUpstream:
         # all_workers (prefork.Server) also lists a roll's successors; plain .workers otherwise.
         workers = getattr(server, "all_workers", None) or server.workers
         return {
-            w.port for w in workers
-            if w is not exclude and getattr(w, "ready", True) and getattr(w, "pid", None)
+            w.port
+            for w in workers
+            if w is not exclude
+            and getattr(w, "ready", True)
+            and getattr(w, "pid", None)
             and not getattr(w, "stopping", False)
         }
 
@@ -202,8 +211,7 @@ class NginxUpstream:
             log.info("upstream %s: no worker ready yet, writing a placeholder to %s", self.name, self.path)
         elif wanted == self.ports and os.path.exists(self.path):
             return False
-        text = render(wanted, self.name, host=self.host, keepalive=self.keepalive,
-                      server_options=self.server_options)
+        text = render(wanted, self.name, host=self.host, keepalive=self.keepalive, server_options=self.server_options)
         write_atomically(self.path, text)
         log.debug("upstream %s: wrote ports %s to %s", self.name, sorted(wanted) or "(none)", self.path)
         self.ports = wanted
@@ -270,8 +278,7 @@ class NginxUpstream:
             self._running = None
         command = shlex.join(self.reload_command or [])
         if run.killed:
-            log.warning("upstream reload command %s did not finish within %g s; killed",
-                        command, self.reload_timeout)
+            log.warning("upstream reload command %s did not finish within %g s; killed", command, self.reload_timeout)
         elif status != 0:
             log.warning("upstream reload command %s exited %d: %s", command, status, _tail(run.output))
         run.output.close()
@@ -286,14 +293,24 @@ class NginxUpstream:
         assert self.reload_command
         self.reloads += 1
         try:
-            done = subprocess.run(self.reload_command, stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, timeout=self.reload_timeout, check=False)
+            done = subprocess.run(
+                self.reload_command,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=self.reload_timeout,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("upstream reload command %s failed: %s", shlex.join(self.reload_command), exc)
             return False
         if done.returncode != 0:
-            log.warning("upstream reload command %s exited %d: %s", shlex.join(self.reload_command),
-                        done.returncode, (done.stderr or done.stdout).strip()[-500:])
+            log.warning(
+                "upstream reload command %s exited %d: %s",
+                shlex.join(self.reload_command),
+                done.returncode,
+                (done.stderr or done.stdout).strip()[-500:],
+            )
             return False
         return True
 

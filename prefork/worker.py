@@ -51,8 +51,9 @@ class CommandError(Exception):
     ``index``, ``pid`` and ``command`` say which worker and which command; ``str(error)`` says why.
     """
 
-    def __init__(self, message: str, *, index: int | None = None, pid: int | None = None,
-                 command: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, index: int | None = None, pid: int | None = None, command: str | None = None
+    ) -> None:
         super().__init__(message)
         self.index = index
         self.pid = pid
@@ -119,9 +120,11 @@ class Worker:
 
     def send_control_message(self, command: str, *args: Any) -> None:
         """Master: send ``command`` without waiting; an error reply is logged at WARNING."""
+
         def report(result: Any) -> None:
             if isinstance(result, CommandError):
                 log.warning("%s: command %s failed: %s", self.describe(), command, result)
+
         self.call_async(command, *args, callback=report)
 
     def call(self, command: str, *args: Any, timeout: float = 5.0) -> Any:
@@ -146,8 +149,7 @@ class Worker:
             raise result
         return result
 
-    def call_async(self, command: str, *args: Any, timeout: float = 5.0,
-                   callback: Callback | None = None) -> int:
+    def call_async(self, command: str, *args: Any, timeout: float = 5.0, callback: Callback | None = None) -> int:
         """Master: send ``command``; later call ``callback(result)`` from the master loop.
 
         ``result`` is the command's return value, or a CommandError (error reply, CommandTimeout
@@ -235,4 +237,3 @@ class Worker:
         if self._runtime is None:
             raise RuntimeError("this command runs in a worker process, not in the master")
         return self._runtime
-

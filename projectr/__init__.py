@@ -1,4 +1,5 @@
 """projectr: declare a project's files and dependencies, reload exactly what changed, watch the disk."""
+
 from __future__ import annotations
 
 from .errors import LoadError, ProjectError
@@ -15,6 +16,7 @@ def __getattr__(name: str) -> str:
     """
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
+
         try:
             value = version("projectr-prefork")
         except PackageNotFoundError:  # a source tree that was never installed

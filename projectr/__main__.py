@@ -1,4 +1,5 @@
 """`python -m projectr`: the same as the `projectr` console script."""
+
 import sys
 
 from .cli import main

@@ -5,6 +5,7 @@ lies within RACY_WINDOW_NS of when we read it is "racily clean" (git's term): a 
 same timestamp tick could leave mtime and size unchanged, so for such files the content is hashed.
 Once a check happens after the window has passed, the file is clean again and costs one stat.
 """
+
 from __future__ import annotations
 
 import hashlib

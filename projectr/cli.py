@@ -1,4 +1,5 @@
 """`projectr graph|check|affected|watch PROJECT_FILE ...`: inspect a project from the shell."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,7 @@ from .project import Project
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `projectr` console script and `python -m projectr`."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
         project = Project.from_file(args.project_file)
     except (ProjectError, OSError) as exc:
@@ -35,11 +35,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     graph = sub.add_parser("graph", help="print the dependency graph (edges marked needs or import)")
     graph.add_argument("project_file")
-    graph.add_argument("--format", choices=["text", "dot", "mermaid"],
-                       help="what to print (default text); with -o, taken from the file's suffix")
-    graph.add_argument("--output", "-o", metavar="FILE",
-                       help="write to FILE, the format from its suffix: .svg, .png, .pdf (rendered with "
-                            "Graphviz's dot), .dot or .gv, .mmd, .txt")
+    graph.add_argument(
+        "--format",
+        choices=["text", "dot", "mermaid"],
+        help="what to print (default text); with -o, taken from the file's suffix",
+    )
+    graph.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="write to FILE, the format from its suffix: .svg, .png, .pdf (rendered with "
+        "Graphviz's dot), .dot or .gv, .mmd, .txt",
+    )
     graph.set_defaults(handler=cmd_graph)
     check = sub.add_parser("check", help="load every file; report errors, cycles, unlisted and missing files")
     check.add_argument("project_file")
@@ -60,6 +67,7 @@ def _rel(project: Project, path: str) -> str:
 
 
 # ---- graph ----------------------------------------------------------------------------------------
+
 
 def cmd_graph(project: Project, args: argparse.Namespace) -> int:
     """Print the graph as text, Graphviz dot or Mermaid, or write it to a file (rendered by suffix)."""
@@ -100,14 +108,17 @@ def _output_format(output: str, asked: str | None) -> tuple[str, str | None]:
     suffix = os.path.splitext(output)[1].lower()
     if suffix in _RENDERED_SUFFIXES:
         if asked not in (None, "dot"):
-            raise ValueError(f"{output} is rendered by Graphviz from dot, not --format {asked}: "
-                             f"drop --format, or write a {_suffix_of(asked)} file")
+            raise ValueError(
+                f"{output} is rendered by Graphviz from dot, not --format {asked}: "
+                f"drop --format, or write a {_suffix_of(asked)} file"
+            )
         return "dot", suffix[1:]
     if suffix in _TEXT_SUFFIXES:
         fmt = _TEXT_SUFFIXES[suffix]
         if asked not in (None, fmt):
-            raise ValueError(f"{output} is a {fmt} file, not --format {asked}: drop --format, "
-                             f"or write a {_suffix_of(asked)} file")
+            raise ValueError(
+                f"{output} is a {fmt} file, not --format {asked}: drop --format, or write a {_suffix_of(asked)} file"
+            )
         return fmt, None
     known = ", ".join([*_RENDERED_SUFFIXES, *_TEXT_SUFFIXES])
     raise ValueError(f"cannot tell the format of {output} from its suffix: use one of {known}")
@@ -143,19 +154,23 @@ def _as_mermaid(name: str, nodes: list[str], edges: list[tuple[str, str, str]]) 
 
 
 _FORMATS: dict[str, Callable[[str, list[str], list[tuple[str, str, str]]], str]] = {
-    "text": _as_text, "dot": _as_dot, "mermaid": _as_mermaid}
+    "text": _as_text,
+    "dot": _as_dot,
+    "mermaid": _as_mermaid,
+}
 
 
 def _render(dot_source: str, output: str, fmt: str) -> int:
     dot = shutil.which("dot")
     if dot is None:
-        print(f"error: rendering {output} needs Graphviz's dot, which is not on PATH: install Graphviz "
-              f"(apt-get install graphviz, brew install graphviz), or write a .dot or .mmd file instead",
-              file=sys.stderr)
+        print(
+            f"error: rendering {output} needs Graphviz's dot, which is not on PATH: install Graphviz "
+            f"(apt-get install graphviz, brew install graphviz), or write a .dot or .mmd file instead",
+            file=sys.stderr,
+        )
         return 1
     try:
-        done = subprocess.run([dot, f"-T{fmt}", "-o", output], input=dot_source, text=True,
-                              capture_output=True)
+        done = subprocess.run([dot, f"-T{fmt}", "-o", output], input=dot_source, text=True, capture_output=True)
     except OSError as exc:
         print(f"error: cannot run {dot}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -168,6 +183,7 @@ def _render(dot_source: str, output: str, fmt: str) -> int:
 
 
 # ---- check ----------------------------------------------------------------------------------------
+
 
 def cmd_check(project: Project, args: argparse.Namespace) -> int:
     """Report missing and unlisted files, import cycles, and load errors; 0 only when clean."""
@@ -243,8 +259,11 @@ def cmd_affected(project: Project, args: argparse.Namespace) -> int:
         listed = "".join(f"\n  {f}" for f in files[:_LISTED])
         if len(files) > _LISTED:
             listed += f"\n  ... and {len(files) - _LISTED} more (projectr graph lists them all)"
-        print(f"error: not in project {project.name}: {', '.join(unknown)}\n"
-              f"its files, relative to {project.root}:{listed}", file=sys.stderr)
+        print(
+            f"error: not in project {project.name}: {', '.join(unknown)}\n"
+            f"its files, relative to {project.root}:{listed}",
+            file=sys.stderr,
+        )
         return 2
     for path in paths:
         if path not in set(sources):
@@ -263,6 +282,7 @@ def _print_affected(project: Project, paths: list[str]) -> None:
 
 
 # ---- watch ----------------------------------------------------------------------------------------
+
 
 def cmd_watch(project: Project, args: argparse.Namespace) -> int:
     """Print each batch of changes and what it would reload, until interrupted."""

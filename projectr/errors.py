@@ -1,4 +1,5 @@
 """The two exceptions projectr raises: a bad definition, and a failed (rolled back) load."""
+
 from __future__ import annotations
 
 import traceback as _traceback
@@ -16,8 +17,9 @@ class LoadError(ProjectError):
     exception and `traceback` its traceback object (`formatted_traceback` as text).
     """
 
-    def __init__(self, file: str, exception: BaseException,
-                 traceback: TracebackType | None = None, line: int | None = None) -> None:
+    def __init__(
+        self, file: str, exception: BaseException, traceback: TracebackType | None = None, line: int | None = None
+    ) -> None:
         self.file = file
         self.exception = exception
         self.traceback = traceback if traceback is not None else exception.__traceback__

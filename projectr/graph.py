@@ -5,6 +5,7 @@ and a change to u reloads v). Each edge has `kinds` (every source that produced 
 declared, "import" when the source scan found it, "runtime" when v's last execution imported u)
 and `kind`, the first of those in that order. Files in a cycle form one unit and reload together.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -20,9 +21,14 @@ KINDS = (NEEDS, IMPORT, RUNTIME)  # an edge's `kind` is the first of its `kinds`
 class DependencyGraph:
     """A project's graph with a precomputed load order, so `affected` only visits descendants."""
 
-    def __init__(self, nodes: Sequence[str], needs: Iterable[tuple[str, str]],
-                 imports: Iterable[tuple[str, str]], order_only: Iterable[tuple[str, str]] = (),
-                 runtime: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        nodes: Sequence[str],
+        needs: Iterable[tuple[str, str]],
+        imports: Iterable[tuple[str, str]],
+        order_only: Iterable[tuple[str, str]] = (),
+        runtime: Iterable[tuple[str, str]] = (),
+    ) -> None:
         """Build from nodes in declared order and (dependency, dependent) edge pairs.
 
         `order_only` edges (a package's `__init__` before its submodules) shape the load order
@@ -83,8 +89,9 @@ class DependencyGraph:
 
     def units(self) -> list[list[str]]:
         """Return the cycles (strongly connected sets of two or more files), each in load order."""
-        return [sorted(c, key=self.position.__getitem__)
-                for c in nx.strongly_connected_components(self.graph) if len(c) > 1]
+        return [
+            sorted(c, key=self.position.__getitem__) for c in nx.strongly_connected_components(self.graph) if len(c) > 1
+        ]
 
     def why(self, changed: Iterable[str]) -> dict[str, tuple[str, str] | None]:
         """Map each affected file to (the file it was reached from, edge kind); None for a changed file."""

@@ -1,4 +1,5 @@
 """Find which project modules a source file imports, by parsing it (no code is run)."""
+
 from __future__ import annotations
 
 import ast

@@ -6,6 +6,7 @@ load order. If any of them raises, `sys.modules` and the parent packages' attrib
 back exactly as they were for the project's modules (rollback.py) and LoadError is raised. No
 threads, no global state: safe to call in a forked child.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -84,8 +85,7 @@ def execute(units: Sequence[Unit], scope: Scope | None = None, observed: Observe
 class _BatchFinder(importlib.abc.MetaPathFinder):
     """Serves the batch's modules (each once) from the code compiled for this load."""
 
-    def __init__(self, codes: dict[str, tuple[Unit, types.CodeType]], recorder: Recorder,
-                 txn: Transaction) -> None:
+    def __init__(self, codes: dict[str, tuple[Unit, types.CodeType]], recorder: Recorder, txn: Transaction) -> None:
         self.codes = codes
         self.recorder = recorder
         self.txn = txn
@@ -100,8 +100,9 @@ class _BatchFinder(importlib.abc.MetaPathFinder):
         unit, code = entry
         loader = _UnitLoader(self, unit, code)
         locations = [os.path.dirname(unit.path)] if unit.is_package else None
-        return importlib.util.spec_from_file_location(unit.module, unit.path, loader=loader,
-                                                      submodule_search_locations=locations)
+        return importlib.util.spec_from_file_location(
+            unit.module, unit.path, loader=loader, submodule_search_locations=locations
+        )
 
 
 class _UnitLoader(importlib.machinery.SourceFileLoader):
@@ -142,5 +143,5 @@ def _attach_children(name: str, package: types.ModuleType) -> None:
     """Give a fresh package object the already-loaded submodules a fresh import would attach."""
     prefix = name + "."
     for key, sub in list(sys.modules.items()):
-        if key.startswith(prefix) and "." not in key[len(prefix):] and sub is not None:
-            package.__dict__.setdefault(key[len(prefix):], sub)
+        if key.startswith(prefix) and "." not in key[len(prefix) :] and sub is not None:
+            package.__dict__.setdefault(key[len(prefix) :], sub)

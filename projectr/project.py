@@ -1,4 +1,5 @@
 """The DSL: a Project lists its files (and their `needs`) and resources, and knows its definition file."""
+
 from __future__ import annotations
 
 import builtins
@@ -35,9 +36,9 @@ _DEFINING: list[str] = []
 class FileSpec:
     """One declared source file."""
 
-    key: str                      # path relative to root, posix, without ".py"
-    path: str                     # absolute path
-    module: str                   # dotted module name
+    key: str  # path relative to root, posix, without ".py"
+    path: str  # absolute path
+    module: str  # dotted module name
     is_package: bool
     needs: list[str] = field(default_factory=list)  # absolute paths
 
@@ -52,8 +53,13 @@ class _Registry(type):
 class Project(metaclass=_Registry):
     """A named set of source files with dependencies, loadable as a transaction and watchable."""
 
-    def __init__(self, name: str, root: str | os.PathLike[str] | None = None, *,
-                 definition_file: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        definition_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         """Declare and register a project; `root` defaults to the folder of the calling file."""
         self.name = name
         self.root = os.path.abspath(os.fspath(root) if root is not None else _caller_dir())
@@ -127,8 +133,9 @@ class Project(metaclass=_Registry):
             if need == key:
                 raise ProjectError(f"needs cycle: {key}.py -> {key}.py")
             if need not in self._files:
-                raise ProjectError(f"{key}.py needs {need}.py, which is not declared "
-                                   f"(declare it before the files that need it)")
+                raise ProjectError(
+                    f"{key}.py needs {need}.py, which is not declared (declare it before the files that need it)"
+                )
         existing = self._files.get(key)
         spec = existing or self._add(key)
         before = list(spec.needs)
@@ -229,6 +236,7 @@ class Project(metaclass=_Registry):
     def watch_changes(self, backend: str = "auto", **options: Any) -> BaseWatcher:
         """Return a watcher (fileno(), changed_files(), close()) over this project's files."""
         from .watch import watch
+
         return watch(self, backend, **options)
 
     # ---- internals ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ KeyboardInterrupt): signals are blocked while it runs, and it is idempotent and 
 completes if a handler raises anyway; what interrupted or was deferred is raised once everything
 is back.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +37,7 @@ class Transaction:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
         self.saved: dict[str, Any] = dict(sys.modules)
-        self.detached: list[tuple[Any, str, object]] = []   # (package, name, old value) of batch modules
+        self.detached: list[tuple[Any, str, object]] = []  # (package, name, old value) of batch modules
         self.first: list[tuple[str, Any, str, object]] = []  # (module, package, name, old value)
         self._drop: frozenset[str] | None = None
 
@@ -80,8 +81,9 @@ class Transaction:
     def _plan(self) -> None:
         """Decide once (an interrupted _apply must resume with the same list) which new modules go."""
         if self._drop is None:
-            self._drop = frozenset(name for name in list(sys.modules)
-                                   if name not in self.saved and self.scope.is_project(name))
+            self._drop = frozenset(
+                name for name in list(sys.modules) if name not in self.saved and self.scope.is_project(name)
+            )
 
     def _apply(self) -> None:
         """Idempotent: can be re-run from the start after an interruption anywhere in it."""

@@ -15,6 +15,7 @@ load() can report them (`Project.last_load_warnings`, a WARNING log line) rather
 that duplicated state pass silently. The warning filters are untouched, but the "already shown"
 registries are reset, so a warning that every reload repeats is reported by every reload.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -38,15 +39,16 @@ _BOOTSTRAP: Any = sys.modules.get("importlib._bootstrap") or importlib._bootstra
 class Scope:
     """A project's modules as the loader needs them: names to record, where each file is."""
 
-    by_module: Mapping[str, str]   # module name -> absolute path
-    by_path: Mapping[str, str]     # absolute path -> module name
-    tops: frozenset[str]           # first components of the module names: the project's namespace
+    by_module: Mapping[str, str]  # module name -> absolute path
+    by_path: Mapping[str, str]  # absolute path -> module name
+    tops: frozenset[str]  # first components of the module names: the project's namespace
 
     @classmethod
     def of(cls, by_module: Mapping[str, str]) -> Scope:
         """Build from the project's module -> path map."""
-        return cls(dict(by_module), {p: m for m, p in by_module.items()},
-                   frozenset(m.partition(".")[0] for m in by_module))
+        return cls(
+            dict(by_module), {p: m for m, p in by_module.items()}, frozenset(m.partition(".")[0] for m in by_module)
+        )
 
     def is_project(self, name: str) -> bool:
         """True for any module under the project's top-level packages or modules, declared or not
@@ -70,8 +72,8 @@ class Recorder:
     def __init__(self, scope: Scope, observed: Observed) -> None:
         self.scope = scope
         self.observed = observed
-        self._stack: list[tuple[str, str]] = []   # (path, module) of the files executing, innermost last
-        self._thread = threading.get_ident()      # other threads' imports are theirs, not the batch's
+        self._stack: list[tuple[str, str]] = []  # (path, module) of the files executing, innermost last
+        self._thread = threading.get_ident()  # other threads' imports are theirs, not the batch's
         self._active = False
         self._real_import: Callable[..., ModuleType] = builtins.__import__
         self._real_gcd: Callable[..., Any] | None = None
@@ -111,9 +113,14 @@ class Recorder:
         """The innermost executing file is done; imports go to the one it interrupted."""
         self._stack.pop()
 
-    def _import(self, name: str, globals: Mapping[str, object] | None = None,
-                locals: Mapping[str, object] | None = None, fromlist: Sequence[str] | None = (),
-                level: int = 0) -> ModuleType:
+    def _import(
+        self,
+        name: str,
+        globals: Mapping[str, object] | None = None,
+        locals: Mapping[str, object] | None = None,
+        fromlist: Sequence[str] | None = (),
+        level: int = 0,
+    ) -> ModuleType:
         """builtins.__import__ while loading: note the project modules the statement names, then import."""
         if self._active and self._stack and threading.get_ident() == self._thread:
             if level or name.partition(".")[0] in self.scope.tops:  # most imports are not ours: cheap exit
@@ -135,8 +142,15 @@ class Recorder:
         assert self._real_gcd is not None
         return self._real_gcd(name, package, level)
 
-    def _showwarning(self, message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                     file: object = None, line: str | None = None) -> None:
+    def _showwarning(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: object = None,
+        line: str | None = None,
+    ) -> None:
         """warnings.showwarning while loading: record the batch's warnings; others are shown as usual."""
         if not self._active or threading.get_ident() != self._thread:
             self._real_showwarning(message, category, filename, lineno, file, line)
@@ -169,8 +183,9 @@ class Recorder:
                 seen.add(name)
 
 
-def _statement_targets(name: str, globals: Mapping[str, object] | None,
-                       fromlist: Sequence[str] | None, level: int) -> list[str]:
+def _statement_targets(
+    name: str, globals: Mapping[str, object] | None, fromlist: Sequence[str] | None, level: int
+) -> list[str]:
     """The modules an import statement names, as the source scan counts them (imports.py)."""
     if level:
         base = _resolve(name, _package_of(globals), level)

@@ -1,4 +1,5 @@
 """What a project has loaded, what changed since, and the graph those answers come from."""
+
 from __future__ import annotations
 
 import importlib
@@ -70,8 +71,7 @@ class Tracker:
                 watcher.load_hints_abort(taken)
             raise
 
-    def _load(self, project: Project, specs: dict[str, FileSpec], full: bool,
-              candidates: set[str] | None) -> list[str]:
+    def _load(self, project: Project, specs: dict[str, FileSpec], full: bool, candidates: set[str] | None) -> list[str]:
         if full:
             changed = list(specs)
         elif candidates is not None:  # a watcher vouches for every other file
@@ -90,8 +90,9 @@ class Tracker:
         try:
             contents = self._plan(project, changed, full)
             order = list(contents)
-            execute([Unit(p, specs[p].module, specs[p].is_package, contents[p][0]) for p in order],
-                    self._scope, observed)
+            execute(
+                [Unit(p, specs[p].module, specs[p].is_package, contents[p][0]) for p in order], self._scope, observed
+            )
         except BaseException:
             # the graph must describe what is loaded: a bad edit's imports are forgotten with it
             for path, cached in reversed(self._scan_undo):
@@ -192,8 +193,12 @@ class Tracker:
                 self._dirty = True  # the rebuild reads self.runtime
                 continue
             by_module = self._by_module
-            if not self._graph.replace_imports(path, {by_module[n] for n in old if n in by_module},
-                                               {by_module[n] for n in new if n in by_module}, RUNTIME):
+            if not self._graph.replace_imports(
+                path,
+                {by_module[n] for n in old if n in by_module},
+                {by_module[n] for n in new if n in by_module},
+                RUNTIME,
+            ):
                 self._dirty = True  # a backward edge: recompute the order
 
     def _undo_graph_edits(self) -> None:
@@ -250,8 +255,9 @@ class Tracker:
                 self.resources[path] = snap
 
 
-def _build_graph(specs: list[FileSpec], scans: dict[str, frozenset[str]],
-                 runtime: dict[str, frozenset[str]]) -> DependencyGraph:
+def _build_graph(
+    specs: list[FileSpec], scans: dict[str, frozenset[str]], runtime: dict[str, frozenset[str]]
+) -> DependencyGraph:
     """Merge declared needs, scanned and run-time imports, and package-before-submodule order into one graph."""
     by_module = {s.module: s.path for s in specs}
     needs = [(need, s.path) for s in specs for need in s.needs]

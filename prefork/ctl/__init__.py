@@ -29,6 +29,19 @@ from prefork.ctl.commands import COMMANDS, Command, Deferred
 from prefork.ctl.server import ControlServer
 
 __all__ = [
-    "COMMANDS", "BadRequest", "Command", "ControlServer", "ControlSocketError", "CtlError", "CtlTimeout", "Deferred",
-    "ErrorReply", "MAX_REQUEST", "NoMasterError", "call", "ctl_main", "format_status", "socket_path",
+    "COMMANDS",
+    "BadRequest",
+    "Command",
+    "ControlServer",
+    "ControlSocketError",
+    "CtlError",
+    "CtlTimeout",
+    "Deferred",
+    "ErrorReply",
+    "MAX_REQUEST",
+    "NoMasterError",
+    "call",
+    "ctl_main",
+    "format_status",
+    "socket_path",
 ]

@@ -103,19 +103,20 @@ def format_status(status: dict[str, Any]) -> str:
     """Render a ``status`` result as the table ``prefork ctl status`` prints."""
     rows: list[tuple[str, ...]] = [STATUS_COLUMNS]
     for w in status.get("workers", []):
-        rows.append(tuple(
-            "-" if v is None else str(v)
-            for v in (w.get("slot"), w.get("pid"), w.get("port"), w.get("generation"))
-        ) + (
-            _human_seconds(w.get("uptime")),
-            "-" if w.get("served") is None else str(w["served"]),
-            "-" if w.get("in_flight") is None else str(w["in_flight"]),
-            _human_bytes(w.get("rss")),
-        ))
+        rows.append(
+            tuple(
+                "-" if v is None else str(v) for v in (w.get("slot"), w.get("pid"), w.get("port"), w.get("generation"))
+            )
+            + (
+                _human_seconds(w.get("uptime")),
+                "-" if w.get("served") is None else str(w["served"]),
+                "-" if w.get("in_flight") is None else str(w["in_flight"]),
+                _human_bytes(w.get("rss")),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(STATUS_COLUMNS))]
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    header = f"master pid {status.get('master_pid')}, generation {status.get('generation')}, " \
-             f"{len(rows) - 1} workers"
+    header = f"master pid {status.get('master_pid')}, generation {status.get('generation')}, {len(rows) - 1} workers"
     return "\n".join([header, *lines])
 
 
@@ -133,8 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help=COMMANDS["status"].help)
     sub.add_parser("stats", help=COMMANDS["stats"].help)
     reload = sub.add_parser("reload", help=COMMANDS["reload"].help)
-    reload.add_argument("--full", action="store_true",
-                        help="also replace the base: third-party modules are imported again (USR2)")
+    reload.add_argument(
+        "--full", action="store_true", help="also replace the base: third-party modules are imported again (USR2)"
+    )
     sub.add_parser("help", help="list the master's commands")
     workers = sub.add_parser("workers", help=COMMANDS["workers"].help)
     workers.add_argument("count", type=int, metavar="N")

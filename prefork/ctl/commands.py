@@ -89,12 +89,14 @@ class Deferred:
     finish: Callable[[Any], Any]
 
 
-def _broadcast(server: Any, command: str, args: Sequence[Any], timeout: float,
-               finish: Callable[[dict[int, Any]], Any]) -> Any:
+def _broadcast(
+    server: Any, command: str, args: Sequence[Any], timeout: float, finish: Callable[[dict[int, Any]], Any]
+) -> Any:
     """Run a worker command everywhere: without blocking when the server has ``broadcast_async``."""
     if hasattr(server, "broadcast_async"):
         return Deferred(
-            lambda callback: server.broadcast_async(command, *args, timeout=timeout, callback=callback), finish)
+            lambda callback: server.broadcast_async(command, *args, timeout=timeout, callback=callback), finish
+        )
     return finish(server.broadcast(command, *args, timeout=timeout))
 
 
@@ -205,11 +207,15 @@ def cmd_help(server: Any, args: list[Any]) -> dict[str, str]:
 
 
 COMMANDS: dict[str, Command] = {
-    "status": Command(cmd_status, "status",
-                      "table of workers: slot, pid, port, generation, uptime, served, in flight, RSS"),
+    "status": Command(
+        cmd_status, "status", "table of workers: slot, pid, port, generation, uptime, served, in flight, RSS"
+    ),
     "stats": Command(cmd_stats, "stats", "raw stats of every worker as JSON, keyed by slot"),
-    "reload": Command(cmd_reload, "reload [--full]",
-                      "rolling reload of every worker (like SIGHUP); --full also renews the base (like USR2)"),
+    "reload": Command(
+        cmd_reload,
+        "reload [--full]",
+        "rolling reload of every worker (like SIGHUP); --full also renews the base (like USR2)",
+    ),
     "workers": Command(cmd_workers, "workers N", "set the number of worker slots to N >= 0"),
     "command": Command(cmd_command, "command NAME [ARGS...]", "send a worker command to every worker"),
     "help": Command(cmd_help, "help", "this list"),

@@ -353,8 +353,9 @@ class ControlServer:
             self._settled(conn)
             return True
         if len(conn.outgoing) > self.max_outgoing or self._writes is None or not self._writes.pollable:
-            log.warning("control socket: dropping a client that does not read its replies "
-                        "(%d bytes unread)", len(conn.outgoing))
+            log.warning(
+                "control socket: dropping a client that does not read its replies (%d bytes unread)", len(conn.outgoing)
+            )
             return False
         if moved or conn.stall_timer is None:
             conn.progress = time.monotonic()
@@ -395,8 +396,11 @@ class ControlServer:
                 return
             idle = time.monotonic() - conn.progress
             if idle >= self.send_timeout:
-                log.warning("control socket: dropping a client that does not read its replies "
-                            "(%d bytes unread for %.1f s)", len(conn.outgoing), idle)
+                log.warning(
+                    "control socket: dropping a client that does not read its replies (%d bytes unread for %.1f s)",
+                    len(conn.outgoing),
+                    idle,
+                )
                 self._drop(conn)
             else:
                 conn.stall_timer = call_later(self.send_timeout - idle, check)

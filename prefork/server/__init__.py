@@ -66,16 +66,29 @@ class Server(Processes, Rolling, WorkerChannels):
     inline_requests = True
     term_timeout = 5.0  # seconds between SIGTERM (stop now) and SIGKILL
 
-    def __init__(self, app: App | str, workers: int = 3, host: str = "0.0.0.0", port: int = 8000,
-                 stderr: Any = None, pid_file: str | None = None, worker_mixins: Iterable[type] = (),
-                 slow_start: float = 0.0, threads: int = 1, shared_port: bool = False,
-                 graceful_timeout: float = 30.0, timeout: float | None = None, backlog: int = 2048,
-                 interface: str = "auto",
-                 worker_ready: Callable[[Worker], Any] | None = None,
-                 worker_exited: Callable[[Worker, int], Any] | None = None,
-                 when_ready: Callable[[Server], Any] | None = None,
-                 on_reload: Callable[[Server], Any] | None = None,
-                 bind: str | Sequence[str] | None = None, access_log: Any = None) -> None:
+    def __init__(
+        self,
+        app: App | str,
+        workers: int = 3,
+        host: str = "0.0.0.0",
+        port: int = 8000,
+        stderr: Any = None,
+        pid_file: str | None = None,
+        worker_mixins: Iterable[type] = (),
+        slow_start: float = 0.0,
+        threads: int = 1,
+        shared_port: bool = False,
+        graceful_timeout: float = 30.0,
+        timeout: float | None = None,
+        backlog: int = 2048,
+        interface: str = "auto",
+        worker_ready: Callable[[Worker], Any] | None = None,
+        worker_exited: Callable[[Worker, int], Any] | None = None,
+        when_ready: Callable[[Server], Any] | None = None,
+        on_reload: Callable[[Server], Any] | None = None,
+        bind: str | Sequence[str] | None = None,
+        access_log: Any = None,
+    ) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0")
         # bind="HOST:PORT" or "unix:PATH" (gunicorn's spelling), or several, replaces host and port.
@@ -102,8 +115,9 @@ class Server(Processes, Rolling, WorkerChannels):
         self.graceful_timeout = graceful_timeout
         self.timeout = timeout
         self.backlog = backlog
-        self._hook_functions = _checked_hooks(worker_ready=worker_ready, worker_exited=worker_exited,
-                                              when_ready=when_ready, on_reload=on_reload)
+        self._hook_functions = _checked_hooks(
+            worker_ready=worker_ready, worker_exited=worker_exited, when_ready=when_ready, on_reload=on_reload
+        )
         self.generation = 0
         self.state = "new"  # new -> running -> stopping -> stopped
         self._timers = TimerQueue()
@@ -137,8 +151,8 @@ class Server(Processes, Rolling, WorkerChannels):
         self.stopped_cleanly = True  # False once a stop had to SIGKILL a worker (the CLI then exits 1)
         # Workers forked by a generation process (ProjectrServer) instead of by the master itself:
         self._spawn_from: Any = None
-        self._pending_forks: dict[int, Worker] = {}   # request id -> worker whose pid is not known yet
-        self._stranger_exits: dict[int, int] = {}     # reaped pids no worker claimed (yet)
+        self._pending_forks: dict[int, Worker] = {}  # request id -> worker whose pid is not known yet
+        self._stranger_exits: dict[int, int] = {}  # reaped pids no worker claimed (yet)
 
     # -- public API (master) -----------------------------------------------------------------------
 
@@ -218,6 +232,7 @@ class Server(Processes, Rolling, WorkerChannels):
         self.load_app()
         self._serving_app = self.app
         import prefork.child  # noqa: F401  import waitress once in the master: forks inherit it
+
         if self.app is not None:  # an ASGI app: uvicorn too (or the error that it is missing, before any fork)
             require_runtime(self.app, self.interface)
         try:
@@ -277,8 +292,9 @@ class Server(Processes, Rolling, WorkerChannels):
         try:
             self.load_app()
         except Exception:
-            log.exception("reload: cannot load app %r; the workers keep serving generation %d",
-                          self.app_spec, self.generation)
+            log.exception(
+                "reload: cannot load app %r; the workers keep serving generation %d", self.app_spec, self.generation
+            )
             notify("READY=1")
             return
         self.roll_workers()
@@ -312,8 +328,11 @@ class Server(Processes, Rolling, WorkerChannels):
                 for worker in list(self._by_pid.values()):
                     self._terminate(worker)
             else:  # a second QUIT (or a stop request during a stop now): the deadlines already set hold
-                log.info("%s stop already in progress (%d workers left)",
-                         "graceful" if self._graceful_stop else "immediate", len(self._by_pid))
+                log.info(
+                    "%s stop already in progress (%d workers left)",
+                    "graceful" if self._graceful_stop else "immediate",
+                    len(self._by_pid),
+                )
             return
         self.state = "stopping"
         self._graceful_stop = graceful
@@ -406,9 +425,14 @@ class Server(Processes, Rolling, WorkerChannels):
         if self._events or (self._router and self._router.received):
             timeout = 0.0
         else:
-            deadlines = [d for d in (self._timers.next_deadline(),
-                                     self._slots.next_deadline() if self.state == "running" else None)
-                         if d is not None]
+            deadlines = [
+                d
+                for d in (
+                    self._timers.next_deadline(),
+                    self._slots.next_deadline() if self.state == "running" else None,
+                )
+                if d is not None
+            ]
             if deadlines:
                 timeout = max(0.0, min(deadlines) - self._timers.clock())
         for key, _ in self._selector.select(timeout):
@@ -428,8 +452,14 @@ class Server(Processes, Rolling, WorkerChannels):
 
     def _dispatch(self, name: str, args: tuple[Any, ...]) -> None:
         """Run one event's handler; coalesce reloads during a roll; ignore changes while stopping."""
-        if self.state == "stopping" and name in ("reload", "reload_full", "changed", "roll", "set_workers",
-                                                 "add_workers"):
+        if self.state == "stopping" and name in (
+            "reload",
+            "reload_full",
+            "changed",
+            "roll",
+            "set_workers",
+            "add_workers",
+        ):
             log.info("%s ignored: the server is stopping", name)
             return
         if name in ("reload", "reload_full") and self._roll is not None:
@@ -482,8 +512,9 @@ class Server(Processes, Rolling, WorkerChannels):
         self._router = signals.SignalRouter(self._pipe)
         self._router.install(list(signals.SIGNAL_EVENTS) if install_signals else [], wake_on=[signal.SIGCHLD])
         for fd, (io, callback) in self._io_handlers.items():
-            self._selector.register(fd, selectors.EVENT_READ,
-                                    lambda io=io, callback=callback: self._run_io_handler(io, callback))
+            self._selector.register(
+                fd, selectors.EVENT_READ, lambda io=io, callback=callback: self._run_io_handler(io, callback)
+            )
 
     def _run_io_handler(self, io: Any, callback: Callable[[Any], Any]) -> None:
         """Call an io handler; log what it raises."""

@@ -42,7 +42,8 @@ class WorkerChannels(MasterState):
         requests: dict[int, int] = {}
         for worker in targets:
             requests[worker.index] = worker.call_async(
-                command, *args, timeout=timeout, callback=functools.partial(_store, results, worker.index))
+                command, *args, timeout=timeout, callback=functools.partial(_store, results, worker.index)
+            )
         deadline = time.monotonic() + timeout
         while len(results) < len(targets):
             waiting = [w for w in targets if w.index not in results and w._control is not None]
@@ -56,8 +57,9 @@ class WorkerChannels(MasterState):
                 worker._expire(requests[worker.index], command, timeout)
         return dict(sorted(results.items()))
 
-    def broadcast_async(self, command: str, *args: Any, timeout: float = 5.0,
-                        callback: Callable[[dict[int, Any]], Any]) -> None:
+    def broadcast_async(
+        self, command: str, *args: Any, timeout: float = 5.0, callback: Callable[[dict[int, Any]], Any]
+    ) -> None:
         """Like ``broadcast`` without blocking: ``callback({index: result or CommandError})`` later."""
         targets = self.workers
         results: dict[int, Any] = {}
@@ -88,8 +90,11 @@ class WorkerChannels(MasterState):
         if worker._control is None:
             return False
         if len(worker._outgoing) + len(frame) > self.max_unsent:
-            log.error("%s does not read its control channel (%d bytes unsent); killing it",
-                      worker.describe(), len(worker._outgoing))
+            log.error(
+                "%s does not read its control channel (%d bytes unsent); killing it",
+                worker.describe(),
+                len(worker._outgoing),
+            )
             self._close_channel(worker, "its control channel is full: the worker does not read it")
             self._signal(worker, signal.SIGKILL)
             return False

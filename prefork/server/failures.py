@@ -19,7 +19,7 @@ from typing import Any
 from projectr import LoadError, Project
 
 _FRAME_LINE = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+) in (?P<func>.*)$')
-_TRACEBACK_FRAMES = 6   # frames of the failing code shown in the log block
+_TRACEBACK_FRAMES = 6  # frames of the failing code shown in the log block
 
 
 def describe_load_error(exc: LoadError) -> dict[str, Any]:
@@ -52,17 +52,21 @@ def _machinery_dirs() -> tuple[str, ...]:
     import prefork
     import projectr
 
-    return tuple(os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep
-                 for m in (projectr, prefork, importlib))
+    return tuple(os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep for m in (projectr, prefork, importlib))
 
 
 def short_traceback(exc: BaseException, tb: Any) -> str:
     """The last few frames and the error line, without the import machinery's frames."""
     machinery = _machinery_dirs()
-    frames = [f for f in traceback.extract_tb(tb)
-              if not f.filename.startswith("<frozen ") and not f.filename.startswith(machinery)]
-    lines = [f'  File "{f.filename}", line {f.lineno}, in {f.name}\n' + (f"    {f.line}\n" if f.line else "")
-             for f in frames[-_TRACEBACK_FRAMES:]]
+    frames = [
+        f
+        for f in traceback.extract_tb(tb)
+        if not f.filename.startswith("<frozen ") and not f.filename.startswith(machinery)
+    ]
+    lines = [
+        f'  File "{f.filename}", line {f.lineno}, in {f.name}\n' + (f"    {f.line}\n" if f.line else "")
+        for f in frames[-_TRACEBACK_FRAMES:]
+    ]
     if isinstance(exc, SyntaxError):
         lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines).rstrip()
@@ -116,6 +120,7 @@ def alarm(seconds: float) -> Any:
     A pure-Python loop is interrupted between bytecodes; a blocking call is interrupted by EINTR.
     Code stuck in C without returning to the interpreter is not: the trial child is the full cure.
     """
+
     def ring(signum: int, frame: Any) -> None:
         raise ReloadTimeout(f"the import did not finish within {seconds:g} s and was interrupted")
 

@@ -37,13 +37,13 @@ class GenerationProcess:
     """One generation process as the master sees it."""
 
     number: int
-    kind: str                      # "fresh" or "partial"
+    kind: str  # "fresh" or "partial"
     channel: socket.socket
-    dump_fd: int                   # read end of the pipe its stack dump goes to
-    on_report: Report              # called once: ready, failed, refused or died
+    dump_fd: int  # read end of the pipe its stack dump goes to
+    on_report: Report  # called once: ready, failed, refused or died
     started: float = field(default_factory=time.perf_counter)
     pid: int | None = None
-    state: str = "booting"         # booting -> ready -> retired
+    state: str = "booting"  # booting -> ready -> retired
     report: dict[str, Any] = field(default_factory=dict)
     timed_out: bool = False
     timers: list[Any] = field(default_factory=list)
@@ -150,8 +150,13 @@ class Generations:
         forks.close_fds(fds)
         if message.get("event") == "preloaded":
             base.preloaded = True
-            log.info("base: %d of %d third-party modules preloaded in %.0f ms (%.1f MB)", message.get("imported", 0),
-                     message.get("wanted", 0), message.get("ms", 0.0), message.get("mb", 0.0))
+            log.info(
+                "base: %d of %d third-party modules preloaded in %.0f ms (%.1f MB)",
+                message.get("imported", 0),
+                message.get("wanted", 0),
+                message.get("ms", 0.0),
+                message.get("mb", 0.0),
+            )
             self._base_preloaded(float(message.get("ms", 0.0)), float(message.get("mb", 0.0)))
 
     def _base_preloaded(self, ms: float, mb: float) -> None:
@@ -163,8 +168,7 @@ class Generations:
         if self._base is base:
             self._base = None
             if self.state == "running":
-                log.warning("base process %d exited with status %d; the next reload starts a new one",
-                            base.pid, status)
+                log.warning("base process %d exited with status %d; the next reload starts a new one", base.pid, status)
 
     def _preload_base(self, modules: list[str]) -> None:
         """Ask the base to import what generation 0 learned it needs (master)."""
@@ -189,11 +193,9 @@ class Generations:
         mine, theirs = forks.channel_pair()
         dump_read, dump_write = os.pipe()
         number = next(self._generation_numbers)
-        request = {"number": number, "master_pid": os.getpid(), "root": self.project.root,
-                   "app": self.app_spec, **args}
+        request = {"number": number, "master_pid": os.getpid(), "root": self.project.root, "app": self.app_spec, **args}
         try:
-            forks.send(zygote.channel, {"command": "fork_generation", "args": request},
-                       [theirs.fileno(), dump_write])
+            forks.send(zygote.channel, {"command": "fork_generation", "args": request}, [theirs.fileno(), dump_write])
         finally:
             theirs.close()
             os.close(dump_write)
@@ -221,8 +223,14 @@ class Generations:
             self._cancel_timers(gen)
             gen.report = message
             gen.state = "ready" if event == "ready" else "failed"
-            log.debug("generation %d (%s) %s after %.1f ms (its own work: %.1f ms)", gen.number, gen.kind,
-                      event, (time.perf_counter() - gen.started) * 1000.0, message.get("ms", 0.0))
+            log.debug(
+                "generation %d (%s) %s after %.1f ms (its own work: %.1f ms)",
+                gen.number,
+                gen.kind,
+                event,
+                (time.perf_counter() - gen.started) * 1000.0,
+                message.get("ms", 0.0),
+            )
             gen.on_report(gen, message)
         elif event == "forked":
             self._fork_done(int(message["id"]), int(message["pid"]))
@@ -235,8 +243,9 @@ class Generations:
         self._cancel_timers(gen)
         self._generations.pop(gen.number, None)
         dump = self._read_dump(gen)
-        log.debug("generation %d (pid %s) gone while %s; %d bytes of stack dump", gen.number, gen.pid,
-                  gen.state, len(dump))
+        log.debug(
+            "generation %d (pid %s) gone while %s; %d bytes of stack dump", gen.number, gen.pid, gen.state, len(dump)
+        )
         with contextlib.suppress(OSError):
             os.close(gen.dump_fd)
         for request_id, worker in list(self._pending_forks.items()):
@@ -255,11 +264,20 @@ class Generations:
         """What to say about a generation that died or was killed before it reported."""
         if gen.timed_out:
             file, line = parse_stack_dump(dump, self.project.source_files)
-            return {"event": "failed", "file": file, "line": line,
-                    "error": f"hung: the import did not finish within {self.reload_timeout:g} s and was killed",
-                    "traceback": user_frames_of_dump(dump)}
-        return {"event": "failed", "file": None, "line": None,
-                "error": "the new generation died before it reported", "traceback": dump.strip()}
+            return {
+                "event": "failed",
+                "file": file,
+                "line": line,
+                "error": f"hung: the import did not finish within {self.reload_timeout:g} s and was killed",
+                "traceback": user_frames_of_dump(dump),
+            }
+        return {
+            "event": "failed",
+            "file": None,
+            "line": None,
+            "error": "the new generation died before it reported",
+            "traceback": dump.strip(),
+        }
 
     def _read_dump(self, gen: GenerationProcess) -> str:
         chunks = []
@@ -307,15 +325,20 @@ class Generations:
 
     # -- workers through generations ------------------------------------------------------------------
 
-    def _fork_worker_from(self, gen: GenerationProcess, worker: Any, listener: socket.socket,
-                          worker_end: socket.socket) -> bool:
+    def _fork_worker_from(
+        self, gen: GenerationProcess, worker: Any, listener: socket.socket, worker_end: socket.socket
+    ) -> bool:
         """Ask ``gen`` to fork ``worker``; its pid arrives later (``forked`` or the ready message)."""
         request_id = self._next_request_id()
-        args = {"id": request_id, "index": worker.index, "port": worker.port,
-                "generation": worker.generation, "master_pid": os.getpid()}
+        args = {
+            "id": request_id,
+            "index": worker.index,
+            "port": worker.port,
+            "generation": worker.generation,
+            "master_pid": os.getpid(),
+        }
         try:
-            forks.send(gen.channel, {"command": "fork_worker", "args": args},
-                       [listener.fileno(), worker_end.fileno()])
+            forks.send(gen.channel, {"command": "fork_worker", "args": args}, [listener.fileno(), worker_end.fileno()])
         except OSError as exc:
             log.error("cannot ask generation %d for worker %d: %s", gen.number, worker.index, exc)
             return False

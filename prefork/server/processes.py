@@ -95,15 +95,24 @@ class Processes(MasterState):
         slot = self._slots.slots.get(worker.index)
         if slot is not None and slot.successor is worker:
             slot.successor = None
-            log.warning("%s (generation %d) exited with status %d before it was ready",
-                        worker.describe(), worker.generation, status)
+            log.warning(
+                "%s (generation %d) exited with status %d before it was ready",
+                worker.describe(),
+                worker.generation,
+                status,
+            )
             self._abandon_roll(f"{worker.describe()} exited with status {status} before it was ready")
         elif worker.stopping:  # asked to: a roll, a shrink or a stop
             log.debug("%s exited with status %d", worker.describe(), status)
         elif not worker.ready:
             delay = self._slots.boot_failed(slot) if slot is not None else 0.0
-            log.warning("%s exited with status %d before it was ready; retrying in %.2f s (%d failures in a row)",
-                        worker.describe(), status, delay, slot.failures if slot else 0)
+            log.warning(
+                "%s exited with status %d before it was ready; retrying in %.2f s (%d failures in a row)",
+                worker.describe(),
+                status,
+                delay,
+                slot.failures if slot else 0,
+            )
         else:
             if slot is not None:
                 self._slots.died_after_ready(slot)
@@ -217,8 +226,7 @@ class Processes(MasterState):
             master_end, worker_end = control_pair()
         except OSError as exc:  # EMFILE/ENFILE: back off like a failed fork instead of spinning
             delay = self._slots.boot_failed(slot)
-            log.error("cannot open the control channel of worker %d: %s; retrying in %.2f s",
-                      slot.index, exc, delay)
+            log.error("cannot open the control channel of worker %d: %s; retrying in %.2f s", slot.index, exc, delay)
             return None
         if self._spawn_from is not None:  # a generation forks it (prefork.server.generations)
             asked = self._fork_worker_from(self._spawn_from, worker, slot.sock, worker_end)
@@ -231,8 +239,12 @@ class Processes(MasterState):
             worker._attach(master_end)
             assert self._selector is not None
             self._selector.register(master_end, selectors.EVENT_READ, lambda: self._read_worker(worker))
-            log.debug("asked generation %d for %s, generation %d", self._spawn_from.number,
-                      worker.describe(), worker.generation)
+            log.debug(
+                "asked generation %d for %s, generation %d",
+                self._spawn_from.number,
+                worker.describe(),
+                worker.generation,
+            )
             return worker
         stdio.flush_all()
         try:
@@ -249,9 +261,18 @@ class Processes(MasterState):
 
             master_end.close()
             assert slot.sock is not None, "a slot that spawns has its listener"
-            run_worker(worker, app=self.app, listener=slot.sock, control=worker_end, threads=self.threads,
-                       output_fd=self._output_fd, output_path=self._output_path, master_pid=self._master_pid,
-                       close_inherited=lambda: self._close_in_child(slot), inline=self.inline_requests)
+            run_worker(
+                worker,
+                app=self.app,
+                listener=slot.sock,
+                control=worker_end,
+                threads=self.threads,
+                output_fd=self._output_fd,
+                output_path=self._output_path,
+                master_pid=self._master_pid,
+                close_inherited=lambda: self._close_in_child(slot),
+                inline=self.inline_requests,
+            )
         worker_end.close()
         worker.pid = pid
         worker.started_at = time.time()

@@ -104,17 +104,17 @@ class ReloadRecord:
     changed: set[str] = field(default_factory=set)
     full: bool = False
     plan: Plan | None = None
-    strategy: str = ""             # what actually served: respawn, partial or fresh
+    strategy: str = ""  # what actually served: respawn, partial or fresh
     reason: str = ""
     modules: list[str] = field(default_factory=list)
-    load_ms: float = 0.0           # the new generation's import (0 for a respawn)
+    load_ms: float = 0.0  # the new generation's import (0 for a respawn)
     roll_ms: float = 0.0
     total_ms: float = 0.0
     generation: GenerationProcess | None = None
     snapshots: dict[str, changes.Snapshot | None] = field(default_factory=dict)
-    tries: int = 1                 # generations started over because files changed meanwhile
-    partial_error: bool = False    # the partial reload raised (a fresh import decides whose fault)
-    rebase: bool = False           # not a reload: generation 0 replaced by one from the warm base
+    tries: int = 1  # generations started over because files changed meanwhile
+    partial_error: bool = False  # the partial reload raised (a fresh import decides whose fault)
+    rebase: bool = False  # not a reload: generation 0 replaced by one from the warm base
     loaded: list[str] = field(default_factory=list)  # changed paths, for callers of the old API
 
 
@@ -144,9 +144,15 @@ class ProjectrServer(Generations, Server):
     accepted for compatibility and ignored: every new generation is its own trial.
     """
 
-    def __init__(self, project: Project | str | os.PathLike[str], app: Any,
-                 reload_timeout: float = 5.0, trial: bool = True, partial: bool | str = True,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        project: Project | str | os.PathLike[str],
+        app: Any,
+        reload_timeout: float = 5.0,
+        trial: bool = True,
+        partial: bool | str = True,
+        **kwargs: Any,
+    ) -> None:
         kwargs["worker_mixins"] = (WorkerEnvironment, *kwargs.get("worker_mixins", ()))
         super().__init__(app=app, **kwargs)
         if not isinstance(app, str):
@@ -162,9 +168,9 @@ class ProjectrServer(Generations, Server):
         self.last_reload: ReloadRecord | None = None
         self.strategy_counts = {"respawn": 0, "partial": 0, "fresh": 0}
         self._current: ReloadRecord | None = None
-        self._again = False            # a reload was asked for while one ran
+        self._again = False  # a reload was asked for while one ran
         self._again_full = False
-        self._again_changes = False    # files changed while one ran
+        self._again_changes = False  # files changed while one ran
         self._unserved: set[str] = set()
         self._refused: set[str] = set()
         self._preload: list[str] = []
@@ -174,8 +180,8 @@ class ProjectrServer(Generations, Server):
         self._serving: GenerationProcess | None = None
         self._generation_numbers = itertools.count(0)
         self._costs: dict[str, float] = {}  # own work of a fresh and of a partial generation (ms)
-        self._measured: set[str] = set()   # ... of which these were measured, not estimated
-        self._cold = True              # the serving generation descends from generation 0 (see REBASE_MIN_MB)
+        self._measured: set[str] = set()  # ... of which these were measured, not estimated
+        self._cold = True  # the serving generation descends from generation 0 (see REBASE_MIN_MB)
         self._rebase_wanted = False
 
     # -- start (master) ---------------------------------------------------------------------------
@@ -195,8 +201,7 @@ class ProjectrServer(Generations, Server):
         self._files = _snapshots(self._project_files())
         self._start_base()
         outcome: dict[str, Any] = {}
-        gen = self._request_generation("fresh", {"learn": True},
-                                       lambda g, report: outcome.update(report))
+        gen = self._request_generation("fresh", {"learn": True}, lambda g, report: outcome.update(report))
         self._cancel_timers(gen)
         gen.timers.append(self.call_later(STARTUP_TIMEOUT, lambda: self._generation_overdue(gen)))
         while not outcome and self.state == "new":
@@ -214,8 +219,9 @@ class ProjectrServer(Generations, Server):
         self._preload_base(self._preload)
         if not self._preload:  # nothing third-party to keep warm: generation 0's import is the cost
             self._costs["fresh"] = float(outcome.get("ms", 0.0))
-        logging.getLogger("prefork").info("generation %d imported the app in %.0f ms", gen.number,
-                                          outcome.get("ms", 0.0))
+        logging.getLogger("prefork").info(
+            "generation %d imported the app in %.0f ms", gen.number, outcome.get("ms", 0.0)
+        )
 
     # -- the watcher (master) ----------------------------------------------------------------------
 
@@ -253,8 +259,12 @@ class ProjectrServer(Generations, Server):
         for path in paths:
             path = os.path.abspath(path)
             self._unserved.add(path)
-            if path.endswith(".py") and path not in self.project.modules and os.path.exists(path) \
-                    and is_project_file(path, self.project.root):
+            if (
+                path.endswith(".py")
+                and path not in self.project.modules
+                and os.path.exists(path)
+                and is_project_file(path, self.project.root)
+            ):
                 declare_file(self.project, path)  # a new module: watched from now on
             _drop_bytecode(path)
 
@@ -267,8 +277,11 @@ class ProjectrServer(Generations, Server):
     def _changed_files(self) -> set[str]:
         """Files that differ from what the serving generation was made from (a stat each) (master)."""
         known = self._files
-        found = {path for path in known if changes.check(path, known[path])[0] and
-                 not (known[path] is None and not os.path.exists(path))}
+        found = {
+            path
+            for path in known
+            if changes.check(path, known[path])[0] and not (known[path] is None and not os.path.exists(path))
+        }
         found |= {path for path in self._project_files() if path not in known}
         return found - (self._serving.written if self._serving is not None else set())
 
@@ -323,8 +336,7 @@ class ProjectrServer(Generations, Server):
         if not booting or record.tries >= _MAX_TRIES:
             return False
         now = self._unserved | self._changed_files()
-        moved = {path for path in now if path not in record.snapshots or
-                 changes.check(path, record.snapshots[path])[0]}
+        moved = {path for path in now if path not in record.snapshots or changes.check(path, record.snapshots[path])[0]}
         if not moved:
             return False
         for gen in booting:
@@ -332,8 +344,11 @@ class ProjectrServer(Generations, Server):
         record.tries += 1
         record.changed |= moved
         record.snapshots.update(_snapshots(moved))
-        log.debug("reload #%d: files changed while generation %s imported; starting over",
-                  record.number, ", ".join(str(g.number) for g in booting))
+        log.debug(
+            "reload #%d: files changed while generation %s imported; starting over",
+            record.number,
+            ", ".join(str(g.number) for g in booting),
+        )
         self._guarded(lambda: self._begin(record), f"reload #{record.number}")
         return True
 
@@ -352,16 +367,27 @@ class ProjectrServer(Generations, Server):
             plan = Plan("fresh", "no generation is serving")
         else:
             existed = {path for path, snap in self._files.items() if snap is not None}  # at the serving start
-            plan = plan_reload(record.changed, sources=existed, loaded=serving.loaded,
-                               opened=serving.opened, affected=self.project.affected, refused=self._refused,
-                               root=self.project.root, definition_file=self.project.definition_file,
-                               full=record.full, foreign=serving.foreign)
+            plan = plan_reload(
+                record.changed,
+                sources=existed,
+                loaded=serving.loaded,
+                opened=serving.opened,
+                affected=self.project.affected,
+                refused=self._refused,
+                root=self.project.root,
+                definition_file=self.project.definition_file,
+                full=record.full,
+                foreign=serving.foreign,
+            )
             if plan.kind == "partial" and self.partial == "never":
                 plan = Plan("fresh", "partial reloads are off")
             elif plan.kind == "partial" and self.partial == "auto" and self._fresh_is_cheaper():
                 partial_ms = self._costs.get("partial", _PARTIAL_FLOOR_MS)
-                plan = Plan("fresh", f"importing the project afresh takes {self._costs['fresh']:.0f} ms here, "
-                                     f"a checked partial reload {partial_ms:.0f} ms")
+                plan = Plan(
+                    "fresh",
+                    f"importing the project afresh takes {self._costs['fresh']:.0f} ms here, "
+                    f"a checked partial reload {partial_ms:.0f} ms",
+                )
         record.plan, record.reason = plan, plan.reason
         log.debug("reload #%d: %s (%s)", record.number, plan.kind, plan.reason or "affected modules loaded")
         if plan.kind == "respawn" and plan.modules and serving is not None:
@@ -369,16 +395,20 @@ class ProjectrServer(Generations, Server):
             # is up, so it must not start before the changed modules are known to import.
             record.strategy = "respawn"
             names = module_names(self.project, plan.modules)
-            self._request_generation("partial", {"probe": names},
-                                     lambda gen, report: self._probe_reported(record, gen, report))
+            self._request_generation(
+                "partial", {"probe": names}, lambda gen, report: self._probe_reported(record, gen, report)
+            )
         elif plan.kind == "respawn":
             record.strategy = "respawn"
             self._roll_from(record, serving)
         elif plan.kind == "partial":
-            units = [[name, path, os.path.basename(path) == "__init__.py"]
-                     for name, path in zip(module_names(self.project, plan.modules), plan.modules, strict=True)]
-            self._request_generation("partial", {"units": units},
-                                     lambda gen, report: self._partial_reported(record, gen, report))
+            units = [
+                [name, path, os.path.basename(path) == "__init__.py"]
+                for name, path in zip(module_names(self.project, plan.modules), plan.modules, strict=True)
+            ]
+            self._request_generation(
+                "partial", {"units": units}, lambda gen, report: self._partial_reported(record, gen, report)
+            )
         else:
             self._fresh(record)
 
@@ -400,8 +430,14 @@ class ProjectrServer(Generations, Server):
         Not a reload: nothing changed, no reload number, no hooks; a change or a reload asked for
         meanwhile takes precedence (``_abort_rebase``).
         """
-        if not (self._rebase_wanted and self._cold) or self._current is not None or self._unserved \
-                or self.state != "running" or self._serving is None or self._roll is not None:
+        if (
+            not (self._rebase_wanted and self._cold)
+            or self._current is not None
+            or self._unserved
+            or self.state != "running"
+            or self._serving is None
+            or self._roll is not None
+        ):
             return
         if self._changed_files():  # the watcher will report it: that reload comes first
             return
@@ -543,17 +579,27 @@ class ProjectrServer(Generations, Server):
         record.roll_ms = float(info.get("elapsed", 0.0)) * 1000.0
         record.total_ms = (time.perf_counter() - record.requested) * 1000.0
         if record.rebase:
-            log.info("generation %d, forked from the warm base, replaced generation 0 in %.0f ms (%d workers): "
-                     "they share the base's third-party modules", record.generation.number if record.generation
-                     else -1, record.total_ms, int(info.get("replaced", len(self.workers))))
+            log.info(
+                "generation %d, forked from the warm base, replaced generation 0 in %.0f ms (%d workers): "
+                "they share the base's third-party modules",
+                record.generation.number if record.generation else -1,
+                record.total_ms,
+                int(info.get("replaced", len(self.workers))),
+            )
             self._finish()
             return
         record.loaded = sorted(record.changed)
         self.strategy_counts[record.strategy] += 1
         replaced = int(info.get("replaced", len(self.workers)))
-        log.info("reload #%d: %s in %.0f ms; %d worker%s replaced (generation %d)", record.number,
-                 self._describe(record), record.total_ms, replaced, "s" if replaced != 1 else "",
-                 info.get("generation", self.generation))
+        log.info(
+            "reload #%d: %s in %.0f ms; %d worker%s replaced (generation %d)",
+            record.number,
+            self._describe(record),
+            record.total_ms,
+            replaced,
+            "s" if replaced != 1 else "",
+            info.get("generation", self.generation),
+        )
         self.last_reload = record
         notify("READY=1")
         self._finish()
@@ -572,8 +618,10 @@ class ProjectrServer(Generations, Server):
     def _failed(self, record: ReloadRecord, report: dict[str, Any]) -> None:
         """Log one readable block for a failed reload; the old workers keep serving (master)."""
         if record.rebase:  # the same files as generation 0: a failure here is an accident of the moment
-            log.warning("generation 0 was not replaced by a generation from the warm base: %s; it serves on",
-                        report.get("error"))
+            log.warning(
+                "generation 0 was not replaced by a generation from the warm base: %s; it serves on",
+                report.get("error"),
+            )
             self._finish()
             return
         where = report.get("file") or "?"
@@ -581,8 +629,9 @@ class ProjectrServer(Generations, Server):
             where = f"{where}:{report['line']}"
         lines = [f"reload #{record.number} failed: {where}: {report.get('error')}"]
         lines += ["  " + ln for ln in (report.get("traceback") or "").rstrip().splitlines()]
-        lines.append(f"  still serving generation {self.generation}; "
-                     "the changes stay pending: save a fix to retry them all")
+        lines.append(
+            f"  still serving generation {self.generation}; the changes stay pending: save a fix to retry them all"
+        )
         log.error("\n".join(lines))
         self._call_hook("reload_failed", report)
         notify("READY=1")
@@ -616,8 +665,11 @@ class ProjectrServer(Generations, Server):
             for gen in list(self._generations.values()):
                 if gen.state == "booting":
                     if not record.rebase:
-                        log.info("reload #%d abandoned: the server is stopping (generation pid %s killed)",
-                                 record.number, gen.pid)
+                        log.info(
+                            "reload #%d abandoned: the server is stopping (generation pid %s killed)",
+                            record.number,
+                            gen.pid,
+                        )
                     self._retire_generation(gen)
             self._again = False
         super().handle_stop(graceful)

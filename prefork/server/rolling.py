@@ -69,8 +69,9 @@ class Rolling(MasterState):
                 return False
             slot.successor = successor
             roll.successors[slot.index] = successor
-        roll.deadline = self.call_later(self.ready_timeout, lambda: self._abandon_roll(
-            f"successors not ready within {self.ready_timeout:g} s"))
+        roll.deadline = self.call_later(
+            self.ready_timeout, lambda: self._abandon_roll(f"successors not ready within {self.ready_timeout:g} s")
+        )
         self._check_roll()
         return True
 
@@ -81,11 +82,19 @@ class Rolling(MasterState):
         ``reason`` (why it was abandoned, or None).
         """
         if ok:
-            log.info("generation %d serving: %d workers replaced in %.0f ms", info["generation"],
-                     info["replaced"], info["elapsed"] * 1000)
+            log.info(
+                "generation %d serving: %d workers replaced in %.0f ms",
+                info["generation"],
+                info["replaced"],
+                info["elapsed"] * 1000,
+            )
         else:
-            log.error("roll to generation %d abandoned: %s; generation %d keeps serving",
-                      info["generation"], info["reason"], self.generation)
+            log.error(
+                "roll to generation %d abandoned: %s; generation %d keeps serving",
+                info["generation"],
+                info["reason"],
+                self.generation,
+            )
 
     def handle_roll(self) -> None:
         """Run ``roll_workers()`` (posted when roll requests were coalesced)."""
@@ -132,8 +141,12 @@ class Rolling(MasterState):
         if roll.deadline is not None:
             roll.deadline.cancel()
         self._roll = None
-        info = {"generation": roll.generation, "replaced": replaced,
-                "elapsed": time.monotonic() - roll.started, "reason": reason}
+        info = {
+            "generation": roll.generation,
+            "replaced": replaced,
+            "elapsed": time.monotonic() - roll.started,
+            "reason": reason,
+        }
         self._guarded(lambda: self.roll_finished(ok, info), "roll_finished")
         if ok:
             notify("READY=1")

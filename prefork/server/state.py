@@ -73,6 +73,7 @@ class MasterState:
 
     # -- methods one part calls and another defines ---------------------------------------------------
     if TYPE_CHECKING:  # Server.workers is a read-only property
+
         @property
         def workers(self) -> list[Worker]: ...
 

@@ -19,16 +19,25 @@ from dataclasses import dataclass, field
 class Plan:
     """What to do, and the reason the log line gives for it."""
 
-    kind: str                      # "respawn", "partial" or "fresh"
+    kind: str  # "respawn", "partial" or "fresh"
     reason: str
     # partial: the affected loaded modules; respawn: the modules to try importing first (load order)
     modules: tuple[str, ...] = field(default_factory=tuple)
 
 
-def plan_reload(changed: Iterable[str], *, sources: set[str], loaded: set[str], opened: set[str],
-                affected: Callable[[list[str]], list[str]], refused: set[str], root: str,
-                definition_file: str | None = None, full: bool = False,
-                foreign: dict[str, list[str]] | None = None) -> Plan:
+def plan_reload(
+    changed: Iterable[str],
+    *,
+    sources: set[str],
+    loaded: set[str],
+    opened: set[str],
+    affected: Callable[[list[str]], list[str]],
+    refused: set[str],
+    root: str,
+    definition_file: str | None = None,
+    full: bool = False,
+    foreign: dict[str, list[str]] | None = None,
+) -> Plan:
     """Decide how to serve ``changed`` paths (empty: a reload asked for by a signal or ``ctl``).
 
     ``sources``: the files that existed when the serving generation was made (a .py file that did
@@ -59,8 +68,11 @@ def plan_reload(changed: Iterable[str], *, sources: set[str], loaded: set[str], 
     wanted = [path for path in dependents if path in loaded]
     if not wanted and not any(path in loaded for path in modules):
         # The workers import these on their first request: tried first (a probe), then respawn.
-        return Plan("respawn", "the changed modules are imported by the workers, not at start",
-                    tuple(path for path in dependents if path not in loaded))
+        return Plan(
+            "respawn",
+            "the changed modules are imported by the workers, not at start",
+            tuple(path for path in dependents if path not in loaded),
+        )
     seen_refused = [path for path in modules if path in refused]
     if seen_refused:
         return Plan("fresh", f"partial refused before for {rel[seen_refused[0]]}")

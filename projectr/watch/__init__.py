@@ -4,6 +4,7 @@
 (non-blocking, coalesced, each path once: [] while a burst is still arriving, and the fd wakes
 again when it ends) and `close()`; it is a context manager.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,8 +24,21 @@ log = logging.getLogger("projectr.watch")
 
 BACKENDS = ("inotify", "watchdog", "polling")
 
-__all__ = ["BACKENDS", "BaseWatcher", "Burst", "DEFAULT_LIMIT", "DEFAULT_WINDOW", "DefaultFilter", "POLL_INTERVAL",
-           "WatchSet", "Watcher", "choose_backend", "settle", "watch", "watch_set"]
+__all__ = [
+    "BACKENDS",
+    "BaseWatcher",
+    "Burst",
+    "DEFAULT_LIMIT",
+    "DEFAULT_WINDOW",
+    "DefaultFilter",
+    "POLL_INTERVAL",
+    "WatchSet",
+    "Watcher",
+    "choose_backend",
+    "settle",
+    "watch",
+    "watch_set",
+]
 
 
 def choose_backend(backend: str = "auto") -> str:
@@ -47,12 +61,15 @@ def watch(project: Project, backend: str = "auto", **options: Any) -> BaseWatche
     watcher: BaseWatcher
     if name == "inotify":
         from .inotify import InotifyWatcher
+
         watcher = InotifyWatcher(project, **options)
     elif name == "watchdog":
         from .observer import WatchdogWatcher
+
         watcher = WatchdogWatcher(project, **options)
     else:
         from .polling import PollingWatcher
+
         watcher = PollingWatcher(project, **options)
     project._watchers.add(watcher)  # only a fully built watcher may answer load()'s questions
     return watcher

@@ -1,4 +1,5 @@
 """The watcher interface and the bookkeeping every backend shares."""
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,13 @@ def watch_set(project: Project, accept: DefaultFilter | None = None) -> WatchSet
     if project.definition_file:
         files.append(project.definition_file)
     rank = {path: i for i, path in enumerate(files)}
-    return WatchSet(frozenset(files), tuple(project.resource_patterns), rank,
-                    gitlock.find_git_dir(project.root), accept or DefaultFilter())
+    return WatchSet(
+        frozenset(files),
+        tuple(project.resource_patterns),
+        rank,
+        gitlock.find_git_dir(project.root),
+        accept or DefaultFilter(),
+    )
 
 
 class BaseWatcher:
@@ -52,8 +58,13 @@ class BaseWatcher:
     new folders) and `_close()`.
     """
 
-    def __init__(self, project: Project, debounce: float = DEFAULT_WINDOW,
-                 debounce_limit: float = DEFAULT_LIMIT, accept: DefaultFilter | None = None) -> None:
+    def __init__(
+        self,
+        project: Project,
+        debounce: float = DEFAULT_WINDOW,
+        debounce_limit: float = DEFAULT_LIMIT,
+        accept: DefaultFilter | None = None,
+    ) -> None:
         self._project = project
         self._accept = accept
         self._set = watch_set(project, accept)

@@ -5,14 +5,15 @@ while it is open, returns nothing and arms its fd to become readable when the wi
 wakeup.py), so `changed_files()` never blocks. `settle()` is the older blocking form, kept for
 callers that want to wait.
 """
+
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-DEFAULT_WINDOW = 0.005   # seconds of quiet that end a burst
-DEFAULT_LIMIT = 0.05     # a burst never delays the batch longer than this
+DEFAULT_WINDOW = 0.005  # seconds of quiet that end a burst
+DEFAULT_LIMIT = 0.05  # a burst never delays the batch longer than this
 
 
 @dataclass
@@ -42,8 +43,9 @@ class Burst:
         self.started = None
 
 
-def settle(wait_for_more: Callable[[float], bool], window: float = DEFAULT_WINDOW,
-           limit: float = DEFAULT_LIMIT) -> None:
+def settle(
+    wait_for_more: Callable[[float], bool], window: float = DEFAULT_WINDOW, limit: float = DEFAULT_LIMIT
+) -> None:
     """Call `wait_for_more(timeout)` until it reports no new events for `window` s, or `limit` s passed.
 
     `wait_for_more` waits on the event source (never a sleep) and returns True if anything arrived.

@@ -1,4 +1,5 @@
 """Which paths a watcher reports: the exact known files, plus resource globs minus editor litter."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -14,12 +15,39 @@ class DefaultFilter:
     Called with an absolute path; returns True to keep it.
     """
 
-    ignore_names: list[str] = field(default_factory=lambda: [
-        "*.swp", "*.swx", "*.swo", "*~", ".#*", "#*#", "4913", "*.tmp", "*.bak", "*.orig",
-        ".DS_Store", "*.pyc", "*.pyo", "___jb_*___"])
-    ignore_dirs: list[str] = field(default_factory=lambda: [
-        "__pycache__", ".git", ".hg", ".svn", ".idea", ".vscode", "node_modules", ".mypy_cache",
-        ".pytest_cache", ".tox", ".venv"])
+    ignore_names: list[str] = field(
+        default_factory=lambda: [
+            "*.swp",
+            "*.swx",
+            "*.swo",
+            "*~",
+            ".#*",
+            "#*#",
+            "4913",
+            "*.tmp",
+            "*.bak",
+            "*.orig",
+            ".DS_Store",
+            "*.pyc",
+            "*.pyo",
+            "___jb_*___",
+        ]
+    )
+    ignore_dirs: list[str] = field(
+        default_factory=lambda: [
+            "__pycache__",
+            ".git",
+            ".hg",
+            ".svn",
+            ".idea",
+            ".vscode",
+            "node_modules",
+            ".mypy_cache",
+            ".pytest_cache",
+            ".tox",
+            ".venv",
+        ]
+    )
 
     def __call__(self, path: str) -> bool:
         name = os.path.basename(path)

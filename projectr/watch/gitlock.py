@@ -1,4 +1,5 @@
 """Hold a batch while git rewrites the work tree (`.git/index.lock` exists), so a checkout is one batch."""
+
 from __future__ import annotations
 
 import logging

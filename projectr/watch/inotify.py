@@ -4,6 +4,7 @@ fd and a timerfd (wakeup.py), so the end of a debounce window wakes select() too
 Folders are watched, and events are matched against the exact set of known files, so atomic
 rename-over saves, delete+recreate and new files are seen; everything else is drained and dropped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,9 +21,19 @@ from .wakeup import EpollWakeup
 if TYPE_CHECKING:
     from ..project import Project
 
-_DIR_MASK = (flags.CLOSE_WRITE | flags.MODIFY | flags.ATTRIB | flags.CREATE | flags.DELETE
-             | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE_SELF | flags.MOVE_SELF
-             | flags.ONLYDIR | flags.EXCL_UNLINK)
+_DIR_MASK = (
+    flags.CLOSE_WRITE
+    | flags.MODIFY
+    | flags.ATTRIB
+    | flags.CREATE
+    | flags.DELETE
+    | flags.MOVED_TO
+    | flags.MOVED_FROM
+    | flags.DELETE_SELF
+    | flags.MOVE_SELF
+    | flags.ONLYDIR
+    | flags.EXCL_UNLINK
+)
 
 # In .git only index.lock's comings and goings matter (git renames the lock over the index).
 _GIT_MASK = flags.CREATE | flags.DELETE | flags.MOVED_FROM | flags.ONLYDIR

@@ -3,6 +3,7 @@
 This backend runs a thread in the process; fork only from a process that does not use it
 (or close it before forking). Events are matched against the exact set of known files.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Default interval: 0.5 s (POLL_INTERVAL); cost is one stat per file per interval,
 modified in the last two seconds (so same-size same-second edits are seen). Runs a thread in the
 process; a self-pipe makes fileno() selectable.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,11 @@ class PollingWatcher(ThreadedWatcher):
     def _poll(self) -> None:
         ws = self._set
         current = self._scan(ws)
-        changed = {p for p in current.keys() | self._seen.keys()
-                   if _differs(self._seen.get(p), current.get(p)) and ws.matches(p)}
+        changed = {
+            p
+            for p in current.keys() | self._seen.keys()
+            if _differs(self._seen.get(p), current.get(p)) and ws.matches(p)
+        }
         self._seen = current
         locked = gitlock.is_locked(ws.git_dir)
         released = self._was_locked and not locked
@@ -59,6 +63,7 @@ class PollingWatcher(ThreadedWatcher):
     @staticmethod
     def _scan(ws: WatchSet) -> dict[str, _Stat]:
         import glob
+
         paths = set(ws.files)
         for pattern in ws.patterns:
             paths.update(p for p in glob.glob(pattern) if ws.accept(p))
@@ -88,6 +93,7 @@ class PollingWatcher(ThreadedWatcher):
 
 def _now_ns() -> int:
     import time
+
     return time.time_ns()
 
 

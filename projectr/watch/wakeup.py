@@ -9,6 +9,7 @@ so select() on the fd is all a caller ever needs, and nothing sleeps.
 - Elsewhere (the watchdog and polling backends, which run a thread anyway): a `threading.Timer`
   writes a byte into the backend's self-pipe at the deadline.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -152,6 +153,7 @@ class TimerFd:
 
 # ---- timerfd through libc, for Python < 3.13 ------------------------------------------------------
 
+
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]  # time_t is a long on Linux
 
@@ -169,8 +171,12 @@ def _libc() -> ctypes.CDLL:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.timerfd_create.restype = ctypes.c_int
-        libc.timerfd_settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec),
-                                         ctypes.POINTER(_Itimerspec)]
+        libc.timerfd_settime.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(_Itimerspec),
+            ctypes.POINTER(_Itimerspec),
+        ]
         libc.timerfd_settime.restype = ctypes.c_int
         _LIBC = libc
     return _LIBC
