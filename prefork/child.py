@@ -26,11 +26,11 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import WSGITask
 
-from prefork import commands, forks, signals, stdio
+from prefork import forks, signals, stdio
 from prefork.accesslog import AccessLog
-from prefork.control import FrameError, FrameReader, encode_frame, parse_request, reply_error, reply_ok
+from prefork.child_control import ChannelEnd
 from prefork.proctitle import set_title
-from prefork.worker import Worker, iter_messages
+from prefork.worker import Worker
 
 log = logging.getLogger("prefork.worker")
 
@@ -367,14 +367,12 @@ class InlineDispatcher:
         return True
 
 
-class ControlDispatcher(wasyncore.dispatcher):  # type: ignore[misc]  # waitress has no type information
+class ControlDispatcher(ChannelEnd, wasyncore.dispatcher):  # type: ignore[misc]  # waitress is untyped
     """The worker's end of the control channel, in waitress's socket map (loop thread)."""
 
     def __init__(self, runtime: Runtime, sock: socket.socket, map: dict[int, Any]) -> None:
-        super().__init__(sock, map=map)
-        self.runtime = runtime
-        self.reader = FrameReader(skip_oversized=True)
-        self.outgoing = bytearray()
+        wasyncore.dispatcher.__init__(self, sock, map=map)
+        self._init_channel(runtime)
 
     def readable(self) -> bool:
         return True
@@ -383,47 +381,9 @@ class ControlDispatcher(wasyncore.dispatcher):  # type: ignore[misc]  # waitress
         return bool(self.outgoing)
 
     def handle_read(self) -> None:
-        try:
-            data = self.socket.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.runtime.master_gone()
-        for item in iter_messages(self.reader, data):
-            if isinstance(item, FrameError):
-                log.warning("%s: bad control frame: %s", self.runtime.worker.describe(), item)
-                self.send_message(reply_error(None, f"bad frame: {item}"))
-            else:
-                self.send_message(self.answer(item))
+        self.receive(self.socket)
 
-    def answer(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Run one request and build its reply; an error is a reply, never an exit."""
-        request_id = message.get("id")
-        try:
-            request_id, command, args = parse_request(message)
-        except FrameError as exc:
-            log.warning("%s: bad control request: %s", self.runtime.worker.describe(), exc)
-            return reply_error(request_id, f"bad request: {exc}")
-        try:
-            result = commands.run_command(self.runtime.worker, command, args)
-            encode_frame(reply_ok(request_id, result))  # refuse what cannot be sent before saying ok
-        except Exception as exc:
-            log.warning(
-                "%s: command %s failed: %s: %s",
-                self.runtime.worker.describe(),
-                command,
-                type(exc).__name__,
-                exc,
-                exc_info=not isinstance(exc, (commands.UnknownCommand, commands.BadArguments, FrameError)),
-            )
-            return reply_error(request_id, f"{type(exc).__name__}: {exc}")
-        return reply_ok(request_id, result)
-
-    def send_message(self, message: dict[str, Any]) -> None:
-        """Queue a message for the master and try to send it right away."""
-        self.outgoing += encode_frame(message)
+    def flush(self) -> None:
         self.handle_write()
 
     def handle_write(self) -> None:

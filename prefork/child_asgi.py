@@ -29,12 +29,12 @@ from typing import Any, NoReturn
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from prefork import commands, forks, signals, stdio
+from prefork import forks, signals, stdio
 from prefork.asgi import detect_interface
 from prefork.child import FRESH_GRACE, _access_log, rss_bytes
-from prefork.control import FrameError, FrameReader, encode_frame, parse_request, reply_error, reply_ok
+from prefork.child_control import ChannelEnd
 from prefork.proctitle import set_title
-from prefork.worker import Worker, iter_messages
+from prefork.worker import Worker
 
 log = logging.getLogger("prefork.worker")
 
@@ -289,63 +289,21 @@ class _UvicornServer(uvicorn.Server):
             self.runtime.started()
 
 
-class AsyncControl:
+class AsyncControl(ChannelEnd):
     """The worker's end of the control channel, as a reader (and, when it backs up, a writer) in the loop."""
 
     def __init__(self, runtime: AsgiRuntime, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
-        self.runtime = runtime
+        self._init_channel(runtime)
         self.socket = sock
         self.loop = loop
-        self.reader = FrameReader(skip_oversized=True)
-        self.outgoing = bytearray()
         self.writing = False
         sock.setblocking(False)
         loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
-        try:
-            data = self.socket.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.runtime.master_gone()
-        for item in iter_messages(self.reader, data):
-            if isinstance(item, FrameError):
-                log.warning("%s: bad control frame: %s", self.runtime.worker.describe(), item)
-                self.send_message(reply_error(None, f"bad frame: {item}"))
-            else:
-                self.send_message(self.answer(item))
+        self.receive(self.socket)
 
-    def answer(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Run one request and build its reply; an error is a reply, never an exit."""
-        worker = self.runtime.worker
-        request_id = message.get("id")
-        try:
-            request_id, command, args = parse_request(message)
-        except FrameError as exc:
-            log.warning("%s: bad control request: %s", worker.describe(), exc)
-            return reply_error(request_id, f"bad request: {exc}")
-        try:
-            result = commands.run_command(worker, command, args)
-            encode_frame(reply_ok(request_id, result))  # refuse what cannot be sent before saying ok
-        except Exception as exc:
-            expected = isinstance(exc, (commands.UnknownCommand, commands.BadArguments, FrameError))
-            log.warning(
-                "%s: command %s failed: %s: %s",
-                worker.describe(),
-                command,
-                type(exc).__name__,
-                exc,
-                exc_info=not expected,
-            )
-            return reply_error(request_id, f"{type(exc).__name__}: {exc}")
-        return reply_ok(request_id, result)
-
-    def send_message(self, message: dict[str, Any]) -> None:
-        """Queue a message for the master and send what the socket takes now."""
-        self.outgoing += encode_frame(message)
+    def flush(self) -> None:
         self._flush()
 
     def _flush(self) -> None:
