@@ -85,20 +85,21 @@ def test_port_per_worker(launcher, site):
 def test_unix_socket(launcher, site, tmp_path):
     path = tmp_path / "web.sock"
     proc, log_path = launcher.spawn([PYTHON, "-m", "prefork", "web:app", "-w", "2", "-b", f"unix:{path}"], cwd=site)
-
-    def get() -> str | None:
-        conn = UnixHTTPConnection(str(path))
-        try:
-            conn.request("GET", "/")
-            return conn.getresponse().read().decode()
-        finally:
-            conn.close()
-
-    assert wait_for(get, what="an answer on the unix socket").startswith("pid ")
+    assert wait_for(lambda: get_unix(path), what="an answer on the unix socket").startswith("pid ")
     assert f"2 workers on unix:{path}" in log_path.read_text()
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
     assert not path.exists()  # the master removes the socket it made
+
+
+def get_unix(path: Path) -> str:
+    """The body of ``GET /`` over the Unix socket ``path``."""
+    conn = UnixHTTPConnection(str(path))
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -305,16 +306,7 @@ def test_several_addresses_every_worker_on_each(launcher, site, tmp_path):
                                  workers=1, cwd=site)
     wait_for(lambda: len(pids_seen(server.port)) == 2 or None, what="both workers on the first address")
     wait_for(lambda: len(pids_seen(second)) == 2 or None, what="both workers on the second address")
-
-    def over_unix() -> str:
-        conn = UnixHTTPConnection(str(path))
-        try:
-            conn.request("GET", "/")
-            return conn.getresponse().read().decode()
-        finally:
-            conn.close()
-
-    assert {over_unix() for _ in range(20)} <= pids_seen(server.port)
+    assert {get_unix(path) for _ in range(20)} <= pids_seen(server.port)
     assert (f"2 workers on 127.0.0.1:{server.port}, 127.0.0.1:{second}, unix:{path}\n") in server.log()
     server.signal(signal.SIGQUIT)
     assert server.proc.wait(timeout=20) == 0
