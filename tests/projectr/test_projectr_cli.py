@@ -241,8 +241,15 @@ def _readline(proc: subprocess.Popen, timeout: float = 10.0) -> str:
 
 def test_watch_prints_changes_and_what_would_reload(tree, spawned):
     definition = _tree(tree)
-    proc = subprocess.Popen([sys.executable, "-m", "projectr", "watch", definition], cwd=tree.root,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    # Ctrl-C reaches a foreground command, whose SIGINT is not ignored. A test run started in the
+    # background (`.ci/run &`) ignores SIGINT, a child inherits that, and `projectr watch` then
+    # never sees the interrupt: start it as a terminal would.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "projectr", "watch", definition], cwd=tree.root,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     spawned.append(proc)
     assert _readline(proc).startswith("watching cli-")
     tree.write("PKG/views.py", "from .app import util\nX = 1\n")
