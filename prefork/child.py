@@ -79,6 +79,32 @@ def run_worker(
             master_pid=master_pid,
             close_inherited=close_inherited,
         )
+    become_worker(
+        worker,
+        title=f"prefork worker {worker.index} :{worker.port}",
+        output_fd=output_fd,
+        master_pid=master_pid,
+        close_inherited=close_inherited,
+        make_runtime=lambda: Runtime(
+            worker, worker.wrap_app(app), listener, control, threads, output_path, inline=inline and threads == 1
+        ),
+    )
+
+
+def become_worker(
+    worker: Worker,
+    *,
+    title: str,
+    output_fd: int | None,
+    master_pid: int,
+    close_inherited: Callable[[], None],
+    make_runtime: Callable[[], Any],
+) -> NoReturn:
+    """Fork hygiene, ``on_start``, adoption, then serve until stopped; exits with the worker's code (worker).
+
+    One life for both worker kinds: ``make_runtime`` builds waitress's (``Runtime``) or uvicorn's
+    (``prefork.child_asgi.AsgiRuntime``) once the process is clean.
+    """
     code = 1
     try:
         signals.reset_in_child(ignore=signals.LEFT_TO_MASTER)
@@ -86,15 +112,14 @@ def run_worker(
         close_inherited()
         random.seed()
         worker.pid = os.getpid()
-        set_title(f"prefork worker {worker.index} :{worker.port}")
-        app = worker.wrap_app(app)
-        runtime = Runtime(worker, app, listener, control, threads, output_path, inline=inline and threads == 1)
+        set_title(title)
+        runtime = make_runtime()
         worker._runtime = runtime
         worker.on_start()
         if not forks.adopted(master_pid, signal.SIGTERM):  # the master died while we booted
             os._exit(0)
         code = runtime.serve()
-    except SystemExit as exc:
+    except SystemExit as exc:  # uvicorn exits 3 when the lifespan startup fails: a boot failure
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
         log.exception("worker %s (pid %s, port %s) failed", worker.index, os.getpid(), worker.port)

@@ -19,8 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
-import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -29,11 +27,10 @@ from typing import Any, NoReturn
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from prefork import forks, signals, stdio
+from prefork import stdio
 from prefork.asgi import detect_interface
-from prefork.child import FRESH_GRACE, _access_log, rss_bytes
+from prefork.child import FRESH_GRACE, _access_log, become_worker, rss_bytes
 from prefork.child_control import ChannelEnd
-from prefork.proctitle import set_title
 from prefork.worker import Worker
 
 log = logging.getLogger("prefork.worker")
@@ -66,28 +63,14 @@ def run_asgi_worker(
 
     ``threads`` and ``inline`` (WSGI only) arrive in ``_ignored``: uvicorn serves in one loop.
     """
-    code = 1
-    try:
-        signals.reset_in_child(ignore=signals.LEFT_TO_MASTER)
-        stdio.redirect_stdio(output_fd)
-        close_inherited()
-        random.seed()
-        worker.pid = os.getpid()
-        set_title(f"prefork worker {worker.index} :{worker.port} (asgi)")
-        runtime = AsgiRuntime(worker, _wrapped(worker, app), listener, control, output_path)
-        worker._runtime = runtime  # type: ignore[assignment]  # duck-typed like prefork.child.Runtime
-        worker.on_start()
-        if not forks.adopted(master_pid, signal.SIGTERM):  # the master died while we booted
-            os._exit(0)
-        code = runtime.serve()
-    except SystemExit as exc:  # uvicorn exits 3 when the lifespan startup fails: a boot failure
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        log.exception("worker %s (pid %s, port %s) failed", worker.index, os.getpid(), worker.port)
-        code = 1
-    finally:
-        stdio.flush_all()
-        os._exit(code)
+    become_worker(
+        worker,
+        title=f"prefork worker {worker.index} :{worker.port} (asgi)",
+        output_fd=output_fd,
+        master_pid=master_pid,
+        close_inherited=close_inherited,
+        make_runtime=lambda: AsgiRuntime(worker, _wrapped(worker, app), listener, control, output_path),
+    )
 
 
 def _wrapped(worker: Worker, app: Any) -> Any:
