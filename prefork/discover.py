@@ -14,36 +14,25 @@ import os
 from pathlib import Path
 
 from projectr import Project
+from projectr.watch.filters import DefaultFilter
 
-# Folders that are never the project's own source.
-SKIP_DIRS = frozenset(
-    {
-        "__pycache__",
-        ".git",
-        ".hg",
-        ".svn",
-        ".idea",
-        ".vscode",
-        "node_modules",
-        ".mypy_cache",
-        ".pytest_cache",
-        ".ruff_cache",
-        ".tox",
-        ".nox",
-        ".venv",
-        "venv",
-        "env",
-        ".eggs",
-        "build",
-        "dist",
-        "site-packages",
-        "dist-packages",
-        "htmlcov",
-        "static",
-        "staticfiles",
-        "media",
-    }
-)
+# Folders that are never the project's own source: the ones the watcher ignores (tool and
+# editor folders) plus virtualenvs, build output, installed packages and static/media files.
+SKIP_DIRS = frozenset(DefaultFilter().ignore_dirs) | {
+    ".ruff_cache",
+    ".nox",
+    "venv",
+    "env",
+    ".eggs",
+    "build",
+    "dist",
+    "site-packages",
+    "dist-packages",
+    "htmlcov",
+    "static",
+    "staticfiles",
+    "media",
+}
 # Files read by the app or its framework that are not Python: templates and configuration.
 RESOURCE_SUFFIXES = (
     ".html",
