@@ -420,16 +420,6 @@ class ControlDispatcher(ChannelEnd, wasyncore.dispatcher):  # type: ignore[misc]
             self.runtime.master_gone()
         del self.outgoing[:sent]
 
-    def flush_blocking(self, timeout: float = 1.0) -> None:
-        """Send what is queued before the process exits."""
-        if self.outgoing:
-            self.socket.settimeout(timeout)
-            try:
-                self.socket.sendall(self.outgoing)
-            except OSError:
-                pass
-            self.outgoing.clear()
-
     def handle_close(self) -> None:
         self.runtime.master_gone()
 

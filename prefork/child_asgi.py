@@ -304,16 +304,6 @@ class AsyncControl(ChannelEnd):
             self.loop.remove_writer(self.socket.fileno())
             self.writing = False
 
-    def flush_blocking(self, timeout: float = 1.0) -> None:
-        """Send what is queued before the process exits."""
-        if self.outgoing:
-            self.socket.settimeout(timeout)
-            try:
-                self.socket.sendall(self.outgoing)
-            except OSError:
-                pass
-            self.outgoing.clear()
-
 
 def _http_base(http: Any) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol class for its ``http`` option (``"auto"``, ``"h11"``, ``"httptools"`` or a class)."""

@@ -8,7 +8,7 @@ and ``prefork.child_asgi`` (uvicorn: a reader in the asyncio loop). Each supplie
 from __future__ import annotations
 
 import logging
-import socket
+from socket import socket as Socket
 from typing import Any, Protocol
 
 from prefork import commands
@@ -30,6 +30,7 @@ class ChannelEnd:
     """The protocol half of the worker's control channel; subclasses add the transport."""
 
     runtime: WorkerRuntime
+    socket: Socket  # the transport's
 
     def _init_channel(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
@@ -40,7 +41,7 @@ class ChannelEnd:
         """Send what the socket takes of ``outgoing`` now (the transport's)."""
         raise NotImplementedError
 
-    def receive(self, sock: socket.socket) -> None:
+    def receive(self, sock: Socket) -> None:
         """Read what arrived, answer every request in it; EOF means the master is gone."""
         try:
             data = sock.recv(65536)
@@ -81,6 +82,16 @@ class ChannelEnd:
             )
             return reply_error(request_id, f"{type(exc).__name__}: {exc}")
         return reply_ok(request_id, result)
+
+    def flush_blocking(self, timeout: float = 1.0) -> None:
+        """Send what is queued before the process exits."""
+        if self.outgoing:
+            self.socket.settimeout(timeout)
+            try:
+                self.socket.sendall(self.outgoing)
+            except OSError:
+                pass
+            self.outgoing.clear()
 
     def send_message(self, message: dict[str, Any]) -> None:
         """Queue a message for the master and send what the socket takes now."""
