@@ -70,14 +70,18 @@ def _serve(server: Any, channel: socket.socket) -> None:
     forks.serve_requests(
         channel,
         {
-            "preload": lambda args, fds: _preload(channel, args["modules"]),
+            "preload": lambda args, fds: _preload(channel, args["modules"], bool(args.get("final", True))),
             "fork_generation": lambda args, fds: _fork_generation(server, channel, args, fds),
         },
     )
 
 
-def _preload(channel: socket.socket, names: list[str]) -> None:
-    """Import each module in order; report how many could be imported and how long it took."""
+def _preload(channel: socket.socket, names: list[str], final: bool) -> None:
+    """Import each module in order; report how many could be imported and how long it took.
+
+    The master sends the modules in batches while generation 0 imports the app; ``final`` marks
+    the last batch (sent with generation 0's report).
+    """
     started = time.perf_counter()
     resident = _resident_mb()
     imported = 0
@@ -104,6 +108,7 @@ def _preload(channel: socket.socket, names: list[str]) -> None:
         channel,
         {
             "event": "preloaded",
+            "final": final,
             "imported": imported,
             "wanted": len(names),
             "ms": (time.perf_counter() - started) * 1000.0,

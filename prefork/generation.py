@@ -46,6 +46,7 @@ class Recorder:
     opened: set[str] = field(default_factory=set)
     written: set[str] = field(default_factory=set)
     active: bool = False
+    after_import: Callable[[], None] | None = None  # called after each import statement or import_module
     _project: dict[str, bool] = field(default_factory=dict)  # module name -> is a project module
 
     def audit(self, event: str, args: tuple[Any, ...]) -> None:
@@ -86,6 +87,8 @@ class Recorder:
             name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
         ) -> Any:
             module = real(name, globals, locals, fromlist, level)
+            if self.after_import is not None:
+                self.after_import()
             if globals:
                 package = globals.get("__package__")
                 try:
@@ -102,6 +105,8 @@ class Recorder:
     def _wrap_gcd(self, real: Callable[..., Any]) -> Callable[..., Any]:
         def recording_gcd(name: str, package: Any = None, level: int = 0) -> Any:
             module = real(name, package, level)
+            if self.after_import is not None:
+                self.after_import()
             self._record(_calling_module(), module.__name__, ())
             return module
 
@@ -126,6 +131,47 @@ class Recorder:
                 return False  # not imported (yet): asked again next time
             known = self._project[name] = _is_project_module(module, self.root)
         return known
+
+
+_LEARN_BATCH = 0.01  # seconds: generation 0 sends the modules it learned at most this often
+
+
+@dataclass
+class Learner:
+    """Generation 0's running report of the third-party modules its import loads (generation 0).
+
+    The master hands each batch to the base, which imports them on another core while generation 0
+    goes on: when generation 0 is ready, the base is (nearly) warm, and the first save is a fresh
+    generation from it rather than a checked partial reload of generation 0's cold copy (which
+    would compete with the base's preload for the CPU). The ``ready`` report still lists every
+    module; the master sends the base what these batches did not.
+    """
+
+    channel: socket.socket
+    root: str
+    seen: set[str]
+    known: int = 0  # len(sys.modules) when last looked
+    pending: list[str] = field(default_factory=list)
+    sent_at: float = 0.0
+
+    def after_import(self) -> None:
+        """Recorder hook: note the modules this import added; send a batch when one is due."""
+        if len(sys.modules) == self.known:
+            return
+        names = list(sys.modules)
+        self.known = len(names)
+        for name in names:
+            if name not in self.seen:
+                self.seen.add(name)
+                if not _is_project_module(sys.modules[name], self.root):
+                    self.pending.append(name)
+        now = time.perf_counter()
+        if self.pending and now - self.sent_at >= _LEARN_BATCH:
+            batch, self.pending, self.sent_at = self.pending, [], now
+            try:
+                forks.send(self.channel, {"event": "learned", "modules": batch})
+            except OSError:  # the master is gone: the import goes on, the report will fail
+                self.pending = batch
 
 
 def _calling_module() -> str | None:
@@ -211,12 +257,15 @@ def _import_fresh(server: Any, channel: socket.socket, request: dict[str, Any]) 
     # the old code became garbage (a collection then costs what the project allocated, not more).
     gc.freeze()
     before = list(sys.modules)
+    if request.get("learn") and request.get("stream"):
+        recorder.after_import = Learner(channel, root, set(before), len(before)).after_import
     started = time.perf_counter()
     try:
         with recorder.recording():
             app = resolve_app(request["app"])
             _warm_up(request)
         require_runtime(app, getattr(server, "interface", "auto"))  # ASGI: uvicorn imported once, learned by the base
+        recorder.after_import = None
     except BaseException as exc:  # noqa: BLE001 - any failure is reported, the master keeps serving
         _report_failure(channel, exc, request)
         return None

@@ -78,7 +78,12 @@ class BaseProcess:
 
     pid: int
     channel: socket.socket
-    preloaded: bool = False
+    preloaded: bool = False  # the last batch of the preload is imported
+    asked: set[str] = field(default_factory=set)  # modules sent to it to preload
+    preload_ms: float = 0.0  # what the batches imported so far took, and added to its memory
+    preload_mb: float = 0.0
+    imported: int = 0
+    paused: bool = False  # stopped (SIGSTOP) while a reload that does not need it is built
 
     def fileno(self) -> int:
         return self.channel.fileno()
@@ -149,15 +154,20 @@ class Generations:
             return
         forks.close_fds(fds)
         if message.get("event") == "preloaded":
+            base.preload_ms += float(message.get("ms", 0.0))
+            base.preload_mb += float(message.get("mb", 0.0))
+            base.imported += int(message.get("imported", 0))
+            if not message.get("final", True):
+                return
             base.preloaded = True
             log.info(
                 "base: %d of %d third-party modules preloaded in %.0f ms (%.1f MB)",
-                message.get("imported", 0),
-                message.get("wanted", 0),
-                message.get("ms", 0.0),
-                message.get("mb", 0.0),
+                base.imported,
+                len(base.asked),
+                base.preload_ms,
+                base.preload_mb,
             )
-            self._base_preloaded(float(message.get("ms", 0.0)), float(message.get("mb", 0.0)))
+            self._base_preloaded(base.preload_ms, base.preload_mb)
 
     def _base_preloaded(self, ms: float, mb: float) -> None:
         """The base holds the third-party modules now, imported in ``ms`` into ``mb`` of memory
@@ -170,10 +180,36 @@ class Generations:
             if self.state == "running":
                 log.warning("base process %d exited with status %d; the next reload starts a new one", base.pid, status)
 
-    def _preload_base(self, modules: list[str]) -> None:
-        """Ask the base to import what generation 0 learned it needs (master)."""
-        if self._base is not None and modules:
-            forks.send(self._base.channel, {"command": "preload", "args": {"modules": modules}})
+    def _preload_base(self, modules: list[str], final: bool = True) -> None:
+        """Ask the base to import what generation 0 learned it needs: a batch while generation 0
+        imports, the rest (``final``) once it reported (master)."""
+        base = self._base
+        if base is None or base.preloaded:
+            return
+        wanted = [name for name in modules if name not in base.asked]
+        if not wanted and (not final or not base.asked):
+            return
+        base.asked.update(wanted)
+        forks.send(base.channel, {"command": "preload", "args": {"modules": wanted, "final": final}})
+
+    def _pause_base(self) -> None:
+        """Stop the base's preload (SIGSTOP) while a reload that does not need the base is built,
+        so that the two do not share the CPU; ``_resume_base`` lets it go on (master)."""
+        base = self._base
+        if base is not None and not base.preloaded and not base.paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(base.pid, signal.SIGSTOP)
+                base.paused = True
+                log.debug("base: preload paused while this reload is built")
+
+    def _resume_base(self) -> None:
+        """Let a paused base go on (master)."""
+        base = self._base
+        if base is not None and base.paused:
+            base.paused = False
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(base.pid, signal.SIGCONT)
+                log.debug("base: preload resumed")
 
     def _stop_base(self) -> None:
         base, self._base = self._base, None
@@ -186,6 +222,8 @@ class Generations:
 
     def _request_generation(self, kind: str, args: dict[str, Any], on_report: Report) -> GenerationProcess:
         """Ask the base (fresh) or the serving generation (partial) for a new generation (master)."""
+        if kind != "partial":
+            self._resume_base()
         zygote = self._serving if kind == "partial" else self._base
         if zygote is None:  # the base died: a new one imports what the last one did first
             zygote = self._start_base()
@@ -219,6 +257,8 @@ class Generations:
         event = message.get("event")
         if event == "started":
             gen.pid = int(message["pid"])
+        elif event == "learned" and gen.state == "booting":
+            self._preload_base(list(message.get("modules", ())), final=False)
         elif event in ("ready", "failed", "refused") and gen.state == "booting":
             self._cancel_timers(gen)
             gen.report = message

@@ -201,7 +201,13 @@ class ProjectrServer(Generations, Server):
         self._files = _snapshots(self._project_files())
         self._start_base()
         outcome: dict[str, Any] = {}
-        gen = self._request_generation("fresh", {"learn": True}, lambda g, report: outcome.update(report))
+        # With a second CPU, the base imports what generation 0 learns while generation 0 goes on
+        # (a stream of "learned" batches): both finish at about the same time. On one CPU the two
+        # would share it, and the app would be served later: the base preloads afterwards.
+        stream = len(os.sched_getaffinity(0)) > 1
+        gen = self._request_generation(
+            "fresh", {"learn": True, "stream": stream}, lambda g, report: outcome.update(report)
+        )
         self._cancel_timers(gen)
         gen.timers.append(self.call_later(STARTUP_TIMEOUT, lambda: self._generation_overdue(gen)))
         while not outcome and self.state == "new":
@@ -216,7 +222,7 @@ class ProjectrServer(Generations, Server):
         if self._unserved:
             self.post_event("changed")  # saved while generation 0 imported
         self._preload = list(outcome.get("preload", ()))
-        self._preload_base(self._preload)
+        self._preload_base(self._preload)  # what its "learned" batches did not send yet
         if not self._preload:  # nothing third-party to keep warm: generation 0's import is the cost
             self._costs["fresh"] = float(outcome.get("ms", 0.0))
         logging.getLogger("prefork").info(
@@ -390,6 +396,8 @@ class ProjectrServer(Generations, Server):
                 )
         record.plan, record.reason = plan, plan.reason
         log.debug("reload #%d: %s (%s)", record.number, plan.kind, plan.reason or "affected modules loaded")
+        if plan.kind != "fresh":
+            self._pause_base()  # a save during the base's preload: this reload gets the CPU
         if plan.kind == "respawn" and plan.modules and serving is not None:
             # First the probe, then the new workers: a successor accepts connections as soon as it
             # is up, so it must not start before the changed modules are known to import.
@@ -535,6 +543,7 @@ class ProjectrServer(Generations, Server):
             if gen is not self._serving:
                 self._retire_generation(gen)
             self._current = None
+            self._resume_base()
             return
         self._spawn_from = gen
         if not self.roll_workers():
@@ -542,6 +551,7 @@ class ProjectrServer(Generations, Server):
             if gen is not self._serving:
                 self._retire_generation(gen)
             self._current = None
+            self._resume_base()
 
     def roll_finished(self, ok: bool, info: dict[str, Any]) -> None:
         """Server's report that a roll ended: commit the generation, or drop it (master)."""
@@ -571,6 +581,7 @@ class ProjectrServer(Generations, Server):
         if self.state != "running":
             log.info("reload #%d abandoned: the server is stopping", record.number)
             self._current = None
+            self._resume_base()
         else:
             self._failed(record, {"error": f"the new workers did not start: {info.get('reason')}"})
 
@@ -640,6 +651,7 @@ class ProjectrServer(Generations, Server):
     def _finish(self) -> None:
         """Leave the reloading state; run the coalesced reload if one was asked for (master)."""
         self._current = None
+        self._resume_base()
         changes, self._again_changes = self._again_changes, False
         if self._again:
             full, self._again, self._again_full = self._again_full, False, False

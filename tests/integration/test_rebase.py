@@ -6,10 +6,11 @@ its pages. Real servers from the command line, on test_generations' app and "ins
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import process_state, wait_for
 from test_generations import APP, bodies, launch_env, save, start, titled
 
 HEAVY = 'VERSION = "v1"\nTABLE = [str(i) for i in range(400_000)]  # some 25 MB, as a framework would hold\n'
@@ -71,3 +72,39 @@ def _private_mb(pid: int) -> float:
         if line.startswith(("Private_Clean:", "Private_Dirty:")):
             total += int(line.split()[1])
     return total / 1024
+
+
+GATED = '''\
+import os
+import sys
+
+if "hello" not in sys.modules:  # the base's preload, not generation 0's import: wait for the test
+    with open(os.path.join(os.path.dirname(__file__), "gate")) as gate:
+        gate.read()
+VERSION = "v1"
+'''
+
+
+def test_a_save_during_the_base_preload_is_served_and_the_preload_goes_on_afterwards(launcher, app_site):
+    """The base is stopped while a reload that does not need it is built, and let go on after it."""
+    gate = app_site[1] / "vendorlib" / "gate"
+    os.mkfifo(gate)
+    (app_site[1] / "vendorlib" / "__init__.py").write_text(GATED)
+    launch_env(launcher, app_site)
+    server = start(launcher, app_site)
+    base = titled(server.proc.pid)["prefork base"]
+    save(app_site[0] / "helper.py", 'def greeting():\n    return "hi"\n')
+    wait_for(lambda: all(b.startswith("hi ") for b in bodies(server)), what="the edit served")
+    server.wait_log(r"reload #1: 2 modules \(")  # partial: the base holds nothing warm yet
+    assert "base: preload paused" in server.log()
+    server.wait_log(r"base: preload resumed")
+    wait_for(lambda: process_state(base) not in ("T", "t", "gone"), what="the base running again")
+    # ENXIO (an OSError: wait_for tries again) until the base has the gate open for reading
+    writer = wait_for(lambda: os.open(gate, os.O_WRONLY | os.O_NONBLOCK), what="the base waiting at the gate")
+    os.write(writer, b"go")
+    os.close(writer)
+    server.wait_log(r"base: 1 of 1 third-party modules preloaded")
+    save(app_site[0] / "helper.py", 'def greeting():\n    return "hey"\n')
+    wait_for(lambda: all(b.startswith("hey ") for b in bodies(server)), what="the second edit served")
+    server.wait_log(r"reload #2: fresh generation")
+
