@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -79,7 +80,7 @@ def _wrapped(worker: Worker, app: Any) -> Any:
     A mixin that wraps an ASGI app in some other WSGI middleware is a boot failure that says so.
     """
     wrapped = worker.wrap_app(app)
-    if detect_interface(app) != "asgi" or detect_interface(wrapped) == "asgi":
+    if wrapped is app or detect_interface(app) != "asgi" or detect_interface(wrapped) == "asgi":
         return wrapped
     inner = wrapped
     while type(inner).__module__ == "prefork.livereload" and hasattr(inner, "app"):
@@ -128,7 +129,7 @@ class AsgiRuntime:
 
     def serve(self) -> int:
         """Run uvicorn in a new event loop until a graceful stop completes; return the exit code."""
-        factory = self.config.get_loop_factory()
+        factory = _loop_factory(self.config.loop)
         loop = factory() if factory is not None else asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         loop.run_until_complete(self._main())
@@ -382,16 +383,27 @@ def _quiet(conn: Any, now: float) -> bool:
 
 
 async def _never_served(scope: Any, receive: Any, send: Any) -> None:
-    """The app of the warm-up Config below (never called with arguments)."""
+    """The app of the Configs below (never called with arguments)."""
+
+
+@functools.cache
+def _loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvicorn's event loop factory for its ``loop`` option, found once per process tree.
+
+    Found here at import (master or generation) for the default, so that a worker does not repeat
+    the search: ``"auto"`` tries ``import uvloop``, and a failed import looks through every
+    ``sys.path`` entry (1 ms of a worker's boot, most of it page faults on memory shared with the
+    generation).
+    """
+    return uvicorn.Config(_never_served, loop=loop, log_config=None).get_loop_factory()
 
 
 def _import_what_serving_imports() -> None:
     """Import now what uvicorn imports when a worker starts serving (its WebSocket protocol and the
     websockets library, the lifespan, the loop): this module is imported in the master or the
     generation, so every worker forked afterwards skips 25 ms of imports."""
-    config = uvicorn.Config(_never_served, lifespan="auto", log_config=None)
-    config.load()
-    config.get_loop_factory()
+    uvicorn.Config(_never_served, lifespan="auto", log_config=None).load()
+    _loop_factory("auto")
 
 
 _import_what_serving_imports()
