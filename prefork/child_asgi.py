@@ -121,7 +121,8 @@ class AsgiRuntime:
             "backlog": getattr(server, "backlog", 2048),
             **getattr(server, "uvicorn_options", {}),
         }
-        options["http"] = _protocol_class(_http_base(options.get("http", "auto")), self)
+        self.protocol_class = _protocol_class(_http_base(options.get("http", "auto")))
+        options["http"] = self.protocol_class
         self.config = uvicorn.Config(app, **options)
         self.server = _UvicornServer(self.config, self)
         self.control: AsyncControl | None = None
@@ -190,6 +191,7 @@ class AsgiRuntime:
             return
         self.draining = True
         self.drain_started = time.monotonic()
+        _close_after_each_request(self.protocol_class)
         self._stop_accepting()
         self._sweep()
 
@@ -320,29 +322,37 @@ def _http_base(http: Any) -> type[asyncio.Protocol]:
     return protocol
 
 
-def _protocol_class(base: type[asyncio.Protocol], runtime: AsgiRuntime) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol, remembering whether a connection was used, closing after each request while draining."""
+def _protocol_class(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol, remembering when each connection was made (worker).
+
+    Nothing of ours runs per request while the worker serves: the graceful stop learns what it needs
+    from uvicorn's own state (the request cycle, the keep-alive timer), and a draining worker gives
+    the class the per-request step it needs then (:func:`_close_after_each_request`).
+    """
 
     class PreforkHTTPProtocol(base):  # type: ignore[valid-type,misc]
-        prefork_used = False  # set once the client sent something: only then can it be idle
         prefork_born = 0.0
-        prefork_answered = 0.0  # when the last response was complete
 
         def connection_made(self, transport: Any) -> None:
             self.prefork_born = time.monotonic()
             super().connection_made(transport)
 
-        def on_response_complete(self, *args: Any) -> None:
-            self.prefork_answered = time.monotonic()
-            super().on_response_complete(*args)
-
-        def data_received(self, data: bytes) -> None:
-            self.prefork_used = True
-            super().data_received(data)
-            if runtime.draining and getattr(self, "cycle", None) is not None:
-                _close_after(self.cycle)  # a request that arrived while draining
-
     return PreforkHTTPProtocol
+
+
+def _close_after_each_request(protocol_class: type[asyncio.Protocol]) -> None:
+    """From now on, every request that arrives is answered with the connection closed after it (draining).
+
+    The class is this worker's own (made by :func:`_protocol_class` after the fork), so it can change.
+    """
+    receive = protocol_class.data_received
+
+    def data_received(self: Any, data: bytes) -> None:
+        receive(self, data)
+        if self.cycle is not None:
+            _close_after(self.cycle)  # a request that arrived while draining
+
+    protocol_class.data_received = data_received  # type: ignore[method-assign]
 
 
 def _close_after(cycle: Any) -> None:
@@ -360,10 +370,14 @@ def _close_after(cycle: Any) -> None:
 
 def _quiet(conn: Any, now: float) -> bool:
     """True for a keep-alive connection with no request in progress and nothing sent by the client."""
-    if not conn.prefork_used and now - conn.prefork_born < FRESH_GRACE:
-        return False  # accepted a moment ago: its first request is on its way
-    if now - conn.prefork_answered < IDLE_GRACE:
-        return False  # answered a moment ago: the client's next request may be on its way
+    timer = conn.timeout_keep_alive_task  # uvicorn's: set when a response completes, dropped when data arrives
+    if conn.cycle is None:
+        if now - conn.prefork_born < FRESH_GRACE:
+            return False  # accepted a moment ago: its first request is on its way
+    elif timer is None:
+        return False  # bytes of the next request arrived after the last response: it is on its way
+    elif now - (timer.when() - conn.timeout_keep_alive) < IDLE_GRACE:
+        return False  # answered a moment ago (loop time is monotonic): the client's next request may be on its way
     h11_conn = getattr(conn, "conn", None)
     if h11_conn is not None and getattr(h11_conn, "trailing_data", (b"",))[0]:
         return False  # part of the next request is buffered
