@@ -1,13 +1,15 @@
 """ASGI: a generated FastAPI app served by us, by uvicorn and by gunicorn with uvicorn's worker.
 
-    python -m bench.asgi [--rounds 3] [--edits 5] [--duration 5] [--skip reload,throughput,memory]
+    python -m bench.asgi [--rounds 3] [--edits 5] [--duration 2] [--throughput-rounds 6]
+                         [--skip reload,throughput,memory]
 
 - Reload: `prefork main:app --reload -w 2` vs `uvicorn main:app --reload` vs
   `gunicorn -k uvicorn.workers.UvicornWorker --reload -w 2`; save-to-served of an edit to a router
   module (every worker answers with the new code on fresh connections: bench.reload's probe) and the
   failed background requests in each window (bench/bgclient.py). Servers alternate, round after round.
 - Throughput: wrk (bench.throughput.load) on a JSON endpoint and a 2 ms CPU endpoint, 2 and 4 workers:
-  `prefork main:app -w N` vs `uvicorn --workers N` vs gunicorn + UvicornWorker, keep-alive.
+  `prefork main:app -w N` vs `uvicorn --workers N` vs gunicorn + UvicornWorker, keep-alive; the
+  servers run side by side and take short turns (paired rounds), with CPU per request from /proc.
 - Memory: PSS of every process of each server with 4 workers, once serving and settled.
 
 The app: main.py + routers in api/, pydantic models, a dependency-injected service, and the
@@ -27,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.procs import HOST, Spawned, free_port, http_get
+from bench.procs import HOST, Spawned, cpu_seconds, free_port, http_get, session_pids
 from bench.refapp.layer import cpu_iterations, set_mark
 from bench.refapp.vendor import generate_vendor
 from bench.reload import BackgroundClient, Edit, measure_edit, settle
@@ -240,26 +242,49 @@ def _wait_warm(runner: Runner, proc: Spawned, offset: int, timeout: float = 30.0
 
 def bench_throughput(app: AsgiApp, worker_counts: list[int], rounds: int, duration: float,
                      logdir: Path) -> list[dict]:
-    """wrk on /json and /cpu for every runner and worker count, alternating, keep-alive."""
+    """wrk on /json and /cpu, keep-alive, in paired short rounds.
+
+    Every server of a worker count is started once and kept running (idle while the others are
+    measured); then, round after round and path after path, each gets ``duration`` seconds of wrk,
+    one right after the other, in an order that reverses every round. On a shared machine whose
+    load swings from one minute to the next, two servers measured seconds apart see about the same
+    machine: the ratio within a round (a pair) is what to read, and its median over the rounds. The
+    server's CPU (all its processes, from /proc) per completed request is recorded too: it does not
+    depend on how much CPU the other tenants left us.
+    """
     from bench.throughput import load
 
     rows = []
-    for round_no in range(rounds):
-        for workers in worker_counts:
+    for workers in worker_counts:
+        running: list[tuple[Runner, int, Spawned]] = []
+        try:
             for runner in serving_runners(workers):
                 port = free_port()
                 proc, _ = runner.start_ready(app, port, logdir)  # type: ignore[arg-type]
-                try:
-                    _warm(port, workers)
-                    for path in ("/json", "/cpu"):
+                running.append((runner, port, proc))
+                _warm(port, workers)
+                for path in ("/json", "/cpu"):
+                    load(f"http://{HOST}:{port}{path}", 1.0, close=False)  # first requests, caches, pydantic
+            for round_no in range(rounds):
+                order = running if round_no % 2 == 0 else running[::-1]
+                for path in ("/json", "/cpu"):
+                    for runner, port, proc in order:
+                        before = _session_cpu(proc.pid)
                         rps, errors, total = load(f"http://{HOST}:{port}{path}", duration, close=False)
+                        cpu_ms = (_session_cpu(proc.pid) - before) * 1000 / max(1, total)
                         rows.append(dict(runner=runner.name, workers=workers, path=path, round=round_no,
-                                         rps=rps, errors=errors, requests=total))
+                                         rps=rps, errors=errors, requests=total, cpu_ms=cpu_ms))
                         print(f"  round {round_no} {runner.name} -w {workers} {path}: {rps:.0f} req/s, "
-                              f"{errors} errors", flush=True)
-                finally:
-                    proc.stop()
+                              f"{cpu_ms:.2f} CPU ms/request, {errors} errors", flush=True)
+        finally:
+            for _, _, proc in running:
+                proc.stop()
     return rows
+
+
+def _session_cpu(sid: int) -> float:
+    """CPU seconds used so far by the live processes of a server's session (clock-tick resolution)."""
+    return sum(cpu_seconds(session_pids(sid)).values())
 
 
 def _warm(port: int, workers: int) -> None:
@@ -332,21 +357,44 @@ def summary(results: dict) -> str:
             if ours and theirs:
                 lines.append(f"\nours / {peer}: 1/{statistics.median(theirs) / statistics.median(ours):.1f}")
     if results.get("throughput"):
-        lines += ["", "| workers | endpoint | ours req/s | uvicorn | gunicorn+UvicornWorker | ours/uvicorn | "
-                  "ours/gunicorn |", "|---|---|---|---|---|---|---|"]
-        cells: dict = {}
-        for r in results["throughput"]:
-            cells.setdefault((r["workers"], r["path"]), {}).setdefault(r["runner"], []).append(r["rps"])
-        for (workers, path), by_runner in sorted(cells.items()):
-            med = {k: statistics.median(v) for k, v in by_runner.items()}
-            lines.append(f"| {workers} | {path} | {med.get('ours', 0):.0f} | {med.get('uvicorn', 0):.0f} | "
-                         f"{med.get('gunicorn', 0):.0f} | {med.get('ours', 0) / max(med.get('uvicorn', 1), 1):.2f} | "
-                         f"{med.get('ours', 0) / max(med.get('gunicorn', 1), 1):.2f} |")
+        lines += ["", throughput_table(results["throughput"])]
     if results.get("memory"):
         lines += ["", "| server | processes | PSS total | private |", "|---|---|---|---|"]
         for r in results["memory"]:
             lines.append(f"| {r['label']} | {r['processes']} | {r['pss_mb']:.1f} MB | {r['uss_mb']:.1f} MB |")
     return "\n".join(lines)
+
+
+def throughput_table(rows: list[dict]) -> str:
+    """Medians per server, the median (and range) of the paired ratios, CPU per request."""
+    lines = ["| workers | endpoint | ours req/s | uvicorn | gunicorn+UvicornWorker | ours/uvicorn (paired) "
+             "| ours/gunicorn (paired: median, min-max) | CPU ms/request: ours, uvicorn, gunicorn "
+             "| gunicorn CPU / ours |", "|---|---|---|---|---|---|---|---|---|"]
+    cells: dict = {}
+    for r in rows:
+        cells.setdefault((r["workers"], r["path"]), {}).setdefault(r["round"], {})[r["runner"]] = r
+    for (workers, path), by_round in sorted(cells.items()):
+        def med(runner: str, key: str) -> float:
+            values = [got[runner][key] for got in by_round.values() if runner in got]
+            return statistics.median(values) if values else 0.0
+
+        def paired(peer: str) -> list[float]:
+            return sorted(got["ours"]["rps"] / got[peer]["rps"] for got in by_round.values()
+                          if "ours" in got and peer in got and got[peer]["rps"] > 0)
+
+        vs_uvicorn, vs_gunicorn = paired("uvicorn"), paired("gunicorn")
+        cpu = {name: med(name, "cpu_ms") for name in ("ours", "uvicorn", "gunicorn")}
+        lines.append(
+            f"| {workers} | {path} | {med('ours', 'rps'):.0f} | {med('uvicorn', 'rps'):.0f} | "
+            f"{med('gunicorn', 'rps'):.0f} | {_ratio(vs_uvicorn)} | {_ratio(vs_gunicorn)}"
+            f"{f' ({vs_gunicorn[0]:.2f}-{vs_gunicorn[-1]:.2f})' if vs_gunicorn else ''} | "
+            f"{cpu['ours']:.2f}, {cpu['uvicorn']:.2f}, {cpu['gunicorn']:.2f} | "
+            f"{cpu['gunicorn'] / cpu['ours'] if cpu['ours'] else 0:.2f} |")
+    return "\n".join(lines)
+
+
+def _ratio(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}" if values else "-"
 
 
 def _group(rows: list[dict], key: str) -> dict[str, list[dict]]:
@@ -364,8 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--edits", type=int, default=5, help="edits per server per round")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds of wrk per measurement")
-    parser.add_argument("--throughput-rounds", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds of wrk per measurement")
+    parser.add_argument("--throughput-rounds", type=int, default=6, help="paired rounds per worker count")
+    parser.add_argument("--workers", default="2,4", help="comma-separated worker counts for the throughput")
     parser.add_argument("--skip", default="", help="comma-separated: reload, throughput, memory")
     parser.add_argument("--out", default=str(OUT / "asgi.json"))
     args = parser.parse_args(argv)
@@ -380,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
             results["reload"] = bench_reload(app, args.rounds, args.edits, logdir)
         if "throughput" not in skip:
             print("throughput:", flush=True)
-            results["throughput"] = bench_throughput(app, [2, 4], args.throughput_rounds, args.duration, logdir)
+            results["throughput"] = bench_throughput(app, [int(n) for n in args.workers.split(",")], args.throughput_rounds, args.duration, logdir)
         if "memory" not in skip:
             print("memory:", flush=True)
             results["memory"] = bench_memory(app, 4, logdir)
