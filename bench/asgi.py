@@ -374,23 +374,28 @@ def throughput_table(rows: list[dict]) -> str:
     for r in rows:
         cells.setdefault((r["workers"], r["path"]), {}).setdefault(r["round"], {})[r["runner"]] = r
     for (workers, path), by_round in sorted(cells.items()):
-        def med(runner: str, key: str) -> float:
-            values = [got[runner][key] for got in by_round.values() if runner in got]
-            return statistics.median(values) if values else 0.0
-
-        def paired(peer: str) -> list[float]:
-            return sorted(got["ours"]["rps"] / got[peer]["rps"] for got in by_round.values()
-                          if "ours" in got and peer in got and got[peer]["rps"] > 0)
-
-        vs_uvicorn, vs_gunicorn = paired("uvicorn"), paired("gunicorn")
-        cpu = {name: med(name, "cpu_ms") for name in ("ours", "uvicorn", "gunicorn")}
+        rounds = list(by_round.values())
+        vs_uvicorn, vs_gunicorn = _paired(rounds, "uvicorn"), _paired(rounds, "gunicorn")
+        cpu = {name: _median_of(rounds, name, "cpu_ms") for name in ("ours", "uvicorn", "gunicorn")}
         lines.append(
-            f"| {workers} | {path} | {med('ours', 'rps'):.0f} | {med('uvicorn', 'rps'):.0f} | "
-            f"{med('gunicorn', 'rps'):.0f} | {_ratio(vs_uvicorn)} | {_ratio(vs_gunicorn)}"
+            f"| {workers} | {path} | {_median_of(rounds, 'ours', 'rps'):.0f} | "
+            f"{_median_of(rounds, 'uvicorn', 'rps'):.0f} | {_median_of(rounds, 'gunicorn', 'rps'):.0f} | "
+            f"{_ratio(vs_uvicorn)} | {_ratio(vs_gunicorn)}"
             f"{f' ({vs_gunicorn[0]:.2f}-{vs_gunicorn[-1]:.2f})' if vs_gunicorn else ''} | "
             f"{cpu['ours']:.2f}, {cpu['uvicorn']:.2f}, {cpu['gunicorn']:.2f} | "
             f"{cpu['gunicorn'] / cpu['ours'] if cpu['ours'] else 0:.2f} |")
     return "\n".join(lines)
+
+
+def _median_of(rounds: list[dict], runner: str, key: str) -> float:
+    values = [got[runner][key] for got in rounds if runner in got]
+    return statistics.median(values) if values else 0.0
+
+
+def _paired(rounds: list[dict], peer: str) -> list[float]:
+    """ours / peer within each round, sorted."""
+    return sorted(got["ours"]["rps"] / got[peer]["rps"] for got in rounds
+                  if "ours" in got and peer in got and got[peer]["rps"] > 0)
 
 
 def _ratio(values: list[float]) -> str:
@@ -429,7 +434,8 @@ def main(argv: list[str] | None = None) -> None:
             results["reload"] = bench_reload(app, args.rounds, args.edits, logdir)
         if "throughput" not in skip:
             print("throughput:", flush=True)
-            results["throughput"] = bench_throughput(app, [int(n) for n in args.workers.split(",")], args.throughput_rounds, args.duration, logdir)
+            counts = [int(n) for n in args.workers.split(",")]
+            results["throughput"] = bench_throughput(app, counts, args.throughput_rounds, args.duration, logdir)
         if "memory" not in skip:
             print("memory:", flush=True)
             results["memory"] = bench_memory(app, 4, logdir)

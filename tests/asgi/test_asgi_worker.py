@@ -6,6 +6,8 @@ is what the assertions read. Clients are real: httpx for HTTP, websockets for We
 
 from __future__ import annotations
 
+import http.client
+import json
 import signal
 import threading
 import time
@@ -192,6 +194,54 @@ def test_graceful_drain_finishes_a_slow_request_and_keeps_a_websocket_until_the_
     wait_for(lambda: gone(old_pid), "the old worker's exit")
     assert (server.dir / f"shutdown-{old_pid}").exists()
     assert "did not stop in time" not in server.log()
+
+
+def test_a_draining_worker_closes_idle_keep_alive_connections_and_answers_new_requests_with_close(script_server):
+    """The drain reads uvicorn's own connection state: an idle connection is closed, a busy one is
+    told ``Connection: close`` on the response to a request that arrived while draining."""
+    server = script_server(server_source(graceful=10.0))
+    idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    idle.request("GET", "/")
+    old_pid = pid_of_raw(idle.getresponse())
+    busy_responses: list[tuple[int, str | None]] = []  # (pid, Connection header) on one connection
+    errors: list[str] = []
+
+    def keep_busy() -> None:  # one keep-alive connection, a request right after each response
+        busy = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        try:
+            while not busy_responses or busy_responses[-1][1] != "close":
+                busy.request("GET", "/")
+                response = busy.getresponse()
+                busy_responses.append((pid_of_raw(response), response.getheader("connection")))
+        except Exception as exc:  # noqa: BLE001 - a reset or a timeout is the failure this test is about
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            busy.close()
+
+    slow: dict[str, httpx.Response] = {}  # keeps the old worker draining while the idle one is closed
+    threads = [threading.Thread(target=keep_busy),
+               threading.Thread(target=lambda: slow.update(r=httpx.get(server.url("/slow") + "?4", timeout=10)))]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: call(server.ctl_path, "stats")["0"]["result"]["in_flight"] >= 1, "the slow request")
+    wait_for(lambda: len(busy_responses) >= 5, "the busy connection served")
+    server.signal(signal.SIGHUP)
+    assert idle.sock is not None
+    idle.sock.settimeout(8)
+    assert idle.sock.recv(1) == b"", "the idle keep-alive connection was not closed by the draining worker"
+    assert "r" not in slow  # closed while the slow request was still running: not at the end of the drain
+    for thread in threads:
+        thread.join(10)
+    idle.close()
+    assert errors == []
+    assert busy_responses[-1] == (old_pid, "close")  # served, then closed: the client reconnects elsewhere
+    assert {pid for pid, _ in busy_responses} == {old_pid}
+    assert pid_of(slow["r"]) == old_pid
+
+
+def pid_of_raw(response: http.client.HTTPResponse) -> int:
+    assert response.status == 200
+    return int(json.loads(response.read())["pid"])
 
 
 def test_rolling_reloads_under_keep_alive_load_fail_no_request(script_server):
