@@ -155,7 +155,7 @@ def partial_steps(units_spec: list[list], spec: str) -> dict:
     step("gc.collect()", gc.collect)
     alive = step("old objects garbage? (weakref check)", lambda: [n for n, ref in old if ref() is not None])
     changed = step("outside unchanged? (the check after the reload)", checked)
-    step("loaded project files (report)", lambda: g._loaded_project_files(state.recorder.root))
+    step("loaded project files (report)", lambda: g._loaded_project_files(state.recorder.root)[0])
     holders = [f"{n} held by {g._holder(ref())}" for n, ref in old if ref() is not None][:3]
     return {"steps": steps, "faults": faults, "total_ms": _ms(time.perf_counter() - t_all), "modules": [n for n, _, _ in names],
             "containers": watched, "weakrefs": len(old), "still_alive": holders or alive[:3],
@@ -190,7 +190,7 @@ def fresh_generation(root: str, spec: str) -> dict:
     elapsed = _ms(time.perf_counter() - t)
     STATE["gen"] = g.GenerationState(app, recorder, elapsed)
     t = time.perf_counter()
-    files = g._loaded_project_files(root)
+    files = g._loaded_project_files(root)[0]
     return {"import_ms": elapsed, "loaded_files_ms": _ms(time.perf_counter() - t), "files": len(files)}
 
 

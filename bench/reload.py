@@ -108,7 +108,7 @@ _HOW_FRESH = re.compile(r"^fresh generation \((.*)\)$")
 _HOW_RESPAWN = re.compile(r"^workers respawned \((.*)\)$")
 _FAILED_LINE = re.compile(r"reload #(\d+) failed")
 # --log-level debug: the plan, and each generation's report (a refused partial is followed by a fresh one)
-_PLAN_LINE = re.compile(r"reload #(\d+): (respawn|partial|fresh) \((.*)\)\s*$")
+_PLAN_LINE = re.compile(r"reload #(\d+): (respawn|partial|fresh|resume) \((.*)\)\s*$")
 _GEN_LINE = re.compile(r"generation (\d+) \((\w+)\) (ready|refused|failed) after ([\d.]+) ?ms "
                        r"\(its own work: ([\d.]+) ?ms\)")
 _WOKE_LINE = re.compile(r"watcher woke at ([\d.]+)")

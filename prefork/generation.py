@@ -194,6 +194,8 @@ class GenerationState:
     app: Any
     recorder: Recorder
     import_ms: float
+    # len(sys.modules) and its last name when its checkpoint was forked (None: none was)
+    setup_modules: tuple[int, str] | None = None
 
 
 def run_generation(
@@ -202,7 +204,8 @@ def run_generation(
     """Become generation ``request["number"]``: load the code, report, serve fork requests; never returns.
 
     ``state`` is None for a fresh generation (forked from the base), else the parent
-    generation's state (a partial generation, forked from it).
+    generation's state (a partial generation, forked from it) or the checkpoint's (a generation
+    resumed from a checkpoint: ``request["resume"]``).
     """
     code = 0
     try:
@@ -212,7 +215,9 @@ def run_generation(
             _probe(channel, request)
             state = None  # a probe serves nothing
         elif state is None:
-            state = _import_fresh(server, channel, request)
+            state = _import_fresh(server, channel, dump_fd, request)
+        elif request.get("resume"):
+            state = _resume(server, channel, request, state)
         else:
             state = _apply_partial(server, channel, request, state)
         if state is not None:
@@ -244,7 +249,7 @@ def _isolate(server: Any, dump_fd: int, request: dict[str, Any]) -> None:
     set_title(f"prefork generation {request['number']}")
 
 
-def _import_fresh(server: Any, channel: socket.socket, request: dict[str, Any]) -> GenerationState | None:
+def _import_fresh(server: Any, channel: socket.socket, dump_fd: int, request: dict[str, Any]) -> GenerationState | None:
     """Import the project from scratch and resolve the app; report ready (with what was learned) or failed."""
     root = request["root"]
     if root not in sys.path:
@@ -263,31 +268,129 @@ def _import_fresh(server: Any, channel: socket.socket, request: dict[str, Any]) 
     try:
         with recorder.recording():
             app = resolve_app(request["app"])
-            _warm_up(request)
-        require_runtime(app, getattr(server, "interface", "auto"))  # ASGI: uvicorn imported once, learned by the base
-        recorder.after_import = None
     except BaseException as exc:  # noqa: BLE001 - any failure is reported, the master keeps serving
         _report_failure(channel, exc, request)
         return None
-    elapsed = (time.perf_counter() - started) * 1000.0
-    known = set(before)
+    state = GenerationState(app, recorder, 0.0)
+    if request.get("checkpoint") and _warm_up_needed():
+        state.setup_modules = (len(sys.modules), next(reversed(sys.modules)))
+        _offer_checkpoint(server, channel, dump_fd, request, state)
+    return _finish_fresh(server, channel, request, state, started, set(before))
+
+
+def _finish_fresh(
+    server: Any,
+    channel: socket.socket,
+    request: dict[str, Any],
+    state: GenerationState,
+    started: float,
+    before: set[str],
+) -> GenerationState | None:
+    """Warm the app up and report ready, or failed: the end of a fresh generation's import, and all
+    of a generation resumed from a checkpoint."""
+    root = request["root"]
+    try:
+        with state.recorder.recording():
+            _warm_up(request)
+        require_runtime(
+            state.app, getattr(server, "interface", "auto")
+        )  # ASGI: uvicorn imported once, learned by the base
+        state.recorder.after_import = None
+    except BaseException as exc:  # noqa: BLE001 - any failure is reported, the master keeps serving
+        _report_failure(channel, exc, request)
+        return None
+    state.import_ms = (time.perf_counter() - started) * 1000.0
+    loaded, setup = _loaded_project_files(root, state.setup_modules)
     preload = [
-        name for name, module in list(sys.modules.items()) if name not in known and not _is_project_module(module, root)
+        name
+        for name, module in list(sys.modules.items())
+        if name not in before and not _is_project_module(module, root)
     ]
     _report(
         channel,
         request,
         {
             "event": "ready",
-            "ms": elapsed,
-            "loaded": _loaded_project_files(root),
-            "opened": sorted(recorder.opened),
-            "written": sorted(recorder.written),
-            "foreign": _foreign_importers(recorder),
+            "ms": state.import_ms,
+            "loaded": loaded,
+            "setup": setup,  # of those, the ones its checkpoint holds (loaded before the warm-up)
+            "opened": sorted(state.recorder.opened),
+            "written": sorted(state.recorder.written),
+            "foreign": _foreign_importers(state.recorder),
             "preload": preload if request.get("learn") else [],
         },
     )
-    return GenerationState(app, recorder, elapsed)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints: a fresh generation as it was before the warm-up
+
+
+def _warm_up_needed() -> bool:
+    """True when the app is a Django project that ``_warm_up`` has work for (its apps are ready)."""
+    apps = sys.modules.get("django.apps")
+    return apps is not None and bool(getattr(apps.apps, "ready", False))
+
+
+def _offer_checkpoint(
+    server: Any, channel: socket.socket, dump_fd: int, request: dict[str, Any], state: GenerationState
+) -> None:
+    """Leave a copy of this generation as it is now, the app set up and not yet warmed up (fresh generation).
+
+    The copy (a *checkpoint*, double-forked and adopted by the master like every generation) gets
+    a channel of its own, which goes to the master with a ``checkpoint`` message. A generation
+    forked from it later and warmed up there is what a fresh import would give, as long as none
+    of the files the checkpoint loaded or read changed (the master checks): Django's view and
+    URLconf edits skip ``django.setup()`` and the models' import.
+    """
+    mine, theirs = forks.channel_pair()
+    try:
+        child = forks.spawn_adopted(request["master_pid"])
+    except OSError:
+        mine.close()
+        theirs.close()
+        return  # no checkpoint: every reload imports the project from the base
+    if child:
+        mine.close()
+        forks.close_fds([channel.fileno(), dump_fd])
+        _serve_checkpoint(server, theirs, request, state)
+    theirs.close()
+    try:  # what it loaded comes with this generation's report ("setup"): the checkpoint does no work
+        forks.send(channel, {"event": "checkpoint", "opened": sorted(state.recorder.opened)}, [mine.fileno()])
+    finally:
+        mine.close()
+
+
+def _serve_checkpoint(server: Any, channel: socket.socket, request: dict[str, Any], state: GenerationState) -> NoReturn:
+    """Report what the checkpoint holds, then fork a resumed generation per request; never returns (checkpoint)."""
+    code = 0
+    try:
+        faulthandler.unregister(signal.SIGUSR1)  # the generation's dump pipe is not ours
+        set_title(f"prefork checkpoint {request['number']}")
+        if not forks.adopted(request["master_pid"]):
+            os._exit(0)
+        forks.send(channel, {"event": "ready", "pid": os.getpid()})
+        forks.serve_requests(
+            channel,
+            {"fork_generation": lambda args, fds: _fork_generation(server, channel, -1, state, args, fds)},
+        )
+    except BaseException:  # noqa: BLE001 - the master sees EOF and imports afresh from the base
+        import logging
+
+        logging.getLogger("prefork").exception("checkpoint %s failed", request.get("number"))
+        code = 1
+    finally:
+        stdio.flush_all()
+        os._exit(code)
+
+
+def _resume(
+    server: Any, channel: socket.socket, request: dict[str, Any], state: GenerationState
+) -> GenerationState | None:
+    """Finish a fresh import from a checkpoint's state: the warm-up imports the files that changed (generation)."""
+    importlib.invalidate_caches()  # files may have been added since the checkpoint listed its folders
+    return _finish_fresh(server, channel, request, state, time.perf_counter(), set(sys.modules))
 
 
 def _warm_up(request: dict[str, Any]) -> None:
@@ -302,8 +405,7 @@ def _warm_up(request: dict[str, Any]) -> None:
     Generation 0 keeps the old behaviour on an error (a fresh start serves the error pages);
     any other generation fails like an import error would, and the old workers serve on.
     """
-    apps = sys.modules.get("django.apps")
-    if apps is None or not getattr(apps.apps, "ready", False):
+    if not _warm_up_needed():
         return
     try:
         from django.template import engines
@@ -356,14 +458,22 @@ def _is_project_module(module: Any, root: str) -> bool:
     return isinstance(path, str) and is_project_file(os.path.abspath(path), root)
 
 
-def _loaded_project_files(root: str) -> list[str]:
-    """The project's source files this process has imported (their modules are in sys.modules)."""
-    files = []
-    for module in list(sys.modules.values()):
+def _loaded_project_files(root: str, first: tuple[int, str] | None = None) -> tuple[list[str], list[str]]:
+    """The project's source files this process has imported (their modules are in sys.modules),
+    and those among the modules imported before ``first`` = (count, last name) was taken (none if
+    None; all of them if a module imported before was removed since: the count no longer says)."""
+    files, early = [], []
+    count, last = first if first is not None else (0, "")
+    items = list(sys.modules.items())
+    if first is not None and (len(items) < count or items[count - 1][0] != last):
+        count = len(items)
+    for index, (_name, module) in enumerate(items):
         path = getattr(module, "__file__", None)
         if path and path.endswith(".py") and is_project_file(os.path.abspath(path), root):
             files.append(os.path.abspath(path))
-    return files
+            if index < count:
+                early.append(files[-1])
+    return files, early
 
 
 def _probe(channel: socket.socket, request: dict[str, Any]) -> None:
@@ -439,7 +549,7 @@ def _apply_partial(
             "event": "ready",
             "ms": elapsed,
             "modules": [n for n, _, _ in names],
-            "loaded": _loaded_project_files(request["root"]),
+            "loaded": _loaded_project_files(request["root"])[0],
             "opened": sorted(state.recorder.opened),
             "written": sorted(state.recorder.written),
             "foreign": _foreign_importers(state.recorder),

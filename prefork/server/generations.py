@@ -47,6 +47,7 @@ class GenerationProcess:
     report: dict[str, Any] = field(default_factory=dict)
     timed_out: bool = False
     timers: list[Any] = field(default_factory=list)
+    checkpoint: Checkpoint | None = None  # the one it left before its warm-up, or was resumed from
 
     def fileno(self) -> int:
         return self.channel.fileno()
@@ -70,6 +71,22 @@ class GenerationProcess:
     def written(self) -> set[str]:
         """Files under the root it opened for writing while importing (the app's own output)."""
         return set(self.report.get("written", ()))
+
+
+@dataclass
+class Checkpoint:
+    """A fresh generation's copy from before its warm-up (a Django app set up, no URLconf imported)."""
+
+    owner: int  # the number of the generation that left it
+    channel: socket.socket
+    opened: set[str] = field(default_factory=set)  # files under the root it read
+    pid: int | None = None
+    files: set[str] | None = None  # project files it loaded or read; None until both reported
+    loaded: set[str] | None = None  # from its generation's ready report
+    retired: bool = False
+
+    def fileno(self) -> int:
+        return self.channel.fileno()
 
 
 @dataclass
@@ -115,6 +132,7 @@ class Generations:
     _stranger_exits: dict[int, int]
     _generation_numbers: Any
     _preload: list[str]
+    _checkpoint: Checkpoint | None  # the serving generation's, while none of its files changed
 
     # -- the base ---------------------------------------------------------------------------------
 
@@ -220,11 +238,14 @@ class Generations:
 
     # -- generations ------------------------------------------------------------------------------
 
-    def _request_generation(self, kind: str, args: dict[str, Any], on_report: Report) -> GenerationProcess:
-        """Ask the base (fresh) or the serving generation (partial) for a new generation (master)."""
-        if kind != "partial":
+    def _request_generation(
+        self, kind: str, args: dict[str, Any], on_report: Report, checkpoint: Checkpoint | None = None
+    ) -> GenerationProcess:
+        """Ask the base (fresh), the serving generation (partial) or ``checkpoint`` (a fresh import
+        resumed there) for a new generation (master)."""
+        zygote: Any = checkpoint if checkpoint is not None else self._serving if kind == "partial" else self._base
+        if zygote is self._base:
             self._resume_base()
-        zygote = self._serving if kind == "partial" else self._base
         if zygote is None:  # the base died: a new one imports what the last one did first
             zygote = self._start_base()
             self._preload_base(self._preload)
@@ -238,7 +259,7 @@ class Generations:
             theirs.close()
             os.close(dump_write)
         os.set_blocking(dump_read, False)
-        gen = GenerationProcess(number, kind, mine, dump_read, on_report)
+        gen = GenerationProcess(number, kind, mine, dump_read, on_report, checkpoint=checkpoint)
         self._generations[number] = gen
         self._register_channel(gen, lambda: self._read_generation(gen))
         gen.timers.append(self.call_later(self.reload_timeout, lambda: self._generation_overdue(gen)))
@@ -253,8 +274,11 @@ class Generations:
         except (forks.ChannelClosed, OSError):
             self._generation_gone(gen)
             return
-        forks.close_fds(fds)
         event = message.get("event")
+        if event == "checkpoint" and len(fds) == 1:
+            self._checkpoint_offered(gen, socket.socket(fileno=fds[0]), set(message.get("opened", ())))
+            return
+        forks.close_fds(fds)
         if event == "started":
             gen.pid = int(message["pid"])
         elif event == "learned" and gen.state == "booting":
@@ -263,6 +287,9 @@ class Generations:
             self._cancel_timers(gen)
             gen.report = message
             gen.state = "ready" if event == "ready" else "failed"
+            if gen.checkpoint is not None and gen.checkpoint.owner == gen.number and event == "ready":
+                gen.checkpoint.loaded = set(message.get("setup", ()))
+                self._checkpoint_complete(gen.checkpoint)
             log.debug(
                 "generation %d (%s) %s after %.1f ms (its own work: %.1f ms)",
                 gen.number,
@@ -288,6 +315,8 @@ class Generations:
         )
         with contextlib.suppress(OSError):
             os.close(gen.dump_fd)
+        if gen.checkpoint is not None and gen.checkpoint is not self._checkpoint:
+            self._retire_checkpoint(gen.checkpoint)
         for request_id, worker in list(self._pending_forks.items()):
             if getattr(worker, "_zygote", None) is gen:
                 self._fork_failed(request_id, f"generation {gen.number} exited")
@@ -351,12 +380,61 @@ class Generations:
         """Tell a generation that nothing more will be forked from it: it exits (master)."""
         if gen is None or gen.state == "retired":
             return
+        if gen.checkpoint is not None and gen.checkpoint is not self._checkpoint:
+            self._retire_checkpoint(gen.checkpoint)
         booting, gen.state = gen.state != "ready", "retired"  # its EOF reports nothing now
         self._cancel_timers(gen)
         with contextlib.suppress(OSError):
             forks.send(gen.channel, {"command": "exit"})
         if booting:
             self._kill_generation(gen)
+
+    # -- checkpoints (Django: a fresh generation before its warm-up) --------------------------------
+
+    def _checkpoint_offered(self, gen: GenerationProcess, channel: socket.socket, opened: set[str]) -> None:
+        """A fresh generation left a checkpoint on ``channel``; it is used once that generation serves (master).
+
+        What the checkpoint loaded comes with the generation's ready report (``setup``).
+        """
+        checkpoint = Checkpoint(gen.number, channel, opened=opened)
+        self._register_channel(checkpoint, lambda: self._read_checkpoint(checkpoint))
+        if gen.state not in ("booting", "ready") or gen.checkpoint is not None:
+            self._retire_checkpoint(checkpoint)
+            return
+        gen.checkpoint = checkpoint
+
+    def _read_checkpoint(self, checkpoint: Checkpoint) -> None:
+        try:
+            message, fds = forks.receive(checkpoint.channel)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (forks.ChannelClosed, OSError):
+            checkpoint.retired = True
+            self._unregister_channel(checkpoint)
+            if self._checkpoint is checkpoint:
+                self._checkpoint = None
+            return
+        forks.close_fds(fds)
+        if message.get("event") == "ready":
+            checkpoint.pid = int(message["pid"])
+            self._checkpoint_complete(checkpoint)
+
+    def _checkpoint_complete(self, checkpoint: Checkpoint) -> None:
+        """Usable once both the checkpoint and its generation reported (master)."""
+        if checkpoint.pid is not None and checkpoint.loaded is not None:
+            checkpoint.files = checkpoint.loaded | checkpoint.opened
+            log.debug("checkpoint of generation %d (pid %d) ready", checkpoint.owner, checkpoint.pid)
+
+    def _retire_checkpoint(self, checkpoint: Checkpoint | None) -> None:
+        """Tell a checkpoint nothing more will be resumed from it: it exits (master)."""
+        if checkpoint is None or checkpoint.retired:
+            return
+        checkpoint.retired = True
+        if self._checkpoint is checkpoint:
+            self._checkpoint = None
+        with contextlib.suppress(OSError):
+            forks.send(checkpoint.channel, {"command": "exit"})
+        self._unregister_channel(checkpoint)
 
     def _cancel_timers(self, gen: GenerationProcess) -> None:
         for timer in gen.timers:

@@ -181,6 +181,7 @@ class ProjectrServer(Generations, Server):
         self._generation_numbers = itertools.count(0)
         self._costs: dict[str, float] = {}  # own work of a fresh and of a partial generation (ms)
         self._measured: set[str] = set()  # ... of which these were measured, not estimated
+        self._checkpoint = None
         self._cold = True  # the serving generation descends from generation 0 (see REBASE_MIN_MB)
         self._rebase_wanted = False
 
@@ -252,6 +253,7 @@ class ProjectrServer(Generations, Server):
             return  # generation 0 is still importing: _prepare_app looks again when it is ready
         self._unserved -= self._serving.written
         if not self._unserved:
+            self._maybe_rebase()  # the base may have preloaded while these were not sorted out yet
             return
         self._abort_rebase()
         if self._current is not None and not self._supersede(self._current):
@@ -384,6 +386,7 @@ class ProjectrServer(Generations, Server):
                 definition_file=self.project.definition_file,
                 full=record.full,
                 foreign=serving.foreign,
+                checkpoint=self._checkpoint.files if self._checkpoint is not None else None,
             )
             if plan.kind == "partial" and self.partial == "never":
                 plan = Plan("fresh", "partial reloads are off")
@@ -409,6 +412,13 @@ class ProjectrServer(Generations, Server):
         elif plan.kind == "respawn":
             record.strategy = "respawn"
             self._roll_from(record, serving)
+        elif plan.kind == "resume":
+            self._request_generation(
+                "fresh",
+                {"resume": True},
+                lambda gen, report: self._fresh_reported(record, gen, report),
+                checkpoint=self._checkpoint,
+            )
         elif plan.kind == "partial":
             units = [
                 [name, path, os.path.basename(path) == "__init__.py"]
@@ -445,6 +455,7 @@ class ProjectrServer(Generations, Server):
             or self.state != "running"
             or self._serving is None
             or self._roll is not None
+            or not self._announced  # generation 0's workers first: they serve meanwhile
         ):
             return
         if self._changed_files():  # the watcher will report it: that reload comes first
@@ -456,6 +467,12 @@ class ProjectrServer(Generations, Server):
         self._current = record
         log.debug("replacing generation %d by a generation from the warm base", self._serving.number)
         self._fresh(record)
+
+    def _maybe_announce(self) -> None:
+        """Once every slot first has a ready worker: announce, then replace generation 0 if the base
+        preloaded meanwhile (master)."""
+        super()._maybe_announce()
+        self._maybe_rebase()
 
     def _abort_rebase(self) -> None:
         """A change or a reload comes first: drop a rebase whose generation is still importing (master).
@@ -488,7 +505,11 @@ class ProjectrServer(Generations, Server):
         self._measured.add(kind)
 
     def _fresh(self, record: ReloadRecord) -> None:
-        self._request_generation("fresh", {}, lambda gen, report: self._fresh_reported(record, gen, report))
+        self._request_generation(
+            "fresh",
+            {"checkpoint": True},
+            lambda gen, report: self._fresh_reported(record, gen, report),
+        )
 
     def _probe_reported(self, record: ReloadRecord, gen: GenerationProcess, report: dict[str, Any]) -> None:
         """The workers' first-request imports were tried in a throwaway copy: let the roll end, or fail it."""
@@ -531,7 +552,8 @@ class ProjectrServer(Generations, Server):
             self._failed(record, report)
             return
         record.strategy, record.load_ms = "fresh", float(report.get("ms", 0.0))
-        self._learn_cost("fresh", record.load_ms)
+        if gen.checkpoint is None or gen.checkpoint.owner == gen.number:  # not resumed: the whole import
+            self._learn_cost("fresh", record.load_ms)
         if record.partial_error:  # the partial reload raised where a fresh import did not: for good
             self._refused.update(p for p in record.changed if p.endswith(".py"))
         self._roll_from(record, gen)
@@ -566,6 +588,10 @@ class ProjectrServer(Generations, Server):
                 self._cold = False  # every fresh generation but 0 is forked from the warm base
             old, self._serving = self._serving, gen
             self._spawn_from = gen
+            if gen is not None and gen.checkpoint is not self._checkpoint:
+                # Its own checkpoint, or none (a partial generation: the checkpoint's files may have changed)
+                old_checkpoint, self._checkpoint = self._checkpoint, gen.checkpoint
+                self._retire_checkpoint(old_checkpoint)
             if old is not gen:
                 self._retire_generation(old)
             # A file saved again after its snapshot (during the import or the roll) stays unserved:
@@ -689,8 +715,10 @@ class ProjectrServer(Generations, Server):
     def _cleanup(self) -> None:
         """Stop the base and every generation, then what Server cleans up (master)."""
         for gen in list(self._generations.values()):
+            self._retire_checkpoint(gen.checkpoint)
             self._kill_generation(gen)
             self._unregister_channel(gen)
+        self._retire_checkpoint(self._checkpoint)
         self._stop_base()
         super()._cleanup()
 

@@ -6,6 +6,9 @@
 - *partial*: the changed modules are loaded in the generation: a copy of it re-executes the
   affected ones and checks that the result equals a fresh import (else a fresh generation follows).
 - *fresh*: a new generation from the base imports the whole project (always correct).
+- *resume*: a fresh import that starts from the serving generation's checkpoint (a Django app
+  set up, its URLconfs and views not imported yet): none of the files the checkpoint loaded or
+  read changed, so going on from it is what a fresh import would do.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 class Plan:
     """What to do, and the reason the log line gives for it."""
 
-    kind: str  # "respawn", "partial" or "fresh"
+    kind: str  # "respawn", "partial", "fresh" or "resume"
     reason: str
     # partial: the affected loaded modules; respawn: the modules to try importing first (load order)
     modules: tuple[str, ...] = field(default_factory=tuple)
@@ -37,6 +40,7 @@ def plan_reload(
     definition_file: str | None = None,
     full: bool = False,
     foreign: dict[str, list[str]] | None = None,
+    checkpoint: set[str] | None = None,
 ) -> Plan:
     """Decide how to serve ``changed`` paths (empty: a reload asked for by a signal or ``ctl``).
 
@@ -44,7 +48,8 @@ def plan_reload(
     not is new: autodiscovery may pick it up); ``loaded``/``opened``: what the serving generation
     imported and read; ``affected``: the project graph's dependents in load order; ``refused``:
     paths a partial reload could not be shown equivalent for before; ``foreign``: loaded project
-    modules that code outside the project imported (a partial reload of them would be refused).
+    modules that code outside the project imported (a partial reload of them would be refused);
+    ``checkpoint``: the files the serving generation's checkpoint loaded or read (None: none).
     """
     changed = sorted(set(changed))
     if full:
@@ -73,6 +78,8 @@ def plan_reload(
             "the changed modules are imported by the workers, not at start",
             tuple(path for path in dependents if path not in loaded),
         )
+    if checkpoint is not None and not checkpoint.intersection(modules):
+        return Plan("resume", f"{rel[modules[0]]} is imported after the app's setup: resumed from its checkpoint")
     seen_refused = [path for path in modules if path in refused]
     if seen_refused:
         return Plan("fresh", f"partial refused before for {rel[seen_refused[0]]}")
