@@ -219,11 +219,11 @@ def test_a_draining_worker_closes_idle_keep_alive_connections_and_answers_new_re
             busy.close()
 
     slow: dict[str, httpx.Response] = {}  # keeps the old worker draining while the idle one is closed
-    threads = [threading.Thread(target=keep_busy),
-               threading.Thread(target=lambda: slow.update(r=httpx.get(server.url("/slow") + "?4", timeout=10)))]
-    for thread in threads:
-        thread.start()
+    threads = [threading.Thread(target=lambda: slow.update(r=httpx.get(server.url("/slow") + "?4", timeout=10))),
+               threading.Thread(target=keep_busy)]
+    threads[0].start()  # the slow request first: in_flight counts the busy connection's requests too
     wait_for(lambda: call(server.ctl_path, "stats")["0"]["result"]["in_flight"] >= 1, "the slow request")
+    threads[1].start()
     wait_for(lambda: len(busy_responses) >= 5, "the busy connection served")
     server.signal(signal.SIGHUP)
     assert idle.sock is not None
