@@ -17,11 +17,12 @@ from tests.prefork.test_shared_port import release
 pytest.importorskip("uvicorn")
 
 SERVER = """
-import os
+import logging, os
 from pathlib import Path
 
 from prefork import Server
 
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 DIR = Path(os.environ["DIR"])
 
 
