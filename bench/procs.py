@@ -27,6 +27,9 @@ def free_port(span: int = 1) -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # As the servers bind: a port whose old connections wait in TIME_WAIT is free for them (a run
+        # against gunicorn's sync workers, which close every connection, leaves thousands of those).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:

@@ -5,16 +5,18 @@
 wrk on loopback only (-t2 -c16, keep-alive, a bounded duration) against a tiny WSGI app whose
 ``/cpu`` burns about 2 ms of CPU (calibrated here) and whose ``/hello`` does nothing. Contenders:
 
-- ``ours shared``: ``prefork app -w N`` (one port, the default; each worker has its own
-  SO_REUSEPORT listener on it, so the kernel spreads the connections over the workers);
+- ``ours shared``: ``prefork app -w N`` (one address, the default: every worker accepts on one
+  socket, and only while it can serve, so an idle worker takes the next connection);
 - ``ours shared --reload``: the same with ``--reload`` (workers forked by a generation process,
-  which receives each slot's listener over a unix socket);
+  which receives the listener over a unix socket);
 - ``ours ports``: ``prefork app -w N --port-per-worker``; wrk's threads are split over the ports;
 - ``gunicorn sync``: ``gunicorn -w N`` (sync workers: one connection at a time, closed after
   each response).
 
-Each cell is the median requests/s of its rounds; "x gunicorn" is that over gunicorn sync's
-median for the same path. "CPU ms per request" (CPU time of all the server's processes over the
+Each cell is the median requests/s of its rounds; "x gunicorn" is the median, over the rounds, of
+requests/s over gunicorn sync's in the same round (the contenders of a round run one after the
+other, so a round's ratio compares runs seconds apart: steadier than a ratio of medians on a machine
+whose speed drifts). "CPU ms per request" (CPU time of all the server's processes over the
 requests completed) is steadier than requests/s on a machine shared with other jobs. "Connections
 per worker" counts, half-way through each run, the established connections each worker process
 holds (from /proc): 8+8 is a perfect spread of wrk's 16 (gunicorn's sync workers close every
@@ -251,12 +253,11 @@ def main(argv: list[str] | None = None) -> int:
                           f"{f', {sample.errors} errors' if sample.errors else ''}", flush=True)
     print(f"\nwrk -t{THREADS} -c{CONNECTIONS} keep-alive, {args.duration:g} s x {args.rounds} rounds, "
           f"{args.workers} workers, /cpu = {iterations} iterations (about 2 ms)\n")
-    print("| server | path | req/s (median) | x gunicorn sync | CPU ms per request | connections per worker, "
+    print("| server | path | req/s (median) | x gunicorn sync (median of rounds) | CPU ms per request | connections per worker, "
           "each round | errors |")
     print("|---|---|---:|---:|---:|---|---:|")
     for path in args.paths:
         reference = samples.get(("gunicorn", path))
-        base = statistics.median(s.rps for s in reference) if reference else None
         for key, label in labels.items():
             runs = samples.get((key, path))
             if not runs:
@@ -264,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             rps = statistics.median(s.rps for s in runs)
             cpu = statistics.median(s.cpu_ms for s in runs)
             split = ", ".join(_split(s.held) for s in runs)
-            ratio = f"{rps / base:.2f}x" if base else "-"
+            ratio = (f"{statistics.median(s.rps / g.rps for s, g in zip(runs, reference)):.2f}x"
+                     if reference else "-")
             print(f"| {label} | {path} | {rps:,.0f} | {ratio} | {cpu:.2f} | {split} | {sum(s.errors for s in runs)} |")
     return 0
 

@@ -162,6 +162,7 @@ class Runtime:
         self.in_flight = 0
         self.draining = False
         self.finished = False
+        self.gated = False  # the listeners were left out of the last poll: every thread was busy
         self._lock = threading.Lock()
         # threads=1: requests run on the loop thread (see InlineDispatcher), else on waitress's threads.
         self.inline: InlineDispatcher | None = InlineDispatcher() if inline else None
@@ -182,6 +183,7 @@ class Runtime:
                 _dispatcher=dispatcher,
             )
             server.channel_class = _channel_class(self)
+            server.readable = _accepting_while_free(server, self)
             dispatcher = server.task_dispatcher  # one pool of task threads for every address
             self.servers.append(server)
         self.server = self.servers[0]
@@ -207,6 +209,20 @@ class Runtime:
         with self._lock:
             self.in_flight -= 1
             self.served += 1
+            wake, self.gated = self.gated, False
+        if wake and self.inline is None:  # the loop polls without the listeners: have it look again
+            self.server.pull_trigger()
+
+    def has_free_thread(self) -> bool:
+        """Loop thread: True when a request accepted now would start at once (no request waits for a thread).
+
+        False makes the loop leave the listeners out of its poll: on a shared address an idle worker
+        takes the connection instead (task_finished brings them back).
+        """
+        queued = len(self.inline.queue) if self.inline is not None else len(self.server.task_dispatcher.queue)
+        with self._lock:
+            self.gated = self.in_flight + queued >= self.threads
+            return not self.gated
 
     def stats(self) -> dict[str, Any]:
         """The ``stats`` command's reply."""
@@ -241,17 +257,18 @@ class Runtime:
         self.draining = True
         for server in self.servers:
             server.accepting = False
-            self._accept_queued(server)
+            if server is self.server and not self.worker.server.shared_port:
+                self._accept_queued(server)  # its own port: nobody else accepts there
             server.del_channel()
             # Our copy only: the master (and a successor) keep the socket and its backlog.
             server.socket.close()
         self._check_drained()
 
     def _accept_queued(self, server: Any) -> None:
-        """Take the connections already queued on the listener; they are served with Connection: close.
+        """Take the connections already queued on the slot's own port; they are served with Connection: close.
 
-        Where ours is the last copy (a slot removed from a shared port: the master dropped its
-        own), closing it would reset them.
+        Where ours is the last copy (a slot removed: the master closes its copy once we exit),
+        closing it would reset them. (A shared address keeps being accepted on by the others.)
         """
         for _ in range(server.adj.backlog):  # at most what the queue can hold
             try:
@@ -314,6 +331,20 @@ def _idle(channel: HTTPChannel) -> bool:
         return True
     # Bytes waiting: a request on its way; serve it (with Connection: close). b"": the client left.
     return not pending
+
+
+def _accepting_while_free(server: Any, runtime: Runtime) -> Callable[[], bool]:
+    """waitress's ``readable()`` for a listener, false while every request thread of the worker is busy.
+
+    A busy worker then takes no connection that an idle one could serve: on a shared address the
+    others accept it. (With threads=1 the loop does not even poll while it serves a request.)
+    """
+    waitress_readable = server.readable
+
+    def readable() -> bool:
+        return bool(waitress_readable()) and runtime.has_free_thread()
+
+    return readable
 
 
 def _channel_class(runtime: Runtime) -> type[HTTPChannel]:

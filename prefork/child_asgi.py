@@ -272,7 +272,31 @@ class _UvicornServer(uvicorn.Server):
             log.error("%s: the app's lifespan startup failed; exiting before ready", self.runtime.worker.describe())
             raise
         if self.started:
+            _one_connection_per_wakeup(asyncio.get_running_loop(), sockets or [])
             self.runtime.started()
+
+
+def _one_connection_per_wakeup(loop: asyncio.AbstractEventLoop, sockets: list[socket.socket]) -> None:
+    """Have the loop accept one connection each time a listener is readable (worker, after uvicorn's startup).
+
+    asyncio accepts up to ``backlog`` connections per wake-up. Every worker shares the socket of an
+    address, so the first to wake would take a whole burst of connections (keep-alive clients then
+    stay on it). Taking one, then running the loop once, shares a burst out over the workers that
+    are idle; a worker whose loop is busy takes none. (uvloop accepts in its own code: left as is.)
+    """
+    if not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        return
+    selector = loop._selector  # type: ignore[attr-defined]  # asyncio's own, where the reader is kept
+    for sock in sockets:
+        reader = selector.get_key(sock.fileno()).data[0]  # (reader, writer) handles
+        callback, args = reader._callback, list(reader._args)  # read before remove_reader() clears them
+        # _accept_connection(protocol_factory, sock, sslcontext, server, backlog, ...)
+        if callback != loop._accept_connection or len(args) < 5 or args[1] is not sock:  # type: ignore[attr-defined]
+            log.debug("asyncio's accept callback is not the expected one: accepting in batches")
+            return
+        args[4] = 1
+        loop.remove_reader(sock.fileno())
+        loop.add_reader(sock.fileno(), callback, *args)
 
 
 class AsyncControl(ChannelEnd):

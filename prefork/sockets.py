@@ -4,10 +4,11 @@ The master binds every listening socket once, before it forks, and keeps it acro
 a successor accepts on the socket its predecessor used, so a connection that arrives during a
 replacement waits in the backlog instead of being refused.
 
-On one shared port each slot still has a listener of its own: every one is bound to the same
-port with ``SO_REUSEPORT``, and Linux spreads new connections over them by a hash of their
-addresses, whichever worker happens to be awake (with one socket shared by all, the worker that
-runs first takes the connections, and keep-alive clients stay where they landed).
+On one shared address every worker accepts on the same listening socket, and only while it can
+serve: a worker busy with a request is not waiting for connections, so an idle one takes the next
+(gunicorn's sync workers work so). A listener per worker (``SO_REUSEPORT``) would spread the
+connections by a hash of their addresses instead, queueing about 1/N of them behind a slow request
+while another worker idles, and a listener closed by a shrink would reset what is queued on it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,7 @@ import errno
 import os
 import socket
 import stat
-import sys
 from dataclasses import dataclass
-
-# One listener per worker on a shared port: Linux balances SO_REUSEPORT groups (BSDs and macOS
-# accept the option but hand every connection to one socket, so there one socket is shared).
-REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 class BindError(OSError):
@@ -106,15 +102,13 @@ def _remove_stale_socket(path: str) -> None:
     raise BindError(errno.EADDRINUSE, f"cannot listen on unix:{path}: another process listens on it")
 
 
-def bind_listener(host: str, port: int, backlog: int = 2048, reuse_port: bool = False) -> socket.socket:
+def bind_listener(host: str, port: int, backlog: int = 2048) -> socket.socket:
     """Bind and listen on ``host:port``; return the socket (runs in the master).
 
     ``port`` 0 asks the kernel for a free port; read it back with ``sock.getsockname()[1]``.
-    ``reuse_port``: join the SO_REUSEPORT group of that port (one listener per worker on a shared
-    port; claim the port with ``claim_port`` first). Raises BindError naming the address when the
-    bind fails.
+    Raises BindError naming the address when the bind fails.
     """
-    sock = _bound(host, port, reuse_port)
+    sock = _bound(host, port)
     try:
         sock.listen(backlog)
     except OSError as exc:
@@ -123,21 +117,7 @@ def bind_listener(host: str, port: int, backlog: int = 2048, reuse_port: bool = 
     return sock
 
 
-def claim_port(host: str, port: int) -> int:
-    """Fail with BindError when something listens on ``host:port``; return the port (runs in the master).
-
-    Port 0: a free port the kernel picks. Made before the SO_REUSEPORT listeners of a shared port
-    are bound, since those would silently join the listeners of another process of the same user
-    (a second master on the port) instead of failing as a plain bind does.
-    """
-    sock = _bound(host, port, reuse_port=False)
-    try:
-        return bound_port(sock)
-    finally:
-        sock.close()
-
-
-def _bound(host: str, port: int, reuse_port: bool) -> socket.socket:
+def _bound(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` (not listening yet), or BindError."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -148,8 +128,6 @@ def _bound(host: str, port: int, reuse_port: bool) -> socket.socket:
     try:
         # SO_REUSEADDR: a restarted master must be able to bind while old connections sit in TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(address)

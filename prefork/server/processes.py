@@ -21,13 +21,11 @@ from prefork.notify import notify
 from prefork.server.slots import Slot
 from prefork.server.state import MasterState
 from prefork.sockets import (
-    REUSE_PORT,
     Address,
     BindError,
     bind_listener,
     bind_unix,
     bound_port,
-    claim_port,
     control_pair,
 )
 from prefork.worker import CommandError, CommandTimeout, Worker, WorkerGone
@@ -128,12 +126,9 @@ class Processes(MasterState):
         """Bind every slot's listening socket before forking anything."""
         if self.address.path is not None:
             self._shared_sock = self._bind_address(self.address)
-        elif self.shared_port:
-            if REUSE_PORT:  # a listener per slot on the one port: the kernel spreads connections over them
-                self.port = claim_port(self.host, self.port)
-            else:
-                self._shared_sock = bind_listener(self.host, self.port, self.backlog)
-                self.port = bound_port(self._shared_sock)
+        elif self.shared_port:  # one socket, accepted on by whichever worker is idle
+            self._shared_sock = bind_listener(self.host, self.port, self.backlog)
+            self.port = bound_port(self._shared_sock)
         for address in self.more_addresses:
             self._more_socks.append(self._bind_address(address))
         self._slots.target = self.num_workers
@@ -160,25 +155,10 @@ class Processes(MasterState):
         return slot
 
     def _listener(self, index: int) -> Any:
-        """A listening socket for slot ``index``: a new one on port + index, or a new one of its own on
-        the shared port (SO_REUSEPORT), or, where the kernel does not balance such a group, the one
-        socket every slot shares."""
+        """A listening socket for slot ``index``: the one every slot shares, or a new one on port + index."""
         if self._shared_sock is not None:
             return self._shared_sock
-        if self.shared_port:
-            return bind_listener(self.host, self.port, self.backlog, reuse_port=True)
         return bind_listener(self.host, self.port + index if self.port else 0, self.backlog)
-
-    def _leave_shared_port(self, slot: Slot) -> None:
-        """A slot removed from a shared port stops being handed new connections (master).
-
-        The kernel hands connections to every listener of the port: the master drops its copy of
-        the slot's listener now, and the slot's worker, when it drains, accepts what is queued on
-        it, then closes the last copy. (A listener of a port of its own just closes with the slot.)
-        """
-        if self.shared_port and slot.sock is not None and slot.sock is not self._shared_sock:
-            slot.sock.close()
-            slot.sock = None
 
     def _keep_slots(self) -> None:
         """Grow, shrink and refill slots to match the target (only while running)."""
@@ -193,16 +173,9 @@ class Processes(MasterState):
                 break
         for slot in self._slots:
             if slot.retired and slot.index < self._slots.target:
-                if slot.sock is None:  # its shared-port listener was dropped: a new one (EMFILE: retried)
-                    try:
-                        slot.sock = self._listener(slot.index)
-                    except OSError as exc:
-                        log.error("cannot listen again for worker %d: %s", slot.index, exc)
-                        continue
                 slot.retired = False
         for slot in self._slots.surplus():
             slot.retired = True
-            self._leave_shared_port(slot)
             if slot.current is not None:
                 self._retire(slot.current)
         for slot in self._slots.empty_retired():

@@ -554,8 +554,9 @@ WORKER_CHANNEL_ATTACK = """
         sock.setblocking(False)
         result = {{"kinds": counts, "bursts": bursts, "rss_kib": rss_values, "pid": pid,
                    "ping": worker.call("ping"), "alive": os.path.exists(f"/proc/{{pid}}")}}
-        with open(os.path.join(HERE, "hostile.json"), "w") as handle:
+        with open(os.path.join(HERE, "hostile.part"), "w") as handle:  # renamed whole: the test reads it once it exists
             json.dump(result, handle)
+        os.rename(os.path.join(HERE, "hostile.part"), os.path.join(HERE, "hostile.json"))
 
     Server(app, workers=2, host="127.0.0.1", port=PORT, pid_file=os.path.join(HERE, "server.pid"),
            when_ready=attack).start()
