@@ -25,7 +25,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -37,7 +36,6 @@ MAX_MESSAGE = 4 * 1024 * 1024  # a generation's report lists every module it imp
 MAX_FDS = 8
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
-REPARENT_TIMEOUT = 5.0  # seconds a double-forked child waits for its intermediate parent to exit
 
 
 class ChannelClosed(Exception):
@@ -178,18 +176,17 @@ def _reap_intermediates() -> None:
 
 
 def adopted(master_pid: int, signum: int = signal.SIGKILL) -> bool:
-    """Once adopted by the master, die with it; False when the master is already gone.
+    """Die by ``signum`` with the master from now on, or from adoption on; False when the master is gone.
 
-    A double-forked process calls this when it is about to report (not right after the fork: its
-    intermediate parent takes milliseconds to exit and be reaped, and the child has work to do
-    meanwhile). It waits, yielding the CPU, until that parent is gone: only then does the
-    parent-death signal watch the master, and not the short-lived intermediate process.
+    A double-forked process calls this when it is about to report. Its intermediate parent may
+    still be tearing itself down (milliseconds, for a copy of a large process): then nothing
+    waits for it. The parent-death signal armed at the fork (PARENT_GONE, handled) arrives when
+    the intermediate exits, and its handler switches to ``signum``, which then watches the master.
     """
-    deadline = time.monotonic() + REPARENT_TIMEOUT
-    while _intermediate is not None and os.getppid() == _intermediate:
-        if time.monotonic() > deadline:
-            return False
-        os.sched_yield()
+    global _adopted_signal
+    _adopted_signal = signum  # first: a PARENT_GONE from here on upgrades (see _parent_gone)
+    if _intermediate is not None and os.getppid() == _intermediate:
+        return True  # not adopted yet; PARENT_GONE ends us if the master is gone by then
     die_with_parent(signum)
     return os.getppid() == master_pid
 
@@ -199,12 +196,13 @@ _master: int | None = None  # ... and the master that adopts it
 # The parent-death signal of a double-forked process until adopted(): delivered when the
 # intermediate parent exits (harmless: the master adopts us) and again if the master dies.
 PARENT_GONE = signal.SIGRTMIN
+_adopted_signal: int | None = None  # set by adopted(): the parent-death signal once the master adopts us
 
 
 def _watch_parents(intermediate: int, master_pid: int) -> None:
     """In a new grandchild: remember who forked it, and die with the master from now on."""
-    global _intermediate, _master
-    _intermediate, _master = intermediate, master_pid
+    global _intermediate, _master, _adopted_signal
+    _intermediate, _master, _adopted_signal = intermediate, master_pid, None  # not the zygote's
     _intermediates.clear()  # the zygote's, not ours
     if not supported():
         return
@@ -215,9 +213,15 @@ def _watch_parents(intermediate: int, master_pid: int) -> None:
 
 
 def _parent_gone(signum: int, frame: Any) -> None:
-    """PARENT_GONE: the intermediate exited (the master adopts us) or the master died (we go too)."""
+    """PARENT_GONE: the intermediate exited (the master adopts us) or the master died (we go too).
+
+    Once adopted() has been called, the master's death is signalled by the signal it asked for
+    from now on (SIGKILL is delivered even to a process stuck outside Python's bytecode loop).
+    """
     if os.getppid() != _master:
         os._exit(1)
+    if _adopted_signal is not None:
+        die_with_parent(_adopted_signal)
 
 
 def close_inherited(keep: Iterable[int]) -> None:
