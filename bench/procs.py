@@ -3,6 +3,7 @@ their CPU and PSS from /proc, probe HTTP on loopback, and kill the whole group."
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,21 +16,31 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port(span: int = 1) -> int:
-    """Return a loopback port p such that p..p+span-1 were all free just now."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind((HOST, 0))
-            port = s.getsockname()[1]
-        if port + span < 65000 and all(_port_free(port + i) for i in range(1, span)):
+    """Return a loopback port p such that p..p+span-1 were all free just now.
+
+    Chosen below the kernel's range of ephemeral ports: the client ends of closed connections wait
+    in TIME_WAIT there, and a run against gunicorn's sync workers (a connection per request)
+    leaves tens of thousands of them, which no server can bind over.
+    """
+    low = _ephemeral_low()
+    for _ in range(500):
+        port = random.randrange(10000, low - span)
+        if all(_port_free(port + i) for i in range(span)):
             return port
     raise RuntimeError("no free port range found")
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
-        # As the servers bind: a port whose old connections wait in TIME_WAIT is free for them (a run
-        # against gunicorn's sync workers, which close every connection, leaves thousands of those).
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
         try:
             s.bind((HOST, port))
         except OSError:
