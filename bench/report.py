@@ -527,9 +527,11 @@ def markdown(results: dict) -> str:
               "CPU of every process of the server's session (utime + stime from /proc, 10 ms resolution: 0.03 % "
               "of a core over 30 s), after a 3 s settle.", ""]
     lines += _idle_table(results)
-    profile = HERE / "PROFILE.md"
-    if profile.exists():
-        lines += ["", profile.read_text().strip()]
+    # Hand-written: the profile, and the benches that bench.all does not run (each section keeps the
+    # run it describes, so a new run of bench.all does not drop them).
+    for name in ("PROFILE.md", "SPREAD.md", "ASGI.md"):
+        if (HERE / name).exists():
+            lines += ["", (HERE / name).read_text().strip()]
     if results.get("projectr_scale"):
         lines += ["", "## projectr at scale (bench/projectr_scale.py)", "", "```", results["projectr_scale"].strip(), "```"]
     return "\n".join(lines) + "\n"
