@@ -162,14 +162,25 @@ class Generations:
         log.debug("base process %d started", pid)
         return base
 
-    def _read_base(self, base: BaseProcess) -> None:
+    @staticmethod
+    def _receive(channel: socket.socket, closed: Callable[[], None]) -> tuple[dict[str, Any], list[int]] | None:
+        """One message and its fds from a child's channel (master).
+
+        None when nothing is ready, or at EOF, after calling ``closed()``.
+        """
         try:
-            message, fds = forks.receive(base.channel)
+            return forks.receive(channel)
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except (forks.ChannelClosed, OSError):
-            self._unregister_channel(base)
+            closed()
+            return None
+
+    def _read_base(self, base: BaseProcess) -> None:
+        received = self._receive(base.channel, lambda: self._unregister_channel(base))
+        if received is None:
             return
+        message, fds = received
         forks.close_fds(fds)
         if message.get("event") == "preloaded":
             base.preload_ms += float(message.get("ms", 0.0))
@@ -267,13 +278,10 @@ class Generations:
 
     def _read_generation(self, gen: GenerationProcess) -> None:
         """Handle one message from a generation, or its EOF (master)."""
-        try:
-            message, fds = forks.receive(gen.channel)
-        except (BlockingIOError, InterruptedError):
+        received = self._receive(gen.channel, lambda: self._generation_gone(gen))
+        if received is None:
             return
-        except (forks.ChannelClosed, OSError):
-            self._generation_gone(gen)
-            return
+        message, fds = received
         event = message.get("event")
         if event == "checkpoint" and len(fds) == 1:
             self._checkpoint_offered(gen, socket.socket(fileno=fds[0]), set(message.get("opened", ())))
@@ -403,17 +411,18 @@ class Generations:
             return
         gen.checkpoint = checkpoint
 
+    def _checkpoint_gone(self, checkpoint: Checkpoint) -> None:
+        """The checkpoint's channel closed: forget it (master)."""
+        checkpoint.retired = True
+        self._unregister_channel(checkpoint)
+        if self._checkpoint is checkpoint:
+            self._checkpoint = None
+
     def _read_checkpoint(self, checkpoint: Checkpoint) -> None:
-        try:
-            message, fds = forks.receive(checkpoint.channel)
-        except (BlockingIOError, InterruptedError):
+        received = self._receive(checkpoint.channel, lambda: self._checkpoint_gone(checkpoint))
+        if received is None:
             return
-        except (forks.ChannelClosed, OSError):
-            checkpoint.retired = True
-            self._unregister_channel(checkpoint)
-            if self._checkpoint is checkpoint:
-                self._checkpoint = None
-            return
+        message, fds = received
         forks.close_fds(fds)
         if message.get("event") == "ready":
             checkpoint.pid = int(message["pid"])
