@@ -9,56 +9,43 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 from conftest import process_state, wait_for
-from test_generations import APP, bodies, launch_env, save, start, titled
+from test_generations import bodies, launch_env, save, site, start, titled  # site: a fixture, used here too
 
 HEAVY = 'VERSION = "v1"\nTABLE = [str(i) for i in range(400_000)]  # some 25 MB, as a framework would hold\n'
 
 
-@pytest.fixture
-def app_site(tmp_path: Path) -> tuple[Path, Path]:
-    """(the app's folder, the folder of an installed third-party package), as in test_generations."""
-    app_dir, vendor = tmp_path / "site", tmp_path / "vendor"
-    app_dir.mkdir()
-    (vendor / "vendorlib").mkdir(parents=True)
-    (vendor / "vendorlib" / "__init__.py").write_text('VERSION = "v1"\n')
-    (app_dir / "helper.py").write_text('def greeting():\n    return "hello"\n')
-    (app_dir / "hello.py").write_text(APP)
-    return app_dir, vendor
-
-
-def test_generation_0_is_replaced_by_one_from_the_base_once_it_holds_the_third_party_modules(launcher, app_site):
-    (app_site[1] / "vendorlib" / "__init__.py").write_text(HEAVY)
-    launch_env(launcher, app_site)
-    server = start(launcher, app_site)
+def test_generation_0_is_replaced_by_one_from_the_base_once_it_holds_the_third_party_modules(launcher, site):
+    (site[1] / "vendorlib" / "__init__.py").write_text(HEAVY)
+    launch_env(launcher, site)
+    server = start(launcher, site)
     server.wait_log(r"generation 1, forked from the warm base, replaced generation 0 in \d+ ms \(2 workers\)")
     wait_for(lambda: all(b.split()[3] == "1" for b in bodies(server)), what="generation 1 serving")
     children = titled(server.proc.pid)
     wait_for(lambda: "prefork generation 0" not in titled(server.proc.pid), what="generation 0 gone")
     assert "prefork generation 1" in children and "prefork base" in children, children
-    importers = [int(line) for line in (app_site[0] / "imported-by.txt").read_text().split()]
+    importers = [int(line) for line in (site[0] / "imported-by.txt").read_text().split()]
     assert len(importers) == 2 and importers[1] == children["prefork generation 1"], (importers, children)
     # Not a reload: the first save is reload #1, and it is served.
-    save(app_site[0] / "helper.py", 'def greeting():\n    return "hi"\n')
+    save(site[0] / "helper.py", 'def greeting():\n    return "hi"\n')
     wait_for(lambda: all(b.startswith("hi ") for b in bodies(server)), what="the edit served")
     server.wait_log(r"reload #1: ")
     assert "reload #2" not in server.log()
 
 
-def test_a_small_preload_keeps_generation_0(launcher, app_site):
-    launch_env(launcher, app_site)
-    server = start(launcher, app_site)
+def test_a_small_preload_keeps_generation_0(launcher, site):
+    launch_env(launcher, site)
+    server = start(launcher, site)
     server.wait_log(r"base: \d+ of \d+ third-party modules preloaded")
     assert "replacing generation 0" not in server.log()  # decided in the same turn as the line above
     assert all(b.split()[3] == "0" for b in bodies(server))
 
 
-def test_the_base_copy_of_the_third_party_modules_is_shared_once_generation_0_is_replaced(launcher, app_site):
+def test_the_base_copy_of_the_third_party_modules_is_shared_once_generation_0_is_replaced(launcher, site):
     """Before, the base's copy of the table was its own (generation 0's tree had another one)."""
-    (app_site[1] / "vendorlib" / "__init__.py").write_text(HEAVY)
-    launch_env(launcher, app_site)
-    server = start(launcher, app_site)
+    (site[1] / "vendorlib" / "__init__.py").write_text(HEAVY)
+    launch_env(launcher, site)
+    server = start(launcher, site)
     server.wait_log(r"replaced generation 0 in \d+ ms")
     wait_for(lambda: "prefork generation 0" not in titled(server.proc.pid), what="generation 0 gone")
     base = titled(server.proc.pid)["prefork base"]
@@ -85,15 +72,15 @@ VERSION = "v1"
 '''
 
 
-def test_a_save_during_the_base_preload_is_served_and_the_preload_goes_on_afterwards(launcher, app_site):
+def test_a_save_during_the_base_preload_is_served_and_the_preload_goes_on_afterwards(launcher, site):
     """The base is stopped while a reload that does not need it is built, and let go on after it."""
-    gate = app_site[1] / "vendorlib" / "gate"
+    gate = site[1] / "vendorlib" / "gate"
     os.mkfifo(gate)
-    (app_site[1] / "vendorlib" / "__init__.py").write_text(GATED)
-    launch_env(launcher, app_site)
-    server = start(launcher, app_site)
+    (site[1] / "vendorlib" / "__init__.py").write_text(GATED)
+    launch_env(launcher, site)
+    server = start(launcher, site)
     base = titled(server.proc.pid)["prefork base"]
-    save(app_site[0] / "helper.py", 'def greeting():\n    return "hi"\n')
+    save(site[0] / "helper.py", 'def greeting():\n    return "hi"\n')
     wait_for(lambda: all(b.startswith("hi ") for b in bodies(server)), what="the edit served")
     server.wait_log(r"reload #1: 2 modules \(")  # partial: the base holds nothing warm yet
     assert "base: preload paused" in server.log()
@@ -104,7 +91,7 @@ def test_a_save_during_the_base_preload_is_served_and_the_preload_goes_on_afterw
     os.write(writer, b"go")
     os.close(writer)
     server.wait_log(r"base: 1 of 1 third-party modules preloaded")
-    save(app_site[0] / "helper.py", 'def greeting():\n    return "hey"\n')
+    save(site[0] / "helper.py", 'def greeting():\n    return "hey"\n')
     wait_for(lambda: all(b.startswith("hey ") for b in bodies(server)), what="the second edit served")
     server.wait_log(r"reload #2: fresh generation")
 
