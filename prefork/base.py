@@ -20,7 +20,7 @@ import time
 import warnings
 from typing import Any, NoReturn
 
-from prefork import forks, stdio
+from prefork import forks, modules, stdio
 from prefork.proctitle import set_title
 
 log = logging.getLogger("prefork")
@@ -54,15 +54,7 @@ def _forget_project_modules(root: str) -> None:
 
     Generations forked from here must import every project module from its file.
     """
-    from prefork.discover import is_project_file
-
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if path and is_project_file(os.path.abspath(path), root):
-            del sys.modules[name]
-            parent, _, child = name.rpartition(".")
-            if parent in sys.modules:
-                sys.modules[parent].__dict__.pop(child, None)
+    modules.forget([name for name, module in list(sys.modules.items()) if modules.is_project_module(module, root)])
 
 
 def _serve(server: Any, channel: socket.socket) -> None:
@@ -70,31 +62,34 @@ def _serve(server: Any, channel: socket.socket) -> None:
     forks.serve_requests(
         channel,
         {
-            "preload": lambda args, fds: _preload(channel, args["modules"], bool(args.get("final", True))),
+            "preload": lambda args, fds: _preload(
+                channel, args["modules"], bool(args.get("final", True)), server.project.root
+            ),
             "fork_generation": lambda args, fds: _fork_generation(server, channel, args, fds),
         },
     )
 
 
-def _preload(channel: socket.socket, names: list[str], final: bool) -> None:
+def _preload(channel: socket.socket, names: list[str], final: bool, root: str) -> None:
     """Import each module in order; report how many could be imported and how long it took.
 
     The master sends the modules in batches while generation 0 imports the app; ``final`` marks
-    the last batch (sent with generation 0's report).
+    the last batch (sent with generation 0's report). A module whose import pulls in a project
+    module (a third-party module that reads the app's settings at import time) is not kept.
     """
     started = time.perf_counter()
     resident = _resident_mb()
-    imported = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a fresh generation's own import shows the user its warnings
         for name in names:
             if name in sys.modules:
                 continue
+            where = modules.mark()
             try:
                 importlib.import_module(name)
-                imported += 1
             except BaseException:  # noqa: BLE001 - needs the app configured: left to the generations
-                continue
+                pass
+            _keep_project_free(where, root)
     gc.freeze()  # shared by every generation and worker: keep the collector off these pages
     imported = sum(1 for name in names if name in sys.modules)
     if threading.active_count() > 1:  # forking a process with threads can deadlock its children
@@ -115,6 +110,21 @@ def _preload(channel: socket.socket, names: list[str], final: bool) -> None:
             "mb": _resident_mb() - resident,
         },
     )
+
+
+def _keep_project_free(where: modules.Mark, root: str) -> None:
+    """Undo an import since ``where`` that brought a project module in, with everything it imported.
+
+    The base never holds a project module: a generation must import each one from its file, and
+    the third-party module that imported it must then be imported afresh too, or it would keep
+    the old one.
+    """
+    added = modules.since(where)
+    if added is None:  # the import removed modules: look at every one
+        _forget_project_modules(root)
+    elif any(modules.is_project_module(module, root) for _name, module in added):
+        log.debug("base: not preloading %s: importing it imports the project", added[0][0])
+        modules.forget([name for name, _module in added])
 
 
 def _resident_mb() -> float:

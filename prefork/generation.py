@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from prefork import forks, stdio
+from prefork import forks, modules, stdio
 from prefork.apps import resolve_app
 from prefork.asgi import require_runtime
 from prefork.discover import is_project_file
@@ -129,7 +129,7 @@ class Recorder:
             module = sys.modules.get(name)
             if module is None:
                 return False  # not imported (yet): asked again next time
-            known = self._project[name] = _is_project_module(module, self.root)
+            known = self._project[name] = modules.is_project_module(module, self.root)
         return known
 
 
@@ -163,7 +163,7 @@ class Learner:
         for name in names:
             if name not in self.seen:
                 self.seen.add(name)
-                if not _is_project_module(sys.modules[name], self.root):
+                if not modules.is_project_module(sys.modules[name], self.root):
                     self.pending.append(name)
         now = time.perf_counter()
         if self.pending and now - self.sent_at >= _LEARN_BATCH:
@@ -194,8 +194,10 @@ class GenerationState:
     app: Any
     recorder: Recorder
     import_ms: float
-    # len(sys.modules) and its last name when its checkpoint was forked (None: none was)
-    setup_modules: tuple[int, str] | None = None
+    # where sys.modules ended before the fresh import began: every project module comes after it
+    import_mark: modules.Mark | None = None
+    # ... and when its checkpoint was forked (None: none was)
+    setup_modules: modules.Mark | None = None
 
 
 def run_generation(
@@ -261,9 +263,9 @@ def _import_fresh(server: Any, channel: socket.socket, dump_fd: int, request: di
     # The project's own objects stay collectable, which is what lets a partial reload prove that
     # the old code became garbage (a collection then costs what the project allocated, not more).
     gc.freeze()
-    before = list(sys.modules)
+    mark = modules.mark()
     if request.get("learn") and request.get("stream"):
-        recorder.after_import = Learner(channel, root, set(before), len(before)).after_import
+        recorder.after_import = Learner(channel, root, set(sys.modules), mark[0]).after_import
     started = time.perf_counter()
     try:
         with recorder.recording():
@@ -271,11 +273,11 @@ def _import_fresh(server: Any, channel: socket.socket, dump_fd: int, request: di
     except BaseException as exc:  # noqa: BLE001 - any failure is reported, the master keeps serving
         _report_failure(channel, exc, request)
         return None
-    state = GenerationState(app, recorder, 0.0)
+    state = GenerationState(app, recorder, 0.0, import_mark=mark)
     if request.get("checkpoint") and _warm_up_needed():
-        state.setup_modules = (len(sys.modules), next(reversed(sys.modules)))
+        state.setup_modules = modules.mark()
         _offer_checkpoint(server, channel, dump_fd, request, state)
-    return _finish_fresh(server, channel, request, state, started, set(before))
+    return _finish_fresh(server, channel, request, state, started, mark)
 
 
 def _finish_fresh(
@@ -284,10 +286,11 @@ def _finish_fresh(
     request: dict[str, Any],
     state: GenerationState,
     started: float,
-    before: set[str],
+    since: modules.Mark,
 ) -> GenerationState | None:
     """Warm the app up and report ready, or failed: the end of a fresh generation's import, and all
-    of a generation resumed from a checkpoint."""
+    of a generation resumed from a checkpoint. ``since``: where sys.modules ended when this
+    process's own imports began (the third-party modules it loaded after it are learned)."""
     root = request["root"]
     try:
         with state.recorder.recording():
@@ -300,12 +303,12 @@ def _finish_fresh(
         _report_failure(channel, exc, request)
         return None
     state.import_ms = (time.perf_counter() - started) * 1000.0
-    loaded, setup = _loaded_project_files(root, state.setup_modules)
-    preload = [
-        name
-        for name, module in list(sys.modules.items())
-        if name not in before and not _is_project_module(module, root)
-    ]
+    loaded, setup = _loaded_project_files(root, state.import_mark, state.setup_modules)
+    preload = []
+    if request.get("learn"):
+        imported = modules.since(since)
+        pairs = imported if imported is not None else list(sys.modules.items())  # generation 0: no base below it
+        preload = [name for name, module in pairs if not modules.is_project_module(module, root)]
     _report(
         channel,
         request,
@@ -317,7 +320,7 @@ def _finish_fresh(
             "opened": sorted(state.recorder.opened),
             "written": sorted(state.recorder.written),
             "foreign": _foreign_importers(state.recorder),
-            "preload": preload if request.get("learn") else [],
+            "preload": preload,
         },
     )
     return state
@@ -390,7 +393,7 @@ def _resume(
 ) -> GenerationState | None:
     """Finish a fresh import from a checkpoint's state: the warm-up imports the files that changed (generation)."""
     importlib.invalidate_caches()  # files may have been added since the checkpoint listed its folders
-    return _finish_fresh(server, channel, request, state, time.perf_counter(), set(sys.modules))
+    return _finish_fresh(server, channel, request, state, time.perf_counter(), modules.mark())
 
 
 def _warm_up(request: dict[str, Any]) -> None:
@@ -453,21 +456,25 @@ def _foreign_importers(recorder: Recorder) -> dict[str, list[str]]:
     return found
 
 
-def _is_project_module(module: Any, root: str) -> bool:
-    path = getattr(module, "__file__", None)
-    return isinstance(path, str) and is_project_file(os.path.abspath(path), root)
-
-
-def _loaded_project_files(root: str, first: tuple[int, str] | None = None) -> tuple[list[str], list[str]]:
+def _loaded_project_files(
+    root: str, since: modules.Mark | None = None, setup: modules.Mark | None = None
+) -> tuple[list[str], list[str]]:
     """The project's source files this process has imported (their modules are in sys.modules),
-    and those among the modules imported before ``first`` = (count, last name) was taken (none if
-    None; all of them if a module imported before was removed since: the count no longer says)."""
+    and those among the modules imported before ``setup`` was marked (none if None; all of them if
+    a module imported before was removed since: the mark no longer says).
+
+    ``since``: a mark taken before any project module was imported (a fresh generation's: the
+    base holds none); only the modules after it are read then (see :mod:`prefork.modules`).
+    """
+    items = modules.since(since) if since is not None else None
+    first = since[0] if since is not None and items is not None else 0
+    if items is None:
+        items = list(sys.modules.items())
+    count = setup[0] if setup is not None else 0
+    if setup is not None and not (first < count <= first + len(items) and items[count - 1 - first][0] == setup[1]):
+        count = first + len(items)
     files, early = [], []
-    count, last = first if first is not None else (0, "")
-    items = list(sys.modules.items())
-    if first is not None and (len(items) < count or items[count - 1][0] != last):
-        count = len(items)
-    for index, (_name, module) in enumerate(items):
+    for index, (_name, module) in enumerate(items, start=first):
         path = getattr(module, "__file__", None)
         if path and path.endswith(".py") and is_project_file(os.path.abspath(path), root):
             files.append(os.path.abspath(path))
@@ -632,10 +639,10 @@ def _check_importers(names: set[str], recorder: Recorder) -> None:
 
 def _holder(obj: Any) -> str:
     """Name what keeps an old object alive (only on a refusal: get_referrers scans the heap)."""
-    modules = {id(vars(m)): name for name, m in list(sys.modules.items()) if m is not None}
+    namespaces = {id(vars(m)): name for name, m in list(sys.modules.items()) if m is not None}
     for referrer in gc.get_referrers(obj):
-        if isinstance(referrer, dict) and id(referrer) in modules:
-            return f"module {modules[id(referrer)]}"
+        if isinstance(referrer, dict) and id(referrer) in namespaces:
+            return f"module {namespaces[id(referrer)]}"
     kinds = sorted({type(r).__name__ for r in gc.get_referrers(obj) if not isinstance(r, types.FrameType)})
     return "objects outside the reloaded modules (" + ", ".join(kinds[:4]) + ")"
 

@@ -173,3 +173,22 @@ def test_a_new_module_that_autodiscovery_finds_is_served_like_a_fresh_start(laun
     save(app_dir / "plugins" / "b.py", 'NAME = "b"\n')
     wait_for(lambda: all(b.startswith("a+b ") for b in bodies(server)), what="the discovered plugin")
     server.wait_log(r"reload #1: fresh generation \(plugins/b\.py is new\)")
+
+
+def test_a_dependency_that_imports_a_project_module_is_not_kept_warm_with_it(launcher, site):
+    """A third-party module that imports a project module at import time (as one that reads the
+    app's settings does) would hold the old module in the base, and every fresh generation with
+    it: the base leaves such a module to the generations."""
+    app_dir, vendor = site
+    (vendor / "vendorplug.py").write_text("import helper\n\nGREETING = helper.greeting\n")
+    save(app_dir / "hello.py", APP.replace("import vendorlib\n", "import vendorlib\nimport vendorplug\n"))
+    launch_env(launcher, site)
+    server = start(launcher, site)
+    server.wait_log(r"base: \d+ of \d+ third-party modules preloaded")
+    save(app_dir / "helper.py", 'def greeting():\n    return "changed"\n')
+    wait_for(lambda: all(b.startswith("changed ") for b in bodies(server)), what="the edit served")
+    server.wait_log(r"reload #1: fresh generation")
+    ctl(server, "reload")  # a fresh generation from the base, whatever the plan of the save was
+    server.wait_log(r"reload #2: fresh generation")
+    wait_for(lambda: all(b.split()[3] == "2" for b in bodies(server)), what="generation 2 serving")
+    assert all(b.startswith("changed ") for b in bodies(server)), bodies(server)
