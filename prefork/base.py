@@ -26,8 +26,12 @@ from prefork.proctitle import set_title
 log = logging.getLogger("prefork")
 
 
-def run_base(server: Any, channel: socket.socket, master_pid: int) -> NoReturn:
-    """Serve the master's requests (``preload``, ``fork_generation``) until it closes the channel."""
+def run_base(server: Any, channel: socket.socket, master_pid: int, stale: list[str]) -> NoReturn:
+    """Serve the master's requests (``preload``, ``fork_generation``) until it closes the channel.
+
+    ``stale``: the project modules the master holds (a script that imported the app before
+    start()): dropped, since generations forked from here must import each from its file.
+    """
     code = 0
     try:
         forks.ignore_terminal_signals()
@@ -35,12 +39,7 @@ def run_base(server: Any, channel: socket.socket, master_pid: int) -> NoReturn:
             os._exit(0)
         stdio.redirect_stdio(server._output_fd)
         set_title("prefork base")
-        # Every generation forked from here needs these, and every worker the worker runtime
-        # (waitress): imported once here, not after each fork, and shared by all of them.
-        import prefork.child  # noqa: F401
-        import prefork.generation  # noqa: F401
-
-        _forget_project_modules(server.project.root)
+        modules.forget(stale)
         _serve(server, channel)
     except BaseException:  # noqa: BLE001 - the master sees EOF and starts another base
         log.exception("the base process failed")
@@ -50,10 +49,7 @@ def run_base(server: Any, channel: socket.socket, master_pid: int) -> NoReturn:
 
 
 def _forget_project_modules(root: str) -> None:
-    """Drop project modules the master may hold (a script that imported the app before start()).
-
-    Generations forked from here must import every project module from its file.
-    """
+    """Drop every project module this process holds (reads every module: only when nothing else says which)."""
     modules.forget([name for name, module in list(sys.modules.items()) if modules.is_project_module(module, root)])
 
 

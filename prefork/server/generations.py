@@ -17,12 +17,13 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefork import forks, signals
+from prefork import forks, modules, signals
 from prefork.server.failures import parse_stack_dump, user_frames_of_dump
 
 log = logging.getLogger("prefork")
@@ -140,6 +141,15 @@ class Generations:
         """Fork the base from this (app-free) master and watch its channel (master)."""
         mine, theirs = forks.channel_pair()
         master_pid = os.getpid()
+        # What the base needs, imported here: imports in the base would write into the pages
+        # it shares with the master (each copied into both); and project modules (a script that
+        # imported the app before start()) are found here, where reading them copies nothing.
+        import prefork.base
+        import prefork.child
+        import prefork.generation  # noqa: F401
+
+        root = self.project.root
+        stale = [name for name, module in list(sys.modules.items()) if modules.is_project_module(module, root)]
         # Everything the master holds now is shared with the base, its generations and workers:
         # the master's own collections must not write to those objects (a write copies the page
         # into the master, and the whole heap ends up counted twice).
@@ -148,12 +158,10 @@ class Generations:
         with signals.blocked_for_fork():
             pid = os.fork()
         if pid == 0:
-            from prefork.base import run_base
-
             keep = [theirs.fileno()] + [fd for fd in (self._output_fd, self._access_fd) if fd]
             keep += [sock.fileno() for sock in self._more_socks]  # every worker accepts on these too
             forks.close_inherited(keep)
-            run_base(self, theirs, master_pid)
+            prefork.base.run_base(self, theirs, master_pid, stale)
         theirs.close()
         base = BaseProcess(pid, mine)
         self._base = base
