@@ -404,7 +404,8 @@ class Server(Processes, Rolling, WorkerChannels):
             self._turn()
 
     def _turn(self) -> None:
-        """One turn: reap, dispatch, timers, slots, wait. Each step's bug is logged, never fatal."""
+        """One turn: signals, reap, dispatch, timers, slots, wait. Each step's bug is logged, never fatal."""
+        self._guarded(self._take_signals, "taking signals")
         self._guarded(self._reap, "reaping")
         self._guarded(self._dispatch_events, "dispatching events")
         for timer in self._timers.pop_due():
@@ -435,17 +436,31 @@ class Server(Processes, Rolling, WorkerChannels):
             ]
             if deadlines:
                 timeout = max(0.0, min(deadlines) - self._timers.clock())
-        for key, _ in self._selector.select(timeout):
+        ready = self._selector.select(timeout)
+        self._guarded(self._take_signals, "taking signals")  # a stop first: a channel's EOF may be part of it
+        for key, _ in ready:
             self._guarded(key.data, "fd callback")
 
-    def _dispatch_events(self) -> None:
-        """Turn recorded signals into events, then run ``handle_<name>`` for each queued event."""
+    def _take_signals(self) -> None:
+        """Turn recorded signals into events; a stop is handled at once, before any child is reaped.
+
+        systemd (KillMode=control-group) and ``kill -TERM -PGID`` send the same SIGTERM to every
+        process of the server: the workers and generations that exit with it are part of the stop,
+        not deaths to repair (no replacement, no fresh generation, no warning).
+        """
         while self._router is not None and self._router.received:
             signum = self._router.received.popleft()
             event = signals.SIGNAL_EVENTS.get(signum)
             if event is not None:
                 log.info("received %s", signal.Signals(signum).name)
-                self._events.append((event[0], tuple(event[1:])))
+                if event[0] == "stop":
+                    self._dispatch(event[0], tuple(event[1:]))
+                else:
+                    self._events.append((event[0], tuple(event[1:])))
+
+    def _dispatch_events(self) -> None:
+        """Turn recorded signals into events, then run ``handle_<name>`` for each queued event."""
+        self._take_signals()
         while self._events:
             name, args = self._events.popleft()
             self._dispatch(name, args)

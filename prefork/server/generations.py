@@ -274,6 +274,8 @@ class Generations:
         request = {"number": number, "master_pid": os.getpid(), "root": self.project.root, "app": self.app_spec, **args}
         try:
             forks.send(zygote.channel, {"command": "fork_generation", "args": request}, [theirs.fileno(), dump_write])
+        except OSError as exc:  # the zygote died just now: the new channel's EOF fails this generation
+            log.debug("generation %d: its zygote (pid %s) is gone: %s", number, zygote.pid, exc)
         finally:
             theirs.close()
             os.close(dump_write)

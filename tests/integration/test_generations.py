@@ -192,3 +192,19 @@ def test_a_dependency_that_imports_a_project_module_is_not_kept_warm_with_it(lau
     server.wait_log(r"reload #2: fresh generation")
     wait_for(lambda: all(b.split()[3] == "2" for b in bodies(server)), what="generation 2 serving")
     assert all(b.startswith("changed ") for b in bodies(server)), bodies(server)
+
+
+def test_a_sigterm_to_the_whole_process_group_is_one_clean_stop(launcher, site):
+    """systemd (KillMode=control-group) and `kill -TERM -PGID` signal every process at once: the
+    workers' and the generation's exits are part of the stop, not deaths to repair."""
+    launch_env(launcher, site)
+    server = start(launcher, site)
+    server.wait_log(r"base: \d+ of \d+ third-party modules preloaded")
+    save(site[0] / "helper.py", 'def greeting():\n    return "hi"\n')  # a generation from the base serves
+    wait_for(lambda: all(b.startswith("hi ") for b in bodies(server)), what="the edit served")
+    os.killpg(server.proc.pid, signal.SIGTERM)
+    assert server.proc.wait(15) == 0, server.log()
+    log = server.log()
+    tail = log[log.index("received SIGTERM") - 2000 if "received SIGTERM" in log else 0:]
+    for lie in ("replacing it", "starting a fresh one", "reload #2", "Traceback", "ERROR"):
+        assert lie not in tail, tail
