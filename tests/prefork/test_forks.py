@@ -70,11 +70,7 @@ def test_a_child_that_reports_before_adoption_dies_by_its_signal_with_the_master
         master.wait(10)
         wait_until(lambda: process_gone(report["pid"]), what="the child to die with the master")
     finally:
-        try:
-            os.killpg(master.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        master.wait(10)
+        _kill_session(master)
 
 
 SIBLING = textwrap.dedent(f"""
@@ -151,11 +147,16 @@ def test_a_zygote_forks_the_masters_child_directly_unless_it_runs_threads(tmp_pa
         master.wait(10)
         wait_until(lambda: process_gone(child["pid"]), what="the child to die with the master")
     finally:
-        try:
-            os.killpg(master.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        master.wait(10)
+        _kill_session(master)
+
+
+def _kill_session(master: subprocess.Popen) -> None:
+    """Kill the test's master and everything in its session (the zygote, the child)."""
+    try:
+        os.killpg(master.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    master.wait(10)
 
 
 def _read(path: Path) -> str | None:
