@@ -175,8 +175,13 @@ def spawn_adopted(master_pid: int, report: Callable[[int | None, str | None], No
 
 
 CLONE_PARENT = 0x00008000
-# clone(2)'s number on Linux where its first two arguments are (flags, new stack), as for fork-like use
-_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine()) if sys.platform.startswith("linux") else None
+# clone(2)'s number on Linux where its first two arguments are (flags, new stack), as for fork-like use;
+# the fork steps around it are CPython's C API
+_SYS_CLONE = (
+    {"x86_64": 56, "aarch64": 220}.get(platform.machine())
+    if sys.platform.startswith("linux") and platform.python_implementation() == "CPython"
+    else None
+)
 
 
 def _clone_sibling() -> int | None:
