@@ -10,7 +10,8 @@ of generations that came and went, and the process count must stay the same (no 
 Generation 0 imports everything cold before the base has preloaded anything; once the base has, the
 server replaces it by a generation forked from the base (the first sample waits until the PSS is
 stable, so it is taken after that). Every server first serves the pages the reloads' probes ask for,
-so that the first sample and the later ones count the same requests. Last, project.py is saved: a
+so that the first sample and the later ones count the same requests: every worker answers them
+before each sample. Last, project.py is saved: a
 fresh generation from the base.
 Processes are grouped by role from their titles (setproctitle: `prefork base`, `prefork generation N`,
 `prefork worker i :port`, `gunicorn: worker [...]`).
@@ -18,11 +19,12 @@ Processes are grouped by role from their titles (setproctitle: `prefork base`, `
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bench.procs import Spawned, free_port, http_get, session_pids
+from bench.procs import Spawned, free_port, http_get, parse_version, session_pids
 from bench.refapp import RefApp
 from bench.reload import EDITS, probe
 from bench.runners import Gunicorn, Ours, Runner
@@ -130,21 +132,21 @@ def run(apps: Callable[[str], RefApp], workers: int, rounds: int, reloads: int, 
                 progress(f"  {runner.name}: failed: {str(exc)[:300]}")
                 continue
             try:
-                _serve_pages(port, workers)
-                out.append(_sample(runner, proc, expected, round_no, 0, "started"))
+                out.append(_sample(runner, proc, port, workers, expected, round_no, 0, "started"))
                 progress(f"  round {round_no} {runner.name}: {_describe(out[-1])}")
                 if runner.name.startswith("ours") and reloads:
                     done = 0
                     for step in (reloads // 4, reloads // 2, 3 * reloads // 4, reloads):
                         missed = _reload(app, port, workers, done, step - done)
                         done = step
-                        out.append(_sample(runner, proc, expected, round_no, done, f"after {done} reloads"))
+                        out.append(_sample(runner, proc, port, workers, expected, round_no, done,
+                                           f"after {done} reloads"))
                         progress(f"  round {round_no} {runner.name} after {done} reloads: {_describe(out[-1])}"
                                  + (f"; {missed} edits not served in 20 s" if missed else ""))
                 if runner.name.startswith("ours"):
                     # A save of project.py: a fresh generation forked from the (now warm) base.
                     _fresh(app, port, workers, proc)
-                    out.append(_sample(runner, proc, expected, round_no, reloads + 1, FRESH))
+                    out.append(_sample(runner, proc, port, workers, expected, round_no, reloads + 1, FRESH))
                     progress(f"  round {round_no} {runner.name} {FRESH}: {_describe(out[-1])}")
             finally:
                 proc.stop()
@@ -152,18 +154,31 @@ def run(apps: Callable[[str], RefApp], workers: int, rounds: int, reloads: int, 
 
 
 def _serve_pages(port: int, workers: int) -> None:
-    """Ask for the pages the reloads' probes ask for, as often, before the first sample.
+    """Make every worker serve the pages the reloads' probes ask for, before each sample.
 
-    A worker's private memory grows with the code its requests have run (each page of shared
-    objects it touches is copied): the "started" sample must have served what the later ones
-    have, or the growth over the reloads counts the first requests too.
+    A worker's private memory grows with the code its requests have run (each page of shared objects
+    it touches is copied): a worker that served nothing is about 0.7 MB smaller. On one shared socket
+    the idle worker that wakes first takes a connection, so sequential requests may all go to one
+    worker: the requests come from `2 * workers` clients at once, round after round, until every
+    worker has answered (10 s at most).
     """
-    for _ in range(2 * workers):
-        http_get(port, "/")
-        http_get(port, "/hello")
+    seen: set[int] = set()
+    deadline = time.monotonic() + 10.0
+    with ThreadPoolExecutor(2 * workers) as pool:
+        while len(seen) < workers and time.monotonic() < deadline:
+            for response in pool.map(lambda _: http_get(port, "/"), range(4 * workers)):
+                version = parse_version(response.body) if response.status == 200 else None
+                if version is not None:
+                    seen.add(version[2])
+            list(pool.map(lambda _: http_get(port, "/hello"), range(4 * workers)))
 
 
-def _sample(runner: Runner, proc: Spawned, expected: int, round_no: int, reloads: int, when: str) -> Memory:
+def _sample(runner: Runner, proc: Spawned, port: int, workers: int, expected: int, round_no: int, reloads: int,
+            when: str) -> Memory:
+    """Once the processes settled (ours: generation 0 replaced, or a reload's old workers gone), every
+    worker serves the probes' pages, then the PSS of the settled tree."""
+    stable(proc, expected)
+    _serve_pages(port, workers)
     pids, pss, uss, roles, titles = stable(proc, expected)
     return Memory(runner.name, runner.label, when, round_no, len(pids), pss, reloads, uss, roles, titles)
 
