@@ -48,11 +48,6 @@ def run_base(server: Any, channel: socket.socket, master_pid: int, stale: list[s
         os._exit(code)
 
 
-def _forget_project_modules(root: str) -> None:
-    """Drop every project module this process holds (reads every module: only when nothing else says which)."""
-    modules.forget([name for name, module in list(sys.modules.items()) if modules.is_project_module(module, root)])
-
-
 def _serve(server: Any, channel: socket.socket) -> None:
     """Answer ``preload`` and ``fork_generation`` until the master closes the channel."""
     forks.serve_requests(
@@ -117,7 +112,7 @@ def _keep_project_free(where: modules.Mark, root: str) -> None:
     """
     added = modules.since(where)
     if added is None:  # the import removed modules: look at every one
-        _forget_project_modules(root)
+        modules.forget(modules.of_project(root))
     elif any(modules.is_project_module(module, root) for _name, module in added):
         log.debug("base: not preloading %s: importing it imports the project", added[0][0])
         modules.forget([name for name, _module in added])

@@ -55,3 +55,9 @@ def is_project_module(module: Any, root: str) -> bool:
     """True for a module loaded from a project source file under ``root``."""
     path = getattr(module, "__file__", None)
     return isinstance(path, str) and is_project_file(os.path.abspath(path), root)
+
+
+def of_project(root: str) -> list[str]:
+    """The names of the project modules in sys.modules (reads every module: for a process that
+    shares no memory yet, or when nothing else says which)."""
+    return [name for name, module in list(sys.modules.items()) if is_project_module(module, root)]

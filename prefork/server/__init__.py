@@ -459,8 +459,7 @@ class Server(Processes, Rolling, WorkerChannels):
                     self._events.append((event[0], tuple(event[1:])))
 
     def _dispatch_events(self) -> None:
-        """Turn recorded signals into events, then run ``handle_<name>`` for each queued event."""
-        self._take_signals()
+        """Run ``handle_<name>`` for each queued event (signals were taken at the turn's start)."""
         while self._events:
             name, args = self._events.popleft()
             self._dispatch(name, args)

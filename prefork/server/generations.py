@@ -17,7 +17,6 @@ import os
 import selectors
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,8 +147,7 @@ class Generations:
         import prefork.child
         import prefork.generation  # noqa: F401
 
-        root = self.project.root
-        stale = [name for name, module in list(sys.modules.items()) if modules.is_project_module(module, root)]
+        stale = modules.of_project(self.project.root)
         # Everything the master holds now is shared with the base, its generations and workers:
         # the master's own collections must not write to those objects (a write copies the page
         # into the master, and the whole heap ends up counted twice).
