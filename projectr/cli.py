@@ -307,6 +307,6 @@ def _report(project: Project, changed: list[str]) -> None:
         except ProjectError as exc:
             print(f"error: {exc}")
     sources = [p for p in changed if p in set(project.source_files)]
-    project._tracker.rescan(project, sources)
+    project.rescan(sources)
     _print_affected(project, sources)
     sys.stdout.flush()

@@ -205,6 +205,13 @@ class Project(metaclass=_Registry):
             paths = [paths]
         return self._tracker.graph(self).affected(os.path.abspath(os.fspath(p)) for p in paths)
 
+    def rescan(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        """Re-read the imports of `paths` from disk (loads nothing), so that `affected`, `graph` and
+        `load_order` follow edits that a process which never loads the project has seen."""
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        self._tracker.rescan(self, [os.path.abspath(os.fspath(p)) for p in paths])
+
     def load(self, force: bool = False) -> list[str]:
         """Reload what changed since the last successful load, plus its dependents, as one transaction.
 

@@ -56,6 +56,27 @@ def test_edit_middle_module_reloads_it_and_its_dependents_only(launcher, project
     assert "myproject.app" in modules
 
 
+def test_an_import_added_by_an_edit_joins_the_graph_for_the_next_reload(launcher, project_copy):
+    """The master rescans the files of each reload: once an edit makes item import version, a version
+    edit reloads item with it (version alone would be refused: item would keep the old value)."""
+    server = launcher.example(project_copy, extra=["--partial", "always"])  # the graph decides what reloads
+    rewrite(project_copy / "myproject/services/catalog.py", 'LABEL = "catalogue"', 'LABEL = "shop"')
+    server.wait_all(lambda s: s["label"] == "shop", "every worker with the new label")
+    server.wait_log(r"reload #1: ")  # the master has read every file's imports by now
+    item = project_copy / "myproject/models/item.py"
+    save(item, item.read_text() + "\nfrom myproject.version import VERSION as MADE_IN  # noqa: E402\n")
+    server.wait_log(r"reload #2: ")
+    rewrite(project_copy / VERSION_FILE, '"1.0"', '"3.0"')
+    server.wait_all(lambda s: s["version"] == "3.0", "every worker on version 3.0")
+    line = server.wait_log(r"reload #3: .*")
+    found = re.search(r"reload #3: \d+ modules \(([^)]*)\)", server.log())
+    assert found, line
+    modules = found.group(1).split(", ")
+    # Listed in load order, before catalog that imports it: the master's plan had it. (With a stale
+    # graph the generation finds item among version's importers itself and lists it last.)
+    assert modules.index("myproject.models.item") < modules.index("myproject.services.catalog"), modules
+
+
 def test_edit_declared_dependency_reloads_through_needs_edge(launcher, project_copy):
     server = launcher.example(project_copy, extra=["--partial", "always"])  # the graph decides what reloads
     rewrite(project_copy / "myproject/settings.py", '"EUR"', '"CHF"')

@@ -120,6 +120,22 @@ def test_new_import_added_by_an_edit_is_followed(tree):
     assert p.affected(_files(tree, "a")) == _files(tree, "a", "b")
 
 
+def test_rescan_follows_an_edit_without_loading_it(tree):
+    """A process that plans reloads but never loads (prefork's master) keeps the graph current."""
+    p = _package_a_b(tree, b=1)
+    a, b = _files(tree, "a", "b")
+    assert p.affected([a]) == [a]
+    tree.write("PKG/b.py", "from .a import A\nB = A\n")
+    assert p.affected([a]) == [a]  # not read yet
+    p.rescan([b])
+    assert p.affected([a]) == [a, b]
+    assert sys.modules[p.modules[b]].B == 1  # nothing was loaded
+    tree.write("PKG/b.py", "B = 3\n")
+    p.rescan(b)
+    assert p.affected([a]) == [a]
+    assert p.load() == [b]  # the load still sees the edit
+
+
 def test_import_cycle_reloads_together(tree):
     """The Flask pattern: app.py imports views at the bottom, views imports app."""
     tree.write("PKG/__init__.py", "")
