@@ -289,12 +289,7 @@ class Runtime:
 
     def _finish(self) -> int:
         """Run on_stop, stop the task threads, flush the control channel; return the exit code."""
-        code = 0
-        try:
-            self.worker.on_stop()
-        except Exception:
-            log.exception("hook on_stop failed in %s", self.worker.describe())
-            code = 1
+        code = run_on_stop(self.worker)
         self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=1)
         if self.access_log is not None:
             self.access_log.close()
@@ -307,6 +302,16 @@ class Runtime:
         log.warning("%s: master is gone, exiting", self.worker.describe())
         stdio.flush_all()
         os._exit(0)
+
+
+def run_on_stop(worker: Worker) -> int:
+    """Run the worker's ``on_stop`` hook at the end of a graceful stop; the exit code (worker)."""
+    try:
+        worker.on_stop()
+    except Exception:
+        log.exception("hook on_stop failed in %s", worker.describe())
+        return 1
+    return 0
 
 
 def _access_log(server: Any) -> AccessLog | None:

@@ -30,7 +30,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from prefork import stdio
 from prefork.asgi import detect_interface
-from prefork.child import FRESH_GRACE, _access_log, become_worker, rss_bytes
+from prefork.child import FRESH_GRACE, _access_log, become_worker, rss_bytes, run_on_stop
 from prefork.child_control import ChannelEnd
 from prefork.worker import Worker
 
@@ -239,12 +239,7 @@ class AsgiRuntime:
 
     def _finish(self) -> int:
         """Run on_stop, flush the control channel; return the exit code."""
-        code = 0
-        try:
-            self.worker.on_stop()
-        except Exception:
-            log.exception("hook on_stop failed in %s", self.worker.describe())
-            code = 1
+        code = run_on_stop(self.worker)
         if self.access_log is not None:
             self.access_log.close()
         if self.control is not None:
