@@ -10,7 +10,7 @@ Columns: first load; affected-set time for a leaf edit and a root edit (median);
 a leaf edit (write + `load()`), without a watcher (load() stats every file) and with an open inotify
 watcher (the server's case: load() checks only what the watcher saw); the watcher's latency from
 the start of a save (open+write+close in another thread) to select() waking and to changed_files() returning
-(inotify backend, default 5 ms debounce window). Files are aged one hour after generation, as in
+(inotify backend: the batch is ready once the file is closed; the 5 ms debounce window only while it is open). Files are aged one hour after generation, as in
 a project at rest (freshly written files are "racily clean" and cost a hash on every stat scan).
 """
 from __future__ import annotations

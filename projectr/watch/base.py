@@ -95,7 +95,7 @@ class BaseWatcher:
             self._wakeup.disarm()
             return []
         wait = self._burst.remaining(time.monotonic())
-        if wait > 0:
+        if wait > 0 and not self._saves_complete():
             self._wakeup.arm(wait)
             return []
         held = gitlock.held_for(self._set.git_dir)
@@ -105,6 +105,7 @@ class BaseWatcher:
             return []
         batch = self._set.ordered(self._pending)
         self._pending.clear()
+        self._burst_over()
         self._burst.reset()
         self._wakeup.disarm()
         return batch
@@ -144,6 +145,14 @@ class BaseWatcher:
 
     def _collect(self) -> bool:
         raise NotImplementedError
+
+    def _saves_complete(self) -> bool:
+        """True when the backend saw every pending file's save end (closed after writing, or renamed
+        into place): the burst is over without waiting out the window. The default cannot tell."""
+        return False
+
+    def _burst_over(self) -> None:
+        """The batch was handed out: forget what the backend tracked about this burst's saves."""
 
     def _apply(self, ws: WatchSet) -> None:
         raise NotImplementedError

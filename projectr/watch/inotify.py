@@ -52,6 +52,9 @@ class InotifyWatcher(BaseWatcher):
         self._pid = os.getpid()  # a forked child shares the inotify instance: it must not touch it
         # files that may have changed since the last load(); None: unknown (overflow, watch lost, new)
         self._since_load: set[str] | None = None
+        # This burst's files being written or gone (a save by rename is a removal, then a creation);
+        # None: events were lost, so the burst waits out its window.
+        self._unfinished: set[str] | None = set()
         self._apply(self._set)
 
     def _apply(self, ws: WatchSet) -> None:
@@ -100,13 +103,13 @@ class InotifyWatcher(BaseWatcher):
         for event in events:
             if event.mask & flags.Q_OVERFLOW:
                 self._pending.update(self._set.files)  # events were lost: assume everything changed
-                self._since_load = None
+                self._since_load = self._unfinished = None
                 relevant = True
                 continue
             folder = self._wd_dir.get(event.wd)
             if event.mask & (flags.IGNORED | flags.DELETE_SELF | flags.MOVE_SELF):
                 lost = relevant = True
-                self._since_load = None
+                self._since_load = self._unfinished = None
                 if folder:
                     self._pending.update(p for p in self._set.files if os.path.dirname(p) == folder)
                 continue
@@ -120,9 +123,25 @@ class InotifyWatcher(BaseWatcher):
                     relevant = True
                     if self._since_load is not None:
                         self._since_load.add(path)
+                    self._follow_save(path, event.mask)
         if lost:
             self._forget_dead_watches()
         return relevant
+
+    def _follow_save(self, path: str, mask: int) -> None:
+        """Track whether ``path``'s save is over: written and closed, or renamed into place."""
+        if self._unfinished is None:
+            return
+        if mask & (flags.CLOSE_WRITE | flags.MOVED_TO):
+            self._unfinished.discard(path)
+        elif mask & (flags.CREATE | flags.MODIFY | flags.MOVED_FROM | flags.DELETE):
+            self._unfinished.add(path)
+
+    def _saves_complete(self) -> bool:
+        return self._unfinished is not None and not self._unfinished
+
+    def _burst_over(self) -> None:
+        self._unfinished = set()
 
     def _forget_dead_watches(self) -> None:
         """A watched folder vanished or moved, or a folder appeared: drop dead watches, add wanted ones."""

@@ -112,15 +112,22 @@ def test_burst_is_reported_once_per_file(tree, backend):
 
 
 def test_debounce_collects_a_burst_that_is_still_arriving(tree):
-    """The first event wakes us; writes landing within the window join the same batch."""
+    """While a file is still being written, the window stays open: saves landing in it join the batch."""
     import threading
     p = _project(tree, count=5)
     paths = [str(tree.path(f"PKG/m{i}.py")) for i in range(5)]
-    with p.watch_changes(backend="inotify", debounce=0.2, debounce_limit=1.0) as w:
-        _truncate_and_write(paths[0])
+    with p.watch_changes(backend="inotify", debounce=0.2, debounce_limit=1.0) as w, open(paths[0], "w") as slow:
+        slow.write("X = 'half'\n")
+        slow.flush()
         assert wait_readable(w)
         assert w.changed_files() == []  # the window is open: nothing yet, and no waiting
-        rest = threading.Timer(0.02, lambda: [_truncate_and_write(x) for x in paths[1:]])
+
+        def the_rest() -> None:
+            for path in paths[1:]:
+                _truncate_and_write(path)
+            slow.close()
+
+        rest = threading.Timer(0.02, the_rest)
         rest.start()
         try:
             assert next_batch(w) == paths
@@ -128,15 +135,51 @@ def test_debounce_collects_a_burst_that_is_still_arriving(tree):
             rest.join()
 
 
+def test_a_finished_save_ends_the_burst_without_waiting_out_the_window(tree):
+    """inotify sees a save end (the file closed after writing, or renamed into place): the batch is
+    ready at once, with a window of seconds."""
+    p = _project(tree)
+    target = str(tree.path("PKG/m1.py"))
+    with p.watch_changes(backend="inotify", debounce=5.0, debounce_limit=10.0) as w:
+        _truncate_and_write(target)
+        assert wait_readable(w, 2.0)
+        assert w.changed_files() == [target]
+        temporary = tree.path("PKG/.m1.py.tmp")
+        temporary.write_text("X = 'renamed over'\n")
+        os.replace(temporary, target)
+        assert wait_readable(w, 2.0)
+        assert w.changed_files() == [target]
+
+
+def test_a_save_by_rename_waits_while_the_file_is_gone(tree):
+    """An editor that keeps a backup renames the file away, then writes it anew: the batch must not
+    end in between (a reload would find the file missing)."""
+    p = _project(tree)
+    target = str(tree.path("PKG/m1.py"))
+    with p.watch_changes(backend="inotify", debounce=5.0, debounce_limit=10.0) as w:
+        os.rename(target, target + "~")
+        assert wait_readable(w, 2.0)
+        assert w.changed_files() == []  # gone for now: the window stays open
+        _truncate_and_write(target)
+        os.chmod(target, 0o644)
+        os.unlink(target + "~")
+        assert wait_readable(w, 2.0)
+        assert w.changed_files() == [target]
+        assert not wait_readable(w, 0.05) or w.changed_files() in ([], [target])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_changed_files_never_waits_and_the_fd_wakes_when_the_window_ends(tree, backend):
     """A server calls changed_files() from its event loop: it must return at once, and select() on
-    the fd must be enough to get the batch when the debounce window closes."""
+    the fd must be enough to get the batch when the debounce window closes (the file is still open
+    for writing, so inotify cannot tell that the save is over either)."""
     p = _project(tree)
     target = str(tree.path("PKG/m1.py"))
     window = 0.3
-    with p.watch_changes(backend=backend, debounce=window, debounce_limit=1.0, **OPTIONS[backend]) as w:
-        _truncate_and_write(target)
+    with p.watch_changes(backend=backend, debounce=window, debounce_limit=1.0, **OPTIONS[backend]) as w, \
+            open(target, "w") as writing:
+        writing.write("X = 'still being written'\n")
+        writing.flush()
         batch: list[str] = []
         first_read = None
         deadline = time.monotonic() + 5
