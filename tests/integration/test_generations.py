@@ -19,6 +19,7 @@ from conftest import PYTHON, http_get, process_state, save, wait_for
 
 APP = '''\
 import os
+import sys
 import vendorlib
 from helper import greeting
 
@@ -28,7 +29,7 @@ with open(os.path.join(os.path.dirname(__file__), "imported-by.txt"), "a") as ou
 
 def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
-    body = f"{greeting()} {vendorlib.VERSION} {os.getpid()} {os.environ.get('PREFORK_GENERATION')}"
+    body = f"{greeting()} {vendorlib.VERSION} {os.getpid()} {os.environ.get('PREFORK_GENERATION')} {'networkx' in sys.modules}"
     return [body.encode()]
 '''
 
@@ -96,6 +97,8 @@ def test_the_master_never_imports_the_app_and_adopts_every_process(launcher, sit
     assert len(workers) == 2, children
     importers = {int(line) for line in (site[0] / "imported-by.txt").read_text().split()}
     assert importers == {children["prefork generation 0"]}  # not the master, not the base, not a worker
+    # only the master plans reloads: the graph library stays out of the processes that serve
+    assert [b.split()[4] for b in bodies(server)] == ["False", "False"], bodies(server)
     # imported-by.txt is watched (a .txt file under the root) but written by the app itself: that
     # is not an edit, or every generation would start the next. Two real edits make two reloads.
     for number, word in enumerate(["hi", "hey"], start=1):
