@@ -252,7 +252,8 @@ def _isolate(server: Any, dump_fd: int, request: dict[str, Any]) -> None:
 
 
 def _import_fresh(server: Any, channel: socket.socket, dump_fd: int, request: dict[str, Any]) -> GenerationState | None:
-    """Import the project from scratch and resolve the app; report ready (with what was learned) or failed."""
+    """Import the project from scratch and resolve the app; report ready (with what was learned) or
+    failed. Asked for a checkpoint (``request["checkpoint"]``): leave one and serve nothing."""
     root = request["root"]
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -274,9 +275,9 @@ def _import_fresh(server: Any, channel: socket.socket, dump_fd: int, request: di
         _report_failure(channel, exc, request)
         return None
     state = GenerationState(app, recorder, 0.0, import_mark=mark)
-    if request.get("checkpoint") and _warm_up_needed():
-        state.setup_modules = modules.mark()
-        _offer_checkpoint(server, channel, dump_fd, request, state)
+    if request.get("checkpoint"):
+        _leave_checkpoint(server, channel, dump_fd, request, state, started)
+        return None
     return _finish_fresh(server, channel, request, state, started, mark)
 
 
@@ -321,13 +322,14 @@ def _finish_fresh(
             "written": sorted(state.recorder.written),
             "foreign": _foreign_importers(state.recorder),
             "preload": preload,
+            "checkpointable": _warm_up_needed(),  # the master asks for a checkpoint when idle
         },
     )
     return state
 
 
 # ---------------------------------------------------------------------------------------------
-# checkpoints: a fresh generation as it was before the warm-up
+# checkpoints: a Django app as set up, before the warm-up
 
 
 def _warm_up_needed() -> bool:
@@ -336,12 +338,38 @@ def _warm_up_needed() -> bool:
     return apps is not None and bool(getattr(apps.apps, "ready", False))
 
 
+def _leave_checkpoint(
+    server: Any,
+    channel: socket.socket,
+    dump_fd: int,
+    request: dict[str, Any],
+    state: GenerationState,
+    started: float,
+) -> None:
+    """Leave a checkpoint of the app as imported and set up, report what it holds, serve nothing
+    (a generation the master asked for a checkpoint only, while the server was idle).
+
+    A checkpoint is made apart from the generation that serves, not by it before its warm-up: the
+    fork, and the copy-on-write faults of the warm-up that follows it, would be paid on the save's
+    path (about 14 ms of a Django model save).
+    """
+    if not _warm_up_needed():
+        _report(channel, request, {"event": "refused", "reason": "the app has no set-up state to keep"})
+        return
+    state.setup_modules = modules.mark()
+    _offer_checkpoint(server, channel, dump_fd, request, state)
+    _loaded, setup = _loaded_project_files(request["root"], state.import_mark, state.setup_modules)
+    ms = (time.perf_counter() - started) * 1000.0
+    _report(channel, request, {"event": "ready", "ms": ms, "setup": setup})
+
+
 def _offer_checkpoint(
     server: Any, channel: socket.socket, dump_fd: int, request: dict[str, Any], state: GenerationState
 ) -> None:
-    """Leave a copy of this generation as it is now, the app set up and not yet warmed up (fresh generation).
+    """Leave a copy of this generation as it is now, the app set up and not yet warmed up (a
+    generation asked for a checkpoint).
 
-    The copy (a *checkpoint*, double-forked and adopted by the master like every generation) gets
+    The copy (a *checkpoint*, forked as a sibling and adopted by the master like every generation) gets
     a channel of its own, which goes to the master with a ``checkpoint`` message. A generation
     forked from it later and warmed up there is what a fresh import would give, as long as none
     of the files the checkpoint loaded or read changed (the master checks): Django's view and

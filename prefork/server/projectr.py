@@ -50,6 +50,9 @@ _PARTIAL_FLOOR_MS = 25.0
 # share none of the base's copy. Once the base holds at least this much (MB), generation 0 is
 # replaced by a generation forked from the base as soon as the server is idle.
 REBASE_MIN_MB = 4.0
+# A Django checkpoint is made this long (seconds) after the server became idle: the first requests
+# to the new workers (a browser reloading the page the save changed) come first.
+CHECKPOINT_DELAY = 0.2
 
 
 class AppLoadError(Exception):
@@ -182,6 +185,9 @@ class ProjectrServer(Generations, Server):
         self._costs: dict[str, float] = {}  # own work of a fresh and of a partial generation (ms)
         self._measured: set[str] = set()  # ... of which these were measured, not estimated
         self._checkpoint = None
+        self._checkpointable = False  # the serving generation has a set-up state to keep (Django)
+        self._checkpoint_builder: GenerationProcess | None = None  # making one while the server is idle
+        self._checkpoint_timer: Any = None  # ... or about to
         self._cold = True  # the serving generation descends from generation 0 (see REBASE_MIN_MB)
         self._rebase_wanted = False
         self._graph_built = False  # the dependency graph, once the app serves (_build_graph)
@@ -224,6 +230,7 @@ class ProjectrServer(Generations, Server):
         if self._unserved:
             self.post_event("changed")  # saved while generation 0 imported
         self._preload = list(outcome.get("preload", ()))
+        self._checkpointable = bool(outcome.get("checkpointable"))
         self._preload_base(self._preload)  # what its "learned" batches did not send yet
         if not self._preload:  # nothing third-party to keep warm: generation 0's import is the cost
             self._costs["fresh"] = float(outcome.get("ms", 0.0))
@@ -254,9 +261,10 @@ class ProjectrServer(Generations, Server):
             return  # generation 0 is still importing: _prepare_app looks again when it is ready
         self._unserved -= self._serving.written
         if not self._unserved:
-            self._maybe_rebase()  # the base may have preloaded while these were not sorted out yet
+            self._when_idle()  # the base may have preloaded while these were not sorted out yet
             return
         self._abort_rebase()
+        self._abort_checkpoint()
         if self._current is not None and not self._supersede(self._current):
             self._again_changes = True  # looked at again when this reload ends
             return
@@ -312,6 +320,7 @@ class ProjectrServer(Generations, Server):
     def handle_reload(self, full: bool = False) -> None:
         """Plan and start a reload, or note one more after the running one (master)."""
         self._abort_rebase()
+        self._abort_checkpoint()
         if self._current is not None:
             if not self._supersede(self._current):
                 self._again = True
@@ -442,7 +451,12 @@ class ProjectrServer(Generations, Server):
             self._costs["fresh"] = max(cold - ms, 1.0)
         if mb >= REBASE_MIN_MB and self._cold:
             self._rebase_wanted = True
-            self._maybe_rebase()
+            self._when_idle()
+
+    def _when_idle(self) -> None:
+        """What the master does once nothing is reloading: replace generation 0, keep a checkpoint."""
+        self._maybe_rebase()
+        self._maybe_checkpoint()
 
     def _maybe_rebase(self) -> None:
         """When idle, roll onto a fresh generation from the warm base, so that the workers share
@@ -478,6 +492,7 @@ class ProjectrServer(Generations, Server):
         self._maybe_rebase()
         if self._announced and not self._graph_built:
             self._build_graph()
+        self._maybe_checkpoint()
 
     def _build_graph(self) -> None:
         """Build the project's dependency graph now that the app serves, not at the first save (master).
@@ -505,6 +520,60 @@ class ProjectrServer(Generations, Server):
         self._current = None
         self._rebase_wanted = True
 
+    def _maybe_checkpoint(self) -> None:
+        """When idle, have a generation from the base leave a checkpoint of a Django app as set up,
+        for the next view or URLconf save to resume from (master).
+
+        Made here, off the save-to-served path, rather than by each fresh generation on its way to
+        serving; and CHECKPOINT_DELAY after the server became idle, so that it does not take a
+        CPU from the new workers' first requests. Only with the base's third-party modules warm
+        (the checkpoint shares them).
+        """
+        if self._checkpoint_timer is None and self._checkpoint_wanted():
+            self._checkpoint_timer = self.call_later(CHECKPOINT_DELAY, self._make_checkpoint)
+
+    def _checkpoint_wanted(self) -> bool:
+        base, builder = self._base, self._checkpoint_builder
+        return not (
+            not self._checkpointable
+            or self._checkpoint is not None
+            or (builder is not None and builder.state == "booting")
+            or self._current is not None
+            or self._unserved
+            or self.state != "running"
+            or self._serving is None
+            or self._roll is not None
+            or not self._announced
+            or base is None
+            or not base.preloaded
+        )
+
+    def _make_checkpoint(self) -> None:
+        self._checkpoint_timer = None
+        serving = self._serving
+        if serving is None or not self._checkpoint_wanted() or self._changed_files():
+            return  # a change first (the watcher reports it): that reload ends idle again
+        log.debug("a checkpoint of generation %d's set-up state is being made", serving.number)
+        self._checkpoint_builder = self._request_generation("fresh", {"checkpoint": True}, self._checkpoint_made)
+
+    def _checkpoint_made(self, gen: GenerationProcess, report: dict[str, Any]) -> None:
+        """The checkpoint's generation reported: keep the checkpoint, unless a file changed meanwhile
+        (it may hold the old version) (master)."""
+        self._checkpoint_builder = None
+        checkpoint = gen.checkpoint
+        serving = self._serving
+        fresh = not (self._current is not None or self._unserved or self._changed_files())
+        if report.get("event") == "ready" and checkpoint is not None and serving is not None and fresh:
+            self._checkpoint = serving.checkpoint = checkpoint  # serving's: it goes when serving does
+        elif report.get("event") != "ready":
+            log.debug("no checkpoint: %s", report.get("reason") or report.get("error"))
+        self._retire_generation(gen)  # and its checkpoint, unless kept
+
+    def _abort_checkpoint(self) -> None:
+        """A change or a reload comes first: drop a checkpoint still being made (master)."""
+        builder, self._checkpoint_builder = self._checkpoint_builder, None
+        self._retire_generation(builder)
+
     def _fresh_is_cheaper(self) -> bool:
         """True once measured: a fresh generation's import costs less than a partial reload's checks.
 
@@ -522,11 +591,7 @@ class ProjectrServer(Generations, Server):
         self._measured.add(kind)
 
     def _fresh(self, record: ReloadRecord) -> None:
-        self._request_generation(
-            "fresh",
-            {"checkpoint": True},
-            lambda gen, report: self._fresh_reported(record, gen, report),
-        )
+        self._request_generation("fresh", {}, lambda gen, report: self._fresh_reported(record, gen, report))
 
     def _probe_reported(self, record: ReloadRecord, gen: GenerationProcess, report: dict[str, Any]) -> None:
         """The workers' first-request imports were tried in a throwaway copy: let the roll end, or fail it."""
@@ -569,6 +634,7 @@ class ProjectrServer(Generations, Server):
             self._failed(record, report)
             return
         record.strategy, record.load_ms = "fresh", float(report.get("ms", 0.0))
+        self._checkpointable = bool(report.get("checkpointable"))
         if gen.checkpoint is None or gen.checkpoint.owner == gen.number:  # not resumed: the whole import
             self._learn_cost("fresh", record.load_ms)
         if record.partial_error:  # the partial reload raised where a fresh import did not: for good
@@ -597,7 +663,7 @@ class ProjectrServer(Generations, Server):
         record = self._current
         if record is None:
             super().roll_finished(ok, info)
-            self._maybe_rebase()
+            self._when_idle()
             return
         gen = record.generation
         if ok:
@@ -703,7 +769,7 @@ class ProjectrServer(Generations, Server):
         elif changes:
             self.post_event("changed")
         else:
-            self._maybe_rebase()
+            self._when_idle()
 
     def reload_failed(self, report: dict[str, Any]) -> None:
         """Master hook: a reload failed; ``report`` has ``file``, ``line``, ``error``, ``traceback``.

@@ -7,8 +7,11 @@ fields, a page showing settings.SITE_TITLE, one listing admin.site's registry an
 the admin changelist itself (logged in through a session made by the generator).
 """
 
+import re
+
 import pytest
 
+from tests.realapps import harness
 from tests.realapps.apps import DJANGO_EDITS, DJANGO_FAILURES
 
 
@@ -23,16 +26,53 @@ def test_broken_save_keeps_old_pages_then_the_fix_is_served_like_a_fresh_start(d
 
 
 def test_view_saves_resume_from_the_checkpoint_and_a_model_save_between_them_imports_afresh(django_app):
-    """A fresh generation leaves a checkpoint before its warm-up (the app set up, no URLconf or view
-    imported); a save of a file it did not load goes on from there, a save of one it did (models.py)
-    imports the project afresh. Every step must serve what a fresh start serves."""
+    """While the server is idle, a generation from the base sets the app up and leaves a checkpoint
+    (no URLconf or view imported); a save of a file it did not load goes on from there, a save of one
+    it did (models.py) imports the project afresh, and a new checkpoint is made once that is served.
+    Every step must serve what a fresh start serves."""
     server = django_app.serve("--log-level", "debug")
     paths = django_app.paths(DJANGO_EDITS["new_route"])
     before = django_app.assert_pristine(server, paths)
-    server.wait_log(r"checkpoint of generation \d+ \(pid \d+\) ready")
+    since = 0  # the log after the last reload from the base: its checkpoint comes after it
     for number, (case, how) in enumerate(
         [("view", "resumed from its checkpoint"), ("model_property", "partial refused"),
          ("new_route", "resumed from its checkpoint"), ("settings", "partial refused|changed")], start=1):
+        if how.startswith("resumed"):
+            server.wait_log(r"checkpoint of generation \d+ \(pid \d+\) ready", since=since)
+        mark = len(server.log_text())
         django_app.apply(DJANGO_EDITS[case])
         before = django_app.assert_like_fresh(server, paths, changed_from=before)
-        server.wait_log(rf"reload #{number}: fresh generation \((?:[^)]*)(?:{how})")
+        line = server.wait_log(rf"reload #{number}: fresh generation \((?:[^)]*)(?:{how})", since=mark)
+        if not how.startswith("resumed"):
+            since = mark + line.end()
+    # made apart from the generations that serve: none of them paid for a checkpoint on its way
+    made = set(re.findall(r"checkpoint of generation (\d+) \(pid", server.log_text()))
+    serving = set(re.findall(r"asked generation (\d+) for worker", server.log_text()))
+    assert made and serving and not made & serving, (made, serving)
+
+
+def test_a_save_while_the_checkpoint_is_made_leaves_no_stale_checkpoint(django_app):
+    """models.py is saved while the idle server's checkpoint is importing it (a sleep in models.py
+    makes that moment long): that checkpoint is dropped, and a view save after it serves the saved
+    models, as a fresh start would."""
+    server = django_app.serve("--log-level", "debug")
+    paths = django_app.paths(DJANGO_EDITS["view"])
+    before = django_app.assert_pristine(server, paths)
+    server.wait_log(r"checkpoint of generation \d+ \(pid \d+\) ready")
+    models = django_app.dir / "polls/models.py"
+    original = models.read_text()
+    slow = original.replace("from django.utils import timezone\n",
+                            "from django.utils import timezone\nimport time\ntime.sleep(2)\n", 1)
+    mark = server.log_mark()
+    harness.write_file(models, slow)
+    line = server.wait_log(r"reload #1: fresh generation", since=mark)
+    server.wait_log(r"a checkpoint of generation \d+'s set-up state is being made", since=mark + line.end())
+    # ... and it sleeps in models.py now: the sleep goes, and the model's property changes
+    change = DJANGO_EDITS["model_property"].changes[0]
+    mark = server.log_mark()
+    harness.write_file(models, original.replace(change.old, change.new, 1))
+    line = server.wait_log(r"reload #2: fresh generation", since=mark)
+    server.wait_log(r"checkpoint of generation \d+ \(pid \d+\) ready", since=mark + line.end())
+    django_app.apply(DJANGO_EDITS["view"])
+    django_app.assert_like_fresh(server, paths, changed_from=before)
+    server.wait_log(r"reload #3: fresh generation \([^)]*resumed from its checkpoint")
