@@ -3,7 +3,7 @@
 Generates the reference application into a temporary folder (one copy of the project tree per server,
 one shared vendor layer), runs the sections in turn (reload + cold start, real apps, scaling, throughput,
 memory, idle CPU), each alternating the servers round after round, saves the raw data to
-bench/out/results.json and writes the report. Every server runs in its own session on 127.0.0.1 and is
+OUT/out/results.json (OUT: --out, bench/ by default) and writes the report. Every server runs in its own session on 127.0.0.1 and is
 killed by process group.
 """
 from __future__ import annotations
@@ -239,8 +239,9 @@ def main() -> None:
                                 modules_big=args.big_modules, unrelated=args.unrelated),
                        labels=_all_labels(), notes=notes(res, logdir, with_ours),
                        elapsed_s=time.monotonic() - started)
-        (HERE / "out").mkdir(exist_ok=True)
-        (HERE / "out" / "results.json").write_text(json.dumps(results, indent=1))
+        # beside the report: a partial run (--only ... --out elsewhere) keeps the full run's raw data
+        (args.out / "out").mkdir(parents=True, exist_ok=True)
+        (args.out / "out" / "results.json").write_text(json.dumps(results, indent=1))
         report.write(results, args.out)
         print(f"wrote {args.out / 'RESULTS.md'} and results.png in {time.monotonic() - started:.0f} s", flush=True)
     finally:
