@@ -7,7 +7,12 @@ fields, a page showing settings.SITE_TITLE, one listing admin.site's registry an
 the admin changelist itself (logged in through a session made by the generator).
 """
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -76,3 +81,56 @@ def test_a_save_while_the_checkpoint_is_made_leaves_no_stale_checkpoint(django_a
     django_app.apply(DJANGO_EDITS["view"])
     django_app.assert_like_fresh(server, paths, changed_from=before)
     server.wait_log(r"reload #3: fresh generation \([^)]*resumed from its checkpoint")
+
+
+def _session_members(sid: int) -> list[int]:
+    """Pids whose session is ``sid`` (the server's processes: it leads its own session)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[3]) == sid and stat[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def test_a_stop_while_the_checkpoint_is_made_leaves_no_process_behind(django_app):
+    """SIGTERM to the master while the idle server's checkpoint is importing (a sleep in models.py):
+    the master exits cleanly and nothing of its session is left."""
+    models = django_app.dir / "polls/models.py"
+    harness.write_file(models, models.read_text().replace(
+        "from django.utils import timezone\n", "from django.utils import timezone\nimport time\ntime.sleep(1)\n", 1))
+    server = django_app.serve("--log-level", "debug")
+    server.wait_log(r"a checkpoint of generation \d+'s set-up state is being made", timeout=30)
+    master = server.proc.pid
+    os.kill(master, signal.SIGTERM)
+    assert server.proc.wait(timeout=15) == 0, server.log_tail()
+    deadline = time.monotonic() + 5
+    while _session_members(master) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_members(master) == [], server.log_tail()
+
+
+def test_a_full_reload_drops_the_checkpoint_of_the_old_base(django_app):
+    """`prefork ctl reload --full` rebuilds the base: the checkpoint made from the old one goes, a new
+    one is made from the new base, and a view save resumes from it, served like a fresh start."""
+    server = django_app.serve("--log-level", "debug")
+    paths = django_app.paths(DJANGO_EDITS["view"])
+    before = django_app.assert_pristine(server, paths)
+    first = server.wait_log(r"checkpoint of generation (\d+) \(pid (\d+)\) ready")
+    mark = server.log_mark()
+    subprocess.run([sys.executable, "-m", "prefork", "ctl", "--pid", str(server.pid_file), "reload", "--full"],
+                   check=True, capture_output=True, timeout=30)
+    line = server.wait_log(r"reload #1: fresh generation", since=mark)
+    again = server.wait_log(r"checkpoint of generation (\d+) \(pid (\d+)\) ready", since=mark + line.end())
+    assert again.group(2) != first.group(2)
+    wait_gone = time.monotonic() + 5
+    while os.path.exists(f"/proc/{first.group(2)}") and time.monotonic() < wait_gone:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{first.group(2)}"), "the old base's checkpoint is still running"
+    django_app.apply(DJANGO_EDITS["view"])
+    django_app.assert_like_fresh(server, paths, changed_from=before)
+    server.wait_log(r"reload #2: fresh generation \([^)]*resumed from its checkpoint")
