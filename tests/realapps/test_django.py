@@ -17,6 +17,7 @@ import time
 import pytest
 
 from tests.realapps import harness
+from tests.reliability.harness import process_alive, session_members
 from tests.realapps.apps import DJANGO_EDITS, DJANGO_FAILURES
 
 
@@ -83,20 +84,6 @@ def test_a_save_while_the_checkpoint_is_made_leaves_no_stale_checkpoint(django_a
     server.wait_log(r"reload #3: fresh generation \([^)]*resumed from its checkpoint")
 
 
-def _session_members(sid: int) -> list[int]:
-    """Pids whose session is ``sid`` (the server's processes: it leads its own session)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[3]) == sid and stat[0] != "Z":
-                found.append(int(entry))
-    return found
-
-
 def test_a_stop_while_the_checkpoint_is_made_leaves_no_process_behind(django_app):
     """SIGTERM to the master while the idle server's checkpoint is importing (a sleep in models.py):
     the master exits cleanly and nothing of its session is left."""
@@ -109,9 +96,9 @@ def test_a_stop_while_the_checkpoint_is_made_leaves_no_process_behind(django_app
     os.kill(master, signal.SIGTERM)
     assert server.proc.wait(timeout=15) == 0, server.log_tail()
     deadline = time.monotonic() + 5
-    while _session_members(master) and time.monotonic() < deadline:
+    while session_members(master) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _session_members(master) == [], server.log_tail()
+    assert session_members(master) == set(), server.log_tail()
 
 
 def test_a_full_reload_drops_the_checkpoint_of_the_old_base(django_app):
@@ -128,9 +115,9 @@ def test_a_full_reload_drops_the_checkpoint_of_the_old_base(django_app):
     again = server.wait_log(r"checkpoint of generation (\d+) \(pid (\d+)\) ready", since=mark + line.end())
     assert again.group(2) != first.group(2)
     wait_gone = time.monotonic() + 5
-    while os.path.exists(f"/proc/{first.group(2)}") and time.monotonic() < wait_gone:
+    while process_alive(int(first.group(2))) and time.monotonic() < wait_gone:
         time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{first.group(2)}"), "the old base's checkpoint is still running"
+    assert not process_alive(int(first.group(2))), "the old base's checkpoint is still running"
     django_app.apply(DJANGO_EDITS["view"])
     django_app.assert_like_fresh(server, paths, changed_from=before)
     server.wait_log(r"reload #2: fresh generation \([^)]*resumed from its checkpoint")
