@@ -533,22 +533,28 @@ class ProjectrServer(Generations, Server):
             self._checkpoint_timer = self.call_later(CHECKPOINT_DELAY, self._make_checkpoint)
 
     def _checkpoint_wanted(self) -> bool:
+        """True when a checkpoint should be made: a Django app serves, none is kept or being made,
+        nothing is reloading or waiting to, and the base is warm (master)."""
         base, builder = self._base, self._checkpoint_builder
-        return not (
-            not self._checkpointable
-            or self._checkpoint is not None
-            or (builder is not None and builder.state == "booting")
-            or self._current is not None
-            or self._unserved
-            or self.state != "running"
-            or self._serving is None
+        busy = (
+            self._current is not None
             or self._roll is not None
-            or not self._announced
-            or base is None
-            or not base.preloaded
+            or bool(self._unserved)
+            or (builder is not None and builder.state == "booting")
+        )
+        return (
+            self._checkpointable
+            and self._checkpoint is None
+            and not busy
+            and self.state == "running"
+            and self._serving is not None
+            and self._announced
+            and base is not None
+            and base.preloaded
         )
 
     def _make_checkpoint(self) -> None:
+        """CHECKPOINT_DELAY later: ask the base for the checkpoint's generation if still wanted (master)."""
         self._checkpoint_timer = None
         serving = self._serving
         if serving is None or not self._checkpoint_wanted() or self._changed_files():
