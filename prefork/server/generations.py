@@ -47,7 +47,7 @@ class GenerationProcess:
     report: dict[str, Any] = field(default_factory=dict)
     timed_out: bool = False
     timers: list[Any] = field(default_factory=list)
-    checkpoint: Checkpoint | None = None  # the one it left before its warm-up, or was resumed from
+    checkpoint: Checkpoint | None = None  # the one it made (a checkpoint's maker), was given or resumed from
 
     def fileno(self) -> int:
         return self.channel.fileno()
@@ -75,7 +75,8 @@ class GenerationProcess:
 
 @dataclass
 class Checkpoint:
-    """A fresh generation's copy from before its warm-up (a Django app set up, no URLconf imported)."""
+    """A Django app as a fresh import leaves it before the warm-up (set up, no URLconf imported), made
+    by a generation of its own while the server is idle (``ProjectrServer._maybe_checkpoint``)."""
 
     owner: int  # the number of the generation that left it
     channel: socket.socket
@@ -405,13 +406,11 @@ class Generations:
         if booting:
             self._kill_generation(gen)
 
-    # -- checkpoints (Django: a fresh generation before its warm-up) --------------------------------
+    # -- checkpoints (Django: the app set up, before the warm-up) ------------------------------------
 
     def _checkpoint_offered(self, gen: GenerationProcess, channel: socket.socket, opened: set[str]) -> None:
-        """A fresh generation left a checkpoint on ``channel``; it is used once that generation serves (master).
-
-        What the checkpoint loaded comes with the generation's ready report (``setup``).
-        """
+        """A checkpoint's maker left one on ``channel``; its ready report (``setup``) says what the
+        checkpoint loaded, and its callback decides whether it is kept (master)."""
         checkpoint = Checkpoint(gen.number, channel, opened=opened)
         self._register_channel(checkpoint, lambda: self._read_checkpoint(checkpoint))
         if gen.state not in ("booting", "ready") or gen.checkpoint is not None:
