@@ -458,6 +458,18 @@ class ProjectrServer(Generations, Server):
         self._maybe_rebase()
         self._maybe_checkpoint()
 
+    def _idle(self) -> bool:
+        """Running, the first workers announced, nothing reloading, rolling or waiting to be served
+        (master). A file changed but not reported yet is not seen here (``_changed_files``)."""
+        return (
+            self.state == "running"
+            and self._announced  # generation 0's workers first: they serve meanwhile
+            and self._serving is not None
+            and self._current is None
+            and self._roll is None
+            and not self._unserved
+        )
+
     def _maybe_rebase(self) -> None:
         """When idle, roll onto a fresh generation from the warm base, so that the workers share
         its third-party modules instead of generation 0's private copy (master).
@@ -465,24 +477,15 @@ class ProjectrServer(Generations, Server):
         Not a reload: nothing changed, no reload number, no hooks; a change or a reload asked for
         meanwhile takes precedence (``_abort_rebase``).
         """
-        if (
-            not (self._rebase_wanted and self._cold)
-            or self._current is not None
-            or self._unserved
-            or self.state != "running"
-            or self._serving is None
-            or self._roll is not None
-            or not self._announced  # generation 0's workers first: they serve meanwhile
-        ):
-            return
-        if self._changed_files():  # the watcher will report it: that reload comes first
-            return
+        serving = self._serving
+        if serving is None or not (self._rebase_wanted and self._cold and self._idle()) or self._changed_files():
+            return  # a change first (the watcher reports it): that reload ends idle again
         self._rebase_wanted = False
         record = ReloadRecord(0, time.perf_counter(), rebase=True)
         record.plan = Plan("fresh", "generation 0 imported the third-party modules before the base")
         record.reason = record.plan.reason
         self._current = record
-        log.debug("replacing generation %d by a generation from the warm base", self._serving.number)
+        log.debug("replacing generation %d by a generation from the warm base", serving.number)
         self._fresh(record)
 
     def _maybe_announce(self) -> None:
@@ -534,21 +537,13 @@ class ProjectrServer(Generations, Server):
 
     def _checkpoint_wanted(self) -> bool:
         """True when a checkpoint should be made: a Django app serves, none is kept or being made,
-        nothing is reloading or waiting to, and the base is warm (master)."""
+        the server is idle and the base warm (master)."""
         base, builder = self._base, self._checkpoint_builder
-        busy = (
-            self._current is not None
-            or self._roll is not None
-            or bool(self._unserved)
-            or (builder is not None and builder.state == "booting")
-        )
         return (
             self._checkpointable
             and self._checkpoint is None
-            and not busy
-            and self.state == "running"
-            and self._serving is not None
-            and self._announced
+            and not (builder is not None and builder.state == "booting")
+            and self._idle()
             and base is not None
             and base.preloaded
         )
@@ -568,7 +563,7 @@ class ProjectrServer(Generations, Server):
         self._checkpoint_builder = None
         checkpoint = gen.checkpoint
         serving = self._serving
-        fresh = not (self._current is not None or self._unserved or self._changed_files())
+        fresh = self._idle() and not self._changed_files()
         if report.get("event") == "ready" and checkpoint is not None and serving is not None and fresh:
             self._checkpoint = serving.checkpoint = checkpoint  # serving's: it goes when serving does
         elif report.get("event") != "ready":
