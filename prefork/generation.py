@@ -213,6 +213,7 @@ def run_generation(
     try:
         _isolate(server, dump_fd, request)
         forks.send(channel, {"event": "started", "pid": os.getpid()})
+        set_title(f"prefork generation {request['number']}")  # after: a titled one's pid is sent
         if request.get("probe"):
             _probe(channel, request)
             state = None  # a probe serves nothing
@@ -248,7 +249,6 @@ def _isolate(server: Any, dump_fd: int, request: dict[str, Any]) -> None:
     stdio.redirect_stdio(server._output_fd)
     # SIGUSR1 from the master (a reload that ran past reload_timeout) dumps every thread's stack.
     faulthandler.register(signal.SIGUSR1, file=dump_fd, all_threads=True, chain=False)
-    set_title(f"prefork generation {request['number']}")
 
 
 def _import_fresh(server: Any, channel: socket.socket, dump_fd: int, request: dict[str, Any]) -> GenerationState | None:

@@ -298,6 +298,8 @@ class Generations:
         forks.close_fds(fds)
         if event == "started":
             gen.pid = int(message["pid"])
+            if gen.state == "retired":  # retired while importing, before its pid was known
+                self._kill_generation(gen)
         elif event == "learned" and gen.state == "booting":
             self._preload_base(list(message.get("modules", ())), final=False)
         elif event in ("ready", "failed", "refused") and gen.state == "booting":
@@ -389,6 +391,18 @@ class Generations:
         gen.timers.append(self.call_later(_DUMP_GRACE, lambda: self._kill_generation(gen)))
 
     def _kill_generation(self, gen: GenerationProcess) -> None:
+        """SIGKILL a generation that is still importing (master).
+
+        Its pid comes in its first message, "started"; one sent but not read yet is read here. One
+        not sent yet is killed when it arrives (``_read_generation``), or by the parent-death
+        signal when the master is on its way out.
+        """
+        if gen.pid is None:
+            received = self._receive(gen.channel, lambda: None)
+            if received is not None:
+                forks.close_fds(received[1])
+                if received[0].get("event") == "started":
+                    gen.pid = int(received[0]["pid"])
         if gen.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(gen.pid, signal.SIGKILL)

@@ -786,13 +786,13 @@ class ProjectrServer(Generations, Server):
         if record is not None and self.state == "running":
             for gen in list(self._generations.values()):
                 if gen.state == "booting":
+                    self._retire_generation(gen)  # first: it learns the pid if the generation sent it
                     if not record.rebase:
                         log.info(
-                            "reload #%d abandoned: the server is stopping (generation pid %s killed)",
+                            "reload #%d abandoned: the server is stopping (generation %s killed)",
                             record.number,
-                            gen.pid,
+                            f"pid {gen.pid}" if gen.pid is not None else "before it reported its pid",
                         )
-                    self._retire_generation(gen)
             self._again = False
         super().handle_stop(graceful)
 
