@@ -35,6 +35,12 @@ from prefork.worker import Worker
 log = logging.getLogger("prefork.worker")
 
 LOOP_TIMEOUT = 1.0  # waitress's own housekeeping interval (idle-channel cleanup); nothing of ours waits on it
+# A draining worker of an odd slot closes its idle keep-alive connections this much later than one
+# of an even slot. A proxy (nginx) that sent a request on a connection just closed retries it on
+# another port at once; when every old worker closed its idle connections in the same instant (a
+# roll retires them together), the retry met a closed connection too, and with every port tried
+# nginx answered "502 no live upstreams". A request arriving meanwhile is served, with Connection: close.
+IDLE_CLOSE_STAGGER = 0.01
 # While draining, a connection accepted but not yet used is probably carrying a request right now:
 # give it this long to arrive before treating the connection as idle.
 FRESH_GRACE = 2.0
@@ -161,6 +167,7 @@ class Runtime:
         self.served = 0
         self.in_flight = 0
         self.draining = False
+        self.close_idle_at = 0.0  # draining: when idle keep-alive connections are closed (time.monotonic())
         self.finished = False
         self.gated = False  # the listeners were left out of the last poll: every thread was busy
         self._lock = threading.Lock()
@@ -192,12 +199,17 @@ class Runtime:
         self.control.send_message({"event": "ready", "pid": os.getpid()})
         while not self.finished:
             pending = self.inline is not None and self.inline.queue
-            wasyncore.loop(timeout=0 if pending else LOOP_TIMEOUT, map=self.map, use_poll=True, count=1)
+            wasyncore.loop(timeout=0 if pending else self._loop_timeout(), map=self.map, use_poll=True, count=1)
             if self.inline is not None:
                 self.inline.run_pending()
             if self.draining:
                 self._check_drained()
         return self._finish()
+
+    def _loop_timeout(self) -> float:
+        """How long the loop may wait for an event: until the drain's idle-close time, if that is sooner."""
+        wait = self.close_idle_at - time.monotonic()
+        return wait if self.draining and 0.0 < wait < LOOP_TIMEOUT else LOOP_TIMEOUT
 
     # -- counters (task threads) -----------------------------------------------------------------
 
@@ -255,6 +267,7 @@ class Runtime:
         if self.draining:
             return
         self.draining = True
+        self.close_idle_at = time.monotonic() + IDLE_CLOSE_STAGGER * (self.worker.index % 2)
         for server in self.servers:
             server.accepting = False
             if server is self.server and not self.worker.server.shared_port:
@@ -280,6 +293,8 @@ class Runtime:
 
     def _check_drained(self) -> None:
         """Close the connections that became idle; finish once no connection is left."""
+        if time.monotonic() < self.close_idle_at:
+            return
         for server in self.servers:
             for channel in list(server.active_channels.values()):
                 if _idle(channel):

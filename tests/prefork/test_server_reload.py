@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import signal
 import threading
 
@@ -106,6 +107,33 @@ def test_rolling_reload_with_keep_alive_clients_that_retry_once(master):
         served = load.ok
         wait_until(lambda: load.ok > served + 20, what="load after the last reload")
     assert load.failures == []
+
+
+def test_old_workers_close_idle_keep_alive_connections_one_slot_after_the_other(master):
+    """A proxy whose request met a keep-alive connection closed by a retiring worker retries it on
+    another port at once (nginx: proxy_next_upstream error); if every old worker closed its idle
+    connections in the same instant, the retry met a closed one too ("502 no live upstreams").
+    So once slot 0's old worker has closed its idle connection, slot 1's still answers on its own."""
+    server = master("""
+        Server(app, workers=2, host="127.0.0.1", port=PORT).start()
+    """, ports=2)
+    server.wait_ready()
+    conns = [http.client.HTTPConnection("127.0.0.1", server.port + i, timeout=10) for i in (0, 1)]
+    old = []
+    for conn in conns:  # HTTP/1.1: each stays open, idle, after its answer
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        old.append(int(response.read()))
+        assert response.getheader("Connection") != "close"
+    server.signal(signal.SIGHUP)
+    assert select.select([conns[0].sock], [], [], 10)[0], "slot 0's old worker never closed its idle connection"
+    assert conns[0].sock.recv(1) == b""
+    conns[1].request("GET", "/")
+    response = conns[1].getresponse()
+    assert (response.status, int(response.read())) == (200, old[1])
+    assert response.getheader("Connection") == "close"
+    for conn in conns:
+        conn.close()
 
 
 def test_shared_port_serves_from_every_worker_and_survives_reloads(master):

@@ -21,7 +21,7 @@ def test_nginx_in_front_through_ttin_ttou_and_20_reloads(processes) -> None:
 
 
 def test_nginx_in_front_with_max_fails_0(processes) -> None:
-    """The same with `server ... max_fails=0;`: the setting the default should be (see docs/reliability.md)."""
+    """The same with `server ... max_fails=0;` given explicitly (the default since docs/reliability.md's finding)."""
     result = scenarios.nginx_front(processes, reloads=20, server_options="max_fails=0")
     print(result.row())
     result.assert_ok()
