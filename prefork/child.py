@@ -167,7 +167,8 @@ class Runtime:
         self.served = 0
         self.in_flight = 0
         self.draining = False
-        self.close_idle_at = 0.0  # draining: when idle keep-alive connections are closed (time.monotonic())
+        # draining: when idle keep-alive connections are first closed (time.monotonic()); 0.0 once they were
+        self.close_idle_at = 0.0
         self.finished = False
         self.gated = False  # the listeners were left out of the last poll: every thread was busy
         self._lock = threading.Lock()
@@ -208,8 +209,9 @@ class Runtime:
 
     def _loop_timeout(self) -> float:
         """How long the loop may wait for an event: until the drain's idle-close time, if that is sooner."""
-        wait = self.close_idle_at - time.monotonic()
-        return wait if self.draining and 0.0 < wait < LOOP_TIMEOUT else LOOP_TIMEOUT
+        if self.draining and self.close_idle_at:  # not closed yet: wake up for it, even if it is due now
+            return max(0.0, min(LOOP_TIMEOUT, self.close_idle_at - time.monotonic()))
+        return LOOP_TIMEOUT
 
     # -- counters (task threads) -----------------------------------------------------------------
 
@@ -293,8 +295,10 @@ class Runtime:
 
     def _check_drained(self) -> None:
         """Close the connections that became idle; finish once no connection is left."""
-        if time.monotonic() < self.close_idle_at:
-            return
+        if self.close_idle_at:
+            if time.monotonic() < self.close_idle_at:
+                return
+            self.close_idle_at = 0.0  # from now on each check closes what became idle
         for server in self.servers:
             for channel in list(server.active_channels.values()):
                 if _idle(channel):
