@@ -78,6 +78,8 @@ class Worker:
         self.generation = generation
         self.pid: int | None = None
         self.ready = False  # set in the master when the worker reported it accepts connections
+        # ... and this as soon as that report is read (its event may be queued): it may hold connections
+        self.reported_ready = False
         self.started_at: float | None = None  # wall-clock time of the fork
         self.ready_at: float | None = None
         self.stopping = False  # the master asked it to stop (or killed it)

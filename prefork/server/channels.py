@@ -179,6 +179,7 @@ class WorkerChannels(MasterState):
         """Dispatch one message from a worker: an event, or a reply to a request."""
         event = message.get("event")
         if event == "ready":
+            worker.reported_ready = True
             self.post_event("worker_ready", worker)
         elif event is not None:
             log.warning("%s sent unknown event %r", worker.describe(), event)

@@ -275,8 +275,10 @@ class Processes(MasterState):
         """Stop ``worker`` gracefully: the ``stop`` command, then SIGKILL after graceful_timeout."""
         if worker.stopping:
             return
-        if not worker.ready or worker._control is None:
-            self._terminate(worker)
+        if not worker.ready and worker._control is not None:
+            self._read_worker(worker)  # its "ready" may be waiting: then it accepts, and may hold connections
+        if not worker.reported_ready or worker._control is None:
+            self._terminate(worker)  # still booting: it has accepted nothing
             return
         worker.stopping = True
 

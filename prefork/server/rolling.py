@@ -61,7 +61,7 @@ class Rolling(MasterState):
         log.debug("rolling to generation %d", roll.generation)
         for slot in self._slots.active():
             if slot.current is not None and not slot.current.ready:
-                self._terminate(slot.current)  # still booting old code: its successor replaces it
+                self._retire(slot.current)  # still booting old code: its successor replaces it
                 slot.current = None
             successor = self._spawn(slot)
             if successor is None:

@@ -196,3 +196,48 @@ def test_resizes_and_reloads_on_a_shared_port_fail_no_request(master, no_handsha
         assert sock.connect_ex(("127.0.0.1", server.port)) != 0  # refused: nothing listens
     finally:
         sock.close()
+
+
+def test_a_worker_removed_before_the_master_saw_it_ready_still_finishes_what_it_accepted(master):
+    # A new worker reports ready and accepts on the shared socket at once; the master handles the
+    # report a moment later (a busy turn of its loop). A TTOU in that moment must stop it gracefully,
+    # not with SIGTERM: it may hold accepted connections. Here the moment is made 2 s long.
+    server = master("""
+        class SlowToSee(Server):
+            def handle_worker_ready(self, worker):
+                if worker.index == 1 and not hasattr(self, "held"):
+                    self.held = worker.pid
+                    note("held", worker.pid)
+                    self.call_later(2.0, lambda: Server.handle_worker_ready(self, worker))
+                    return
+                super().handle_worker_ready(worker)
+        SlowToSee(app, workers=1, host="127.0.0.1", port=PORT, shared_port=True, graceful_timeout=5).start()
+    """)
+    server.wait_ready()
+    answered, failures, stop = collections.Counter(), [], threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                status, _, body = http_get(server.port, timeout=10)
+                answered[int(body) if status == 200 else status] += 1
+            except OSError as exc:
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        server.signal(signal.SIGTTIN)
+        held = int(server.wait_file("held")[0])
+        wait_until(lambda: answered[held] >= 20, what="the new worker serving")
+        server.signal(signal.SIGTTOU)
+        server.wait_log(r"slot 1 \(port \d+\) removed")
+        served = sum(answered.values())
+        wait_until(lambda: sum(answered.values()) > served + 20, what="load after the TTOU")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    assert failures == []
+    assert f"worker 1 (pid {held}, port {server.port}) exited with status 0" in server.log()
