@@ -272,7 +272,8 @@ class Processes(MasterState):
                 worker._control.close()
 
     def _retire(self, worker: Worker) -> None:
-        """Stop ``worker`` gracefully: the ``stop`` command, then SIGKILL after graceful_timeout."""
+        """Stop ``worker`` gracefully (the ``stop`` command, then SIGKILL after graceful_timeout) once it
+        has said it is ready; one still booting has accepted nothing, and gets SIGTERM (master)."""
         if worker.stopping:
             return
         if not worker.ready and worker._control is not None:
