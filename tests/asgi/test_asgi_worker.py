@@ -239,6 +239,26 @@ def test_a_draining_worker_closes_idle_keep_alive_connections_and_answers_new_re
     assert pid_of(slow["r"]) == old_pid
 
 
+def test_old_asgi_workers_close_idle_keep_alive_connections_one_slot_after_the_other(script_server):
+    """As with WSGI workers (tests/prefork/test_server_reload.py): the connections of both old workers
+    become closable at once (idle for IDLE_GRACE), yet once slot 0's is closed, slot 1's still
+    answers, so that a proxy's retry of a request that met the closed one lands."""
+    server = script_server(server_source(graceful=10.0), workers=2)
+    conns = [http.client.HTTPConnection("127.0.0.1", server.port + i, timeout=10) for i in (0, 1)]
+    old = []
+    for conn in conns:
+        conn.request("GET", "/")
+        old.append(pid_of_raw(conn.getresponse()))
+    server.signal(signal.SIGHUP)
+    assert conns[0].sock is not None and conns[1].sock is not None
+    conns[0].sock.settimeout(8)
+    assert conns[0].sock.recv(1) == b"", "slot 0's old worker never closed its idle connection"
+    conns[1].request("GET", "/")
+    assert pid_of_raw(conns[1].getresponse()) == old[1]
+    for conn in conns:
+        conn.close()
+
+
 def pid_of_raw(response: http.client.HTTPResponse) -> int:
     assert response.status == 200
     return int(json.loads(response.read())["pid"])
