@@ -971,14 +971,20 @@ def nginx_front(launcher: Launcher, reloads: int = 20, clients: int = 8, max_wor
     stale: list[str] = []
     watching = threading.Event()
 
+    def listed_now() -> set[int]:
+        try:
+            return ports_in(upstream.read_text())
+        except OSError:
+            return set()
+
     def monitor() -> None:
         """Every port the upstream file lists must have a listening socket behind it."""
         while not watching.is_set():
-            try:
-                listed = ports_in(upstream.read_text())
-            except OSError:
-                listed = set()
+            listed = listed_now()
             dead = [port for port in listed if port_free(port)]
+            # ... if the file still lists it after the check: a port dropped the right way (the file
+            # rewritten, then the socket closed) may have been dropped while the ports were checked.
+            dead = [port for port in dead if port in listed_now()] if dead else dead
             if dead:
                 stale.append(f"{sorted(listed)} lists {dead} with nothing listening")
             watching.wait(0.05)
