@@ -47,6 +47,11 @@ FRESH_GRACE = 2.0
 SEND_TIMEOUT = 60.0  # threads=1: how long a response may wait for a client that reads nothing
 
 
+def idle_close_delay(index: int) -> float:
+    """How long after its stop a draining worker of slot ``index`` first closes idle connections (worker)."""
+    return IDLE_CLOSE_STAGGER * (index % 2)
+
+
 def rss_bytes() -> int:
     """Resident set size of this process in bytes."""
     try:
@@ -269,7 +274,7 @@ class Runtime:
         if self.draining:
             return
         self.draining = True
-        self.close_idle_at = time.monotonic() + IDLE_CLOSE_STAGGER * (self.worker.index % 2)
+        self.close_idle_at = time.monotonic() + idle_close_delay(self.worker.index)
         for server in self.servers:
             server.accepting = False
             if server is self.server and not self.worker.server.shared_port:

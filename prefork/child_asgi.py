@@ -30,7 +30,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from prefork import stdio
 from prefork.asgi import detect_interface
-from prefork.child import FRESH_GRACE, IDLE_CLOSE_STAGGER, _access_log, become_worker, rss_bytes, run_on_stop
+from prefork.child import FRESH_GRACE, _access_log, become_worker, idle_close_delay, rss_bytes, run_on_stop
 from prefork.child_control import ChannelEnd
 from prefork.worker import Worker
 
@@ -193,9 +193,9 @@ class AsgiRuntime:
         self.drain_started = time.monotonic()
         _close_after_each_request(self.protocol_class)
         self._stop_accepting()
-        # An odd slot's sweeps run IDLE_CLOSE_STAGGER after an even slot's: a proxy's retry of a
-        # request that met a closing connection then finds the other port's still open (prefork.child).
-        delay = IDLE_CLOSE_STAGGER * (self.worker.index % 2)
+        # An odd slot's sweeps run after an even slot's: a proxy's retry of a request that met a
+        # closing connection then finds the other port's still open (prefork.child).
+        delay = idle_close_delay(self.worker.index)
         if delay:
             asyncio.get_running_loop().call_later(delay, self._sweep)
         else:
