@@ -1,7 +1,7 @@
 """ASGI: a generated FastAPI app served by us, by uvicorn and by gunicorn with uvicorn's worker.
 
     python -m bench.asgi [--rounds 3] [--edits 5] [--duration 2] [--throughput-rounds 6]
-                         [--skip reload,throughput,memory]
+                         [--pinned-rounds 6] [--skip reload,throughput,memory]
 
 - Reload: `prefork main:app --reload -w 2` vs `uvicorn main:app --reload` vs
   `gunicorn -k uvicorn.workers.UvicornWorker --reload -w 2`; save-to-served of an edit to a router
@@ -9,7 +9,10 @@
   failed background requests in each window (bench/bgclient.py). Servers alternate, round after round.
 - Throughput: wrk (bench.throughput.load) on a JSON endpoint and a 2 ms CPU endpoint, 2 and 4 workers:
   `prefork main:app -w N` vs `uvicorn --workers N` vs gunicorn + UvicornWorker, keep-alive; the
-  servers run side by side and take short turns (paired rounds), with CPU per request from /proc.
+  servers run side by side and take short turns (paired rounds), with CPU per request from /proc
+  and the spread of wrk's connections over each server's processes. Then the same with one worker
+  each, the servers on CPU 0 and wrk on CPU 1: the cost of a request in each, without the two sides
+  taking turns on the same cores.
 - Memory: PSS of every process of each server with 4 workers, once serving and settled.
 
 The app: main.py + routers in api/, pydantic models, a dependency-injected service, and the
@@ -21,19 +24,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.procs import HOST, Spawned, cpu_seconds, free_port, http_get, session_pids
+from bench.procs import HOST, Spawned, connections_per_process, cpu_seconds, free_port, http_get, session_pids
 from bench.refapp.layer import cpu_iterations, set_mark
 from bench.refapp.vendor import generate_vendor
 from bench.reload import BackgroundClient, Edit, measure_edit, settle
 from bench.runners import BIN, Runner
+from bench.throughput import CONNECTIONS, load
 
 LEAF = "api/leaf.py"  # the edited module: a router's helper
 OUT = Path(__file__).resolve().parent / "out"
@@ -179,10 +185,11 @@ def reload_runners() -> list[Runner]:
             GunicornUvicorn("gunicorn", "gunicorn -k uvicorn.workers.UvicornWorker --reload -w 2", workers=2)]
 
 
-def serving_runners(workers: int) -> list[Runner]:
-    return [Ours("ours", f"prefork main:app -w {workers}", workers=workers, reload=False),
-            UvicornAsgi("uvicorn", f"uvicorn --workers {workers}", workers=workers, reload=False),
-            GunicornUvicorn("gunicorn", f"gunicorn -k UvicornWorker -w {workers}", workers=workers, reload=False)]
+def serving_runners(workers: int, cpus: str = "") -> list[Runner]:
+    return [Ours("ours", f"prefork main:app -w {workers}", workers=workers, reload=False, cpus=cpus),
+            UvicornAsgi("uvicorn", f"uvicorn --workers {workers}", workers=workers, reload=False, cpus=cpus),
+            GunicornUvicorn("gunicorn", f"gunicorn -k UvicornWorker -w {workers}", workers=workers, reload=False,
+                            cpus=cpus)]
 
 
 # -- reload -----------------------------------------------------------------------------------------
@@ -241,7 +248,7 @@ def _wait_warm(runner: Runner, proc: Spawned, offset: int, timeout: float = 30.0
 # -- throughput -----------------------------------------------------------------------------------
 
 def bench_throughput(app: AsgiApp, worker_counts: list[int], rounds: int, duration: float,
-                     logdir: Path) -> list[dict]:
+                     logdir: Path, pinned: bool = False) -> list[dict]:
     """wrk on /json and /cpu, keep-alive, in paired short rounds.
 
     Every server of a worker count is started once and kept running (idle while the others are
@@ -250,15 +257,18 @@ def bench_throughput(app: AsgiApp, worker_counts: list[int], rounds: int, durati
     load swings from one minute to the next, two servers measured seconds apart see about the same
     machine: the ratio within a round (a pair) is what to read, and its median over the rounds. The
     server's CPU (all its processes, from /proc) per completed request is recorded too: it does not
-    depend on how much CPU the other tenants left us.
-    """
-    from bench.throughput import load
+    depend on how much CPU the other tenants left us; so is how wrk's connections were spread over
+    the server's processes halfway through (every run of wrk opens new ones).
 
+    ``pinned``: every server runs on CPU 0 and wrk on CPU 1, so that the two do not take turns on
+    the same cores: what is left to compare is the cost of a request in each server.
+    """
     rows = []
+    server_cpus, client_cpus = ("0", "1") if pinned else ("", "")
     for workers in worker_counts:
         running: list[tuple[Runner, int, Spawned]] = []
         try:
-            for runner in serving_runners(workers):
+            for runner in serving_runners(workers, server_cpus):
                 port = free_port()
                 proc, _ = runner.start_ready(app, port, logdir)  # type: ignore[arg-type]
                 running.append((runner, port, proc))
@@ -269,17 +279,32 @@ def bench_throughput(app: AsgiApp, worker_counts: list[int], rounds: int, durati
                 order = running if round_no % 2 == 0 else running[::-1]
                 for path in ("/json", "/cpu"):
                     for runner, port, proc in order:
-                        before = _session_cpu(proc.pid)
-                        rps, errors, total = load(f"http://{HOST}:{port}{path}", duration, close=False)
-                        cpu_ms = (_session_cpu(proc.pid) - before) * 1000 / max(1, total)
+                        row = _measure(proc, port, path, duration, client_cpus)
                         rows.append(dict(runner=runner.name, workers=workers, path=path, round=round_no,
-                                         rps=rps, errors=errors, requests=total, cpu_ms=cpu_ms))
-                        print(f"  round {round_no} {runner.name} -w {workers} {path}: {rps:.0f} req/s, "
-                              f"{cpu_ms:.2f} CPU ms/request, {errors} errors", flush=True)
+                                         pinned=pinned, **row))
+                        print(f"  round {round_no} {runner.name} -w {workers}{' pinned' if pinned else ''} {path}: "
+                              f"{row['rps']:.0f} req/s, {row['cpu_ms']:.2f} CPU ms/request, "
+                              f"connections {row['spread']}, {row['errors']} errors", flush=True)
         finally:
             for _, _, proc in running:
                 proc.stop()
     return rows
+
+
+def _measure(proc: Spawned, port: int, path: str, duration: float, cpus: str) -> dict:
+    """One run of wrk: requests/s, errors, requests, the server's CPU ms per request, and the number
+    of wrk's connections each of the server's processes held halfway through."""
+    spread: list[int] = []
+    sampler = threading.Timer(duration / 2, lambda: spread.extend(
+        connections_per_process(session_pids(proc.pid), port)))
+    before = _session_cpu(proc.pid)
+    sampler.start()
+    try:
+        rps, errors, total = load(f"http://{HOST}:{port}{path}", duration, close=False, cpus=cpus)
+    finally:
+        sampler.join()
+    cpu_ms = (_session_cpu(proc.pid) - before) * 1000 / max(1, total)
+    return dict(rps=rps, errors=errors, requests=total, cpu_ms=cpu_ms, spread=spread)
 
 
 def _session_cpu(sid: int) -> float:
@@ -366,25 +391,38 @@ def summary(results: dict) -> str:
 
 
 def throughput_table(rows: list[dict]) -> str:
-    """Medians per server, the median (and range) of the paired ratios, CPU per request."""
+    """Medians per server, the median (and range) of the paired ratios, CPU per request, and how
+    wrk's connections were spread: the most one process of ours and of gunicorn held (median over
+    the rounds), and in how many rounds one gunicorn worker held them all."""
     lines = ["| workers | endpoint | ours req/s | uvicorn | gunicorn+UvicornWorker | ours/uvicorn (paired) "
              "| ours/gunicorn (paired: median, min-max) | CPU ms/request: ours, uvicorn, gunicorn "
-             "| gunicorn CPU / ours |", "|---|---|---|---|---|---|---|---|---|"]
+             "| gunicorn CPU / ours | busiest process's connections: ours, gunicorn | rounds one gunicorn "
+             "worker held all |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     cells: dict = {}
     for r in rows:
-        cells.setdefault((r["workers"], r["path"]), {}).setdefault(r["round"], {})[r["runner"]] = r
-    for (workers, path), by_round in sorted(cells.items()):
+        key = (r["workers"], r.get("pinned", False), r["path"])
+        cells.setdefault(key, {}).setdefault(r["round"], {})[r["runner"]] = r
+    for (workers, pinned, path), by_round in sorted(cells.items()):
         rounds = list(by_round.values())
         vs_uvicorn, vs_gunicorn = _paired(rounds, "uvicorn"), _paired(rounds, "gunicorn")
         cpu = {name: _median_of(rounds, name, "cpu_ms") for name in ("ours", "uvicorn", "gunicorn")}
+        busiest = {name: _busiest(rounds, name) for name in ("ours", "gunicorn")}
+        alone = sum(1 for got in rounds if got.get("gunicorn", {}).get("spread") == [CONNECTIONS])
         lines.append(
-            f"| {workers} | {path} | {_median_of(rounds, 'ours', 'rps'):.0f} | "
+            f"| {workers}{' (pinned)' if pinned else ''} | {path} | {_median_of(rounds, 'ours', 'rps'):.0f} | "
             f"{_median_of(rounds, 'uvicorn', 'rps'):.0f} | {_median_of(rounds, 'gunicorn', 'rps'):.0f} | "
             f"{_ratio(vs_uvicorn)} | {_ratio(vs_gunicorn)}"
             f"{f' ({vs_gunicorn[0]:.2f}-{vs_gunicorn[-1]:.2f})' if vs_gunicorn else ''} | "
             f"{cpu['ours']:.2f}, {cpu['uvicorn']:.2f}, {cpu['gunicorn']:.2f} | "
-            f"{cpu['gunicorn'] / cpu['ours'] if cpu['ours'] else 0:.2f} |")
+            f"{cpu['gunicorn'] / cpu['ours'] if cpu['ours'] else 0:.2f} | "
+            f"{busiest['ours']}, {busiest['gunicorn']} of {CONNECTIONS} | {alone} of {len(rounds)} |")
     return "\n".join(lines)
+
+
+def _busiest(rounds: list[dict], runner: str) -> str:
+    """The median over the rounds of the most connections one of the runner's processes held."""
+    most = [got[runner]["spread"][0] for got in rounds if got.get(runner, {}).get("spread")]
+    return f"{statistics.median(most):g}" if most else "-"
 
 
 def _median_of(rounds: list[dict], runner: str, key: str) -> float:
@@ -420,6 +458,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=2.0, help="seconds of wrk per measurement")
     parser.add_argument("--throughput-rounds", type=int, default=6, help="paired rounds per worker count")
     parser.add_argument("--workers", default="2,4", help="comma-separated worker counts for the throughput")
+    parser.add_argument("--pinned-rounds", type=int, default=6,
+                        help="paired rounds of one worker per server on CPU 0, wrk on CPU 1 (0: none)")
     parser.add_argument("--skip", default="", help="comma-separated: reload, throughput, memory")
     parser.add_argument("--out", default=str(OUT / "asgi.json"))
     args = parser.parse_args(argv)
@@ -436,6 +476,9 @@ def main(argv: list[str] | None = None) -> None:
             print("throughput:", flush=True)
             counts = [int(n) for n in args.workers.split(",")]
             results["throughput"] = bench_throughput(app, counts, args.throughput_rounds, args.duration, logdir)
+            if args.pinned_rounds and len(os.sched_getaffinity(0)) >= 2:
+                results["throughput"] += bench_throughput(app, [1], args.pinned_rounds, args.duration, logdir,
+                                                          pinned=True)
         if "memory" not in skip:
             print("memory:", flush=True)
             results["memory"] = bench_memory(app, 4, logdir)

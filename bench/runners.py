@@ -24,6 +24,7 @@ class Runner:
     stale: bool = False            # keeps serving old code after an edit, by design
     notes: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    cpus: str = ""                 # taskset's list (e.g. "0"): every process of the server runs there only
 
     def command(self, app: RefApp, port: int) -> list[str]:
         raise NotImplementedError
@@ -38,8 +39,9 @@ class Runner:
         return env
 
     def start(self, app: RefApp, port: int, logdir: Path) -> Spawned:
-        """Spawn the server in its own session, cwd in the tree, output to logdir/<name>.log."""
-        return spawn(self.command(app, port), app.tree, self.env(app), logdir / f"{self.name}.log")
+        """Spawn the server in its own session (on ``cpus`` when set), cwd in the tree, output to logdir/<name>.log."""
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
+        return spawn(pin + self.command(app, port), app.tree, self.env(app), logdir / f"{self.name}.log")
 
     def start_ready(self, app: RefApp, port: int, logdir: Path,
                     timeout: float = 60.0) -> tuple[Spawned, float]:

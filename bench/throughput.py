@@ -36,11 +36,13 @@ class Throughput:
     cpu_ms: float = 0.0  # server CPU (all its processes) per completed request: robust to a busy machine
 
 
-def _wrk(url: str, duration: float, close: bool) -> tuple[float, int, int]:
-    """Run wrk; return (requests/s, errors, requests)."""
+def _wrk(url: str, duration: float, close: bool, cpus: str = "") -> tuple[float, int, int]:
+    """Run wrk (on ``cpus`` when set); return (requests/s, errors, requests)."""
     cmd = [WRK, "-t2", f"-c{CONNECTIONS}", f"-d{max(1, round(duration))}s", url]
     if close:
         cmd[1:1] = ["-H", "Connection: close"]
+    if cpus:
+        cmd[:0] = ["taskset", "-c", cpus]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30,
                          start_new_session=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -50,10 +52,12 @@ def _wrk(url: str, duration: float, close: bool) -> tuple[float, int, int]:
     return rps, errors + (int(non2xx.group(1)) if non2xx else 0), total
 
 
-def _loadgen(url: str, duration: float, close: bool) -> tuple[float, int, int]:
-    """Run bench/loadgen.py in its own process; return (requests/s, errors, requests)."""
+def _loadgen(url: str, duration: float, close: bool, cpus: str = "") -> tuple[float, int, int]:
+    """Run bench/loadgen.py in its own process (on ``cpus`` when set); return (requests/s, errors, requests)."""
     cmd = [sys.executable, "-m", "bench.loadgen", url, "--connections", str(CONNECTIONS),
            "--duration", str(duration)] + (["--close"] if close else [])
+    if cpus:
+        cmd[:0] = ["taskset", "-c", cpus]
     root = str(Path(__file__).resolve().parent.parent)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, cwd=root,
                          start_new_session=True).stdout
@@ -61,9 +65,9 @@ def _loadgen(url: str, duration: float, close: bool) -> tuple[float, int, int]:
     return res["rps"], res["errors"], res["requests"]
 
 
-def load(url: str, duration: float, close: bool) -> tuple[float, int, int]:
-    """Measure url with wrk, or the asyncio load generator when wrk is missing."""
-    return (_wrk if WRK else _loadgen)(url, duration, close)
+def load(url: str, duration: float, close: bool, cpus: str = "") -> tuple[float, int, int]:
+    """Measure url with wrk, or the asyncio load generator when wrk is missing (on ``cpus`` when set)."""
+    return (_wrk if WRK else _loadgen)(url, duration, close, cpus)
 
 
 def servers(workers: int) -> list[tuple[str, Runner]]:
