@@ -193,6 +193,16 @@ DJANGO_FILES = {
 
         application = get_wsgi_application()
         ''',
+    "mysite/asgi.py": '''
+        """ASGI config for mysite."""
+        import os
+
+        from django.core.asgi import get_asgi_application
+
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+
+        application = get_asgi_application()
+        ''',
     "polls/__init__.py": "",
     "polls/apps.py": '''
         from django.apps import AppConfig

@@ -1,12 +1,15 @@
 """Fixtures of the real-app tests: one generated app per kind per session (Django's migrations made
 once), copied into a fresh folder for every test; servers stopped at teardown, whatever happened.
 
-``django_app``, ``flask_app``, ``plain_app`` are ``RealApp`` objects: the test's own copy of the app
+``django_app``, ``django_asgi_app`` (the same app through Django's ASGI handler), ``flask_app``,
+``plain_app`` are ``RealApp`` objects: the test's own copy of the app
 plus the scenario steps (serve, check the pristine pages, save, compare with a fresh start).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -174,6 +177,25 @@ def _real_app(kind: str, app_templates: Callable[[str], Template], tmp_path: Pat
 @pytest.fixture
 def django_app(app_templates, tmp_path):
     yield from _real_app("django", app_templates, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def django_asgi_template(app_templates) -> Template:
+    """The Django template, served through Django's ASGI handler (``mysite.asgi:application``), with
+    pristine pages of its own (computed by a fresh start over ASGI)."""
+    template = copy.copy(app_templates("django"))
+    template.spec = dataclasses.replace(template.spec, app="mysite.asgi:application")
+    template.pristine = None
+    return template
+
+
+@pytest.fixture
+def django_asgi_app(django_asgi_template, tmp_path):
+    app = RealApp(django_asgi_template, tmp_path)
+    try:
+        yield app
+    finally:
+        app.close()
 
 
 @pytest.fixture
