@@ -114,7 +114,7 @@ def gone(pid: int) -> bool:
     """True once ``pid`` has exited (reaped, or a zombie nobody reaped yet)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
+    except OSError:  # FileNotFoundError; or ProcessLookupError when it is reaped between open and read
         return True
 
 

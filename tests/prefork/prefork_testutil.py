@@ -104,7 +104,7 @@ def process_gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
+    except OSError:  # FileNotFoundError; or ProcessLookupError when it is reaped between open and read
         return True
 
 
