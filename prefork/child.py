@@ -202,7 +202,7 @@ class Runtime:
         self.server = self.servers[0]
         self.control = ControlDispatcher(self, self.control_socket, self.map)
         # The listener has been listening since the master bound it: we accept from the next poll on.
-        self.control.send_message({"event": "ready", "pid": os.getpid()})
+        self.control.send_message({"event": "ready", "pid": os.getpid(), "interface": "wsgi"})
         while not self.finished:
             pending = self.inline is not None and self.inline.queue
             wasyncore.loop(timeout=0 if pending else self._loop_timeout(), map=self.map, use_poll=True, count=1)

@@ -144,7 +144,7 @@ class AsgiRuntime:
     def started(self) -> None:
         """uvicorn ran the lifespan startup and listens: tell the master (loop thread)."""
         assert self.control is not None
-        self.control.send_message({"event": "ready", "pid": os.getpid()})
+        self.control.send_message({"event": "ready", "pid": os.getpid(), "interface": "asgi"})
 
     # -- commands (loop thread) ------------------------------------------------------------------
 

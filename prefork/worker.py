@@ -68,6 +68,9 @@ class WorkerGone(CommandError):
     """The worker exited (or its control channel closed) before it replied."""
 
 
+SERVED_BY = {"wsgi": "waitress", "asgi": "uvicorn"}  # the HTTP server a worker of each interface runs
+
+
 class Worker:
     """One worker process (see the module docstring for where each method runs)."""
 
@@ -80,6 +83,7 @@ class Worker:
         self.ready = False  # set in the master when the worker reported it accepts connections
         # ... and this as soon as that report is read (its event may be queued): it may hold connections
         self.reported_ready = False
+        self.interface: str | None = None  # "wsgi" (waitress) or "asgi" (uvicorn), from its ready report
         self.started_at: float | None = None  # wall-clock time of the fork
         self.ready_at: float | None = None
         self.stopping = False  # the master asked it to stop (or killed it)

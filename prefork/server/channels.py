@@ -17,7 +17,7 @@ from typing import Any
 
 from prefork.control import MAX_FRAME, FrameError
 from prefork.server.state import MasterState
-from prefork.worker import CommandError, CommandTimeout, Worker, iter_messages
+from prefork.worker import SERVED_BY, CommandError, CommandTimeout, Worker, iter_messages
 
 log = logging.getLogger("prefork")
 
@@ -180,6 +180,7 @@ class WorkerChannels(MasterState):
         event = message.get("event")
         if event == "ready":
             worker.reported_ready = True
+            worker.interface = message.get("interface") if message.get("interface") in SERVED_BY else None
             self.post_event("worker_ready", worker)
         elif event is not None:
             log.warning("%s sent unknown event %r", worker.describe(), event)

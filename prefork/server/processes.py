@@ -28,7 +28,7 @@ from prefork.sockets import (
     bound_port,
     control_pair,
 )
-from prefork.worker import CommandError, CommandTimeout, Worker, WorkerGone
+from prefork.worker import SERVED_BY, CommandError, CommandTimeout, Worker, WorkerGone
 
 log = logging.getLogger("prefork")
 
@@ -326,7 +326,9 @@ class Processes(MasterState):
         if len(slots) < self._slots.target or not all(s.current is not None and s.current.ready for s in slots):
             return
         self._announced = True
-        log.info("all %d workers ready", len(slots))
+        served = sorted({s.current.interface for s in slots if s.current is not None and s.current.interface})
+        log.info("all %d workers ready%s", len(slots),
+                 f" ({', '.join(f'{i.upper()}, {SERVED_BY[i]}' for i in served)})" if served else "")
         notify("READY=1")
         self._call_hook("when_ready")
 

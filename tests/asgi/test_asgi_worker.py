@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import threading
 import time
@@ -128,6 +129,7 @@ def test_lifespan_hooks_and_commands_in_an_asgi_worker(script_server):
     response = httpx.get(server.url("/"))
     pid = pid_of(response)
     assert response.json()["started"] is True  # lifespan startup ran before the worker said ready
+    wait_for(lambda: re.search(r"all \d+ workers ready \(ASGI, uvicorn\)", server.log()), "the ready line")
     folder: Path = server.dir
     assert (folder / f"startup-{pid}").exists() and (folder / f"on_start-{pid}").exists()
     assert httpx.get(server.url("/wrapped")).text == "wrapped"  # the wrap_app hook wraps the ASGI app

@@ -216,7 +216,7 @@ def test_one_info_line_per_reload(launcher, site):
         "import os\n", "import os\n\nimport helper\n"))
     server = launcher.start_http(lambda port: [PYTHON, "-m", "prefork", "web:app", "-w", "2", "-p", str(port),
                                                "--reload"], workers=1, cwd=site)
-    server.wait_log(r"all 2 workers ready")
+    server.wait_log(r"all 2 workers ready \(WSGI, waitress\)")
     start = len(server.log().splitlines())
     (site / "helper.py").write_text('WORD = "two"\n')
     server.wait_log(r"reload #1: ")
