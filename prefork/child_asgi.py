@@ -75,19 +75,13 @@ def run_asgi_worker(
 
 
 def _wrapped(worker: Worker, app: Any) -> Any:
-    """``worker.wrap_app(app)``, less the live reload middleware, which is WSGI only (worker).
+    """``worker.wrap_app(app)`` (worker).
 
-    A mixin that wraps an ASGI app in some other WSGI middleware is a boot failure that says so.
+    A mixin that wraps an ASGI app in WSGI middleware is a boot failure that says so.
     """
     wrapped = worker.wrap_app(app)
     if wrapped is app or detect_interface(app) != "asgi" or detect_interface(wrapped) == "asgi":
         return wrapped
-    inner = wrapped
-    while type(inner).__module__ == "prefork.livereload" and hasattr(inner, "app"):
-        inner = inner.app
-    if inner is not wrapped and detect_interface(inner) == "asgi":
-        log.warning("%s: --livereload serves WSGI apps only: this ASGI app is served without it", worker.describe())
-        return inner
     raise TypeError(
         f"{type(worker).__name__}.wrap_app turned the ASGI app {app!r} into {wrapped!r}, which is not an ASGI app"
     )

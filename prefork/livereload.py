@@ -5,7 +5,8 @@ failed reload shows its file, line and error in an overlay on the page until the
 
 Three pieces:
 
-- :class:`LiveReload`, a WSGI middleware in each worker. It adds one ``<script>`` tag before the
+- :class:`LiveReload`, a WSGI middleware in each worker (``prefork.livereload_asgi`` has its ASGI
+  twin, for the workers of an ASGI app). It adds one ``<script>`` tag before the
   last ``</body>`` of ``text/html`` responses (Content-Length adjusted; every other response is
   passed through untouched, the same iterable object) and answers two reserved paths itself:
   ``/__prefork__/livereload.js`` (the script) and ``/__prefork__/livereload`` (a small JSON status:
@@ -33,6 +34,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from prefork.asgi import choose_interface
 from prefork.server.projectr import ProjectrServer
 from prefork.worker import CommandError
 
@@ -80,32 +82,39 @@ class LiveReload:
 
     def tag(self, environ: dict[str, Any]) -> bytes:
         """The ``<script>`` tag for a page this worker serves."""
-        state = self.status()
         root = (environ.get("SCRIPT_NAME") or "").rstrip("/")
-        attributes = {
-            "src": root + SCRIPT_PATH,
-            "data-endpoint": root + STATUS_PATH,
-            "data-instance": str(state.get("instance", "")),
-            "data-generation": str(int(state.get("generation", 0))),
-            "data-interval": str(self.poll_ms),
-            "data-method": str(environ.get("REQUEST_METHOD") or "GET").upper(),
-        }
-        text = " ".join(f'{name}="{_escape(value)}"' for name, value in attributes.items())
-        return f"<script {MARKER.decode()} {text} defer></script>".encode()
+        return script_tag(self.status(), root, str(environ.get("REQUEST_METHOD") or "GET"), self.poll_ms)
 
     def _status(self, start_response: Any) -> list[bytes]:
-        state = self.status()
-        failure = state.get("failure")
-        body = json.dumps(
-            {
-                "instance": str(state.get("instance", "")),
-                "generation": int(state.get("generation", 0)),
-                "pid": os.getpid(),
-                "failure": _clean_failure(failure) if failure else None,
-                "stopping": bool(state.get("stopping", False)),
-            }
-        ).encode()
-        return _answer(start_response, "200 OK", "application/json", body)
+        return _answer(start_response, "200 OK", "application/json", status_body(self.status()))
+
+
+def script_tag(state: dict[str, Any], root: str, method: str, poll_ms: int) -> bytes:
+    """The ``<script>`` tag for a page (worker): ``state`` from ``status()``, ``root`` the app's mount point."""
+    attributes = {
+        "src": root + SCRIPT_PATH,
+        "data-endpoint": root + STATUS_PATH,
+        "data-instance": str(state.get("instance", "")),
+        "data-generation": str(int(state.get("generation", 0))),
+        "data-interval": str(poll_ms),
+        "data-method": method.upper(),
+    }
+    text = " ".join(f'{name}="{_escape(value)}"' for name, value in attributes.items())
+    return f"<script {MARKER.decode()} {text} defer></script>".encode()
+
+
+def status_body(state: dict[str, Any]) -> bytes:
+    """The status endpoint's JSON (worker), from ``state`` as ``status()`` returns it."""
+    failure = state.get("failure")
+    return json.dumps(
+        {
+            "instance": str(state.get("instance", "")),
+            "generation": int(state.get("generation", 0)),
+            "pid": os.getpid(),
+            "failure": _clean_failure(failure) if failure else None,
+            "stopping": bool(state.get("stopping", False)),
+        }
+    ).encode()
 
 
 def _answer(start_response: Any, status: str, content_type: str, body: bytes) -> list[bytes]:
@@ -247,13 +256,19 @@ def _clean_failure(report: dict[str, Any]) -> dict[str, Any]:
 
 
 class LiveReloadWorker:
-    """Worker mixin: serve through :class:`LiveReload`; ``reload_failed`` stores what the page shows."""
+    """Worker mixin: serve through :class:`LiveReload` (or, for an ASGI app, its twin
+    :class:`~prefork.livereload_asgi.AsgiLiveReload`); ``reload_failed`` stores what the page shows."""
 
     livereload_failure: dict[str, Any] | None = None
 
     def wrap_app(self, app: Any) -> Any:
-        """Worker: the app behind the live reload middleware."""
+        """Worker: the app behind the live reload middleware of its interface."""
         app = super().wrap_app(app)  # type: ignore[misc]
+        interface = getattr(getattr(self, "server", None), "interface", "auto")
+        if choose_interface(app, interface) == "asgi":
+            from prefork.livereload_asgi import AsgiLiveReload  # imports uvicorn: ASGI workers only
+
+            return AsgiLiveReload(app, self.livereload_status)
         return LiveReload(app, self.livereload_status)
 
     def livereload_status(self) -> dict[str, Any]:

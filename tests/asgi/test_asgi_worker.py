@@ -299,8 +299,10 @@ def test_rolling_reloads_under_keep_alive_load_fail_no_request(script_server):
     assert failures == []
 
 
-def test_livereload_is_wsgi_only_an_asgi_app_is_served_without_it(script_server):
+def test_the_live_reload_worker_mixin_serves_an_asgi_app_through_the_asgi_middleware(script_server):
     server = script_server(server_source(mixins="[LiveReloadWorker, Hooks]"))
     assert httpx.get(server.url("/wrapped")).text == "wrapped"  # the other mixin's wrapper is kept
-    assert httpx.get(server.url("/")).json()["started"] is True
-    assert "--livereload serves WSGI apps only: this ASGI app is served without it" in server.log()
+    assert httpx.get(server.url("/")).json()["started"] is True  # the lifespan still reaches the app
+    status = httpx.get(server.url("/__prefork__/livereload")).json()
+    assert status["generation"] == 0 and status["failure"] is None and status["stopping"] is False
+    assert status["pid"] == call(server.ctl_path, "stats")["0"]["result"]["pid"]

@@ -42,6 +42,22 @@ def application(environ, start_response):
 '''
 
 
+ASGI_APP = '''\
+import content
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = ("<!doctype html><html><head><title>live</title></head><body>"
+            f"<h1 id='message'>{content.MESSAGE}</h1><p id='method'>{scope['method']}</p></body></html>").encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body[:40], "more_body": True})
+    await send({"type": "http.response.body", "body": body[40:]})
+'''
+
+
 def _binary(*names: str) -> str | None:
     for name in names:
         found = shutil.which(name)
@@ -158,6 +174,32 @@ def test_a_save_refreshes_the_open_page_and_a_failed_reload_shows_until_the_fix(
     wait(browser, lambda d: message(d) == "third", "the page to show the fix")
     assert overlay(browser) is None and browser.execute_script("return window.__sameDocument") is None
     assert page_generation(browser) == 2
+
+
+def test_an_asgi_app_s_page_refreshes_after_a_save_and_shows_a_failed_reload(launcher, site, browser):
+    """The same with an ASGI app (detected; each worker runs uvicorn): its HTML gets the script."""
+    (site / "asgi_hello.py").write_text(ASGI_APP)
+    server = launcher.start_http(lambda port: [PYTHON, "-m", "prefork", "asgi_hello:app", "--reload", "--livereload",
+                                               "-w", "2", "-p", str(port)], 1, cwd=site)
+    server.wait_log(r"all 2 workers ready \(ASGI, uvicorn\)")
+    open_page(browser, server.port)
+    assert message(browser) == "first"
+    first = page_generation(browser)  # 0, or 1 once the base has uvicorn & co. preloaded (the same code)
+
+    save(site / "content.py", 'MESSAGE = "second"\n')
+    wait(browser, lambda d: message(d) == "second", "the page to show the saved code")
+    assert browser.execute_script("return window.__sameDocument") is None and page_generation(browser) > first
+    second = page_generation(browser)
+    browser.execute_script("window.__sameDocument = true")
+
+    save(site / "content.py", 'MESSAGE = "third"\nBROKEN = (\n')
+    box = wait(browser, overlay, "the failure overlay")
+    assert "content.py:2" in box.find_element("class name", "prefork-livereload-where").text
+    assert message(browser) == "second" and browser.execute_script("return window.__sameDocument")
+
+    save(site / "content.py", 'MESSAGE = "third"\n')
+    wait(browser, lambda d: message(d) == "third", "the page to show the fix")
+    assert overlay(browser) is None and page_generation(browser) > second
 
 
 def test_an_open_page_does_not_hold_a_single_threaded_worker(launcher, site, browser):
