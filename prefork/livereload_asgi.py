@@ -81,8 +81,10 @@ class _Injecting:
         page = inject(body, self.tag())
         if page is not body:
             length = str(len(page)).encode()
-            headers = [(name, length if bytes(name).lower() == b"content-length" else value)
-                       for name, value in start.get("headers", [])]
+            headers = [
+                (name, length if bytes(name).lower() == b"content-length" else value)
+                for name, value in start.get("headers", [])
+            ]
             start = {**start, "headers": headers}
         await self.real(start)
         await self.real({"type": "http.response.body", "body": page, "more_body": False})
@@ -90,18 +92,21 @@ class _Injecting:
 
 def _should_inject_start(message: Message) -> bool:
     """The WSGI middleware's rule (:func:`prefork.livereload.should_inject`) on an ASGI start message."""
-    headers = [(bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
-               for name, value in message.get("headers", [])]
+    headers = [
+        (bytes(name).decode("latin-1"), bytes(value).decode("latin-1")) for name, value in message.get("headers", [])
+    ]
     return _should_inject(str(message.get("status", 200)), headers)
 
 
 async def _answer(send: Send, content_type: str, body: bytes) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
-               (b"cache-control", b"no-store")]
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _root(scope: Scope) -> str:
     return str(scope.get("root_path") or "").rstrip("/")
-

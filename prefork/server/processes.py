@@ -327,8 +327,11 @@ class Processes(MasterState):
             return
         self._announced = True
         served = sorted({s.current.interface for s in slots if s.current is not None and s.current.interface})
-        log.info("all %d workers ready%s", len(slots),
-                 f" ({', '.join(f'{i.upper()}, {SERVED_BY[i]}' for i in served)})" if served else "")
+        log.info(
+            "all %d workers ready%s",
+            len(slots),
+            f" ({', '.join(f'{i.upper()}, {SERVED_BY[i]}' for i in served)})" if served else "",
+        )
         notify("READY=1")
         self._call_hook("when_ready")
 
