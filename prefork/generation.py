@@ -813,6 +813,7 @@ def _fork_worker(
 
         forks.close_fds([channel.fileno(), dump_fd])
         worker = server.worker_class(server, args["index"], args["port"], args["generation"])
+        worker.code_generation = args.get("code_generation", args["generation"])
         run_worker(
             worker,
             app=state.app,

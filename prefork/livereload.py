@@ -10,7 +10,7 @@ Three pieces:
   last ``</body>`` of ``text/html`` responses (Content-Length adjusted; every other response is
   passed through untouched, the same iterable object) and answers two reserved paths itself:
   ``/__prefork__/livereload.js`` (the script) and ``/__prefork__/livereload`` (a small JSON status:
-  the server instance, the generation this worker was forked in, and the last failed reload).
+  the server instance, the generation whose code this worker serves, and the last failed reload).
 - :class:`LiveReloadWorker`, a worker mixin: ``wrap_app`` installs the middleware, and the command
   ``reload_failed`` stores the failure the status reports.
 - :class:`LiveReloadServer`, a mixin for :class:`~prefork.server.projectr.ProjectrServer` (see
@@ -57,10 +57,11 @@ class LiveReload:
     """WSGI middleware: the live reload script in HTML pages, and its status and script endpoints.
 
     ``status()`` returns ``{"instance": str, "generation": int, "failure": dict | None,
-    "stopping": bool}``: the server (a restarted server has another instance), the generation the
-    worker was forked in, the failed reload to show (``file``, ``line``, ``error``, ``traceback``),
-    if any, and whether this worker is stopping (the page then asks again at once: a new worker
-    answers the next connection).
+    "stopping": bool}``: the server (a restarted server has another instance), the generation whose
+    code the worker serves (a roll onto the same code, generation 0's replacement from the warm base,
+    keeps it: open pages do not reload for it), the failed reload to show (``file``, ``line``,
+    ``error``, ``traceback``), if any, and whether this worker is stopping (the page then asks again
+    at once: a new worker answers the next connection).
     """
 
     def __init__(self, app: Any, status: Status, poll_ms: int = POLL_MS) -> None:
@@ -277,7 +278,7 @@ class LiveReloadWorker:
         runtime = getattr(self, "_runtime", None)  # prefork.child.Runtime, in the worker
         return {
             "instance": getattr(server, "livereload_instance", ""),
-            "generation": getattr(self, "generation", 0),
+            "generation": getattr(self, "code_generation", 0),
             "failure": self.livereload_failure,
             "stopping": bool(getattr(runtime, "draining", False)),
         }

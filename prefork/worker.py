@@ -79,6 +79,7 @@ class Worker:
         self.index = index
         self.port = port
         self.generation = generation
+        self.code_generation = generation  # the generation whose code it serves (a rebase keeps the old one)
         self.pid: int | None = None
         self.ready = False  # set in the master when the worker reported it accepts connections
         # ... and this as soon as that report is read (its event may be queued): it may hold connections

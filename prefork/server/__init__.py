@@ -119,6 +119,9 @@ class Server(Processes, Rolling, WorkerChannels):
             worker_ready=worker_ready, worker_exited=worker_exited, when_ready=when_ready, on_reload=on_reload
         )
         self.generation = 0
+        # The generation whose code the workers serve: a roll onto the same code keeps it (pages
+        # with live reload reload when it changes).
+        self.code_generation = 0
         self.state = "new"  # new -> running -> stopping -> stopped
         self._timers = TimerQueue()
         self._slots = SlotTable(self._timers.clock)

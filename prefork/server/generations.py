@@ -483,6 +483,7 @@ class Generations:
             "index": worker.index,
             "port": worker.port,
             "generation": worker.generation,
+            "code_generation": worker.code_generation,
             "master_pid": os.getpid(),
         }
         try:

@@ -194,6 +194,7 @@ class Processes(MasterState):
     def _spawn(self, slot: Slot) -> Worker | None:
         """Fork a worker of the current generation for ``slot``; None when fork fails."""
         worker = self.worker_class(self, slot.index, slot.port, self.generation)  # type: ignore[arg-type]  # self is the Server
+        worker.code_generation = self.code_generation
         self._call_worker_hook(worker, "on_register")
         try:
             master_end, worker_end = control_pair()

@@ -591,6 +591,10 @@ class ProjectrServer(Generations, Server):
         self._costs[kind] = ms if old is None else (old + ms) / 2
         self._measured.add(kind)
 
+    def _rolls_onto_the_same_code(self) -> bool:
+        """The roll onto the warm base (generation 0 replaced) serves the same code (master)."""
+        return self._current is not None and self._current.rebase
+
     def _fresh(self, record: ReloadRecord) -> None:
         self._request_generation("fresh", {}, lambda gen, report: self._fresh_reported(record, gen, report))
 

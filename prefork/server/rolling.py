@@ -27,6 +27,7 @@ class Roll:
     generation: int
     previous_generation: int
     started: float
+    previous_code: int = 0  # the code generation to restore when the roll is abandoned
     successors: dict[int, Worker] = field(default_factory=dict)
     deadline: TimerHandle | None = None
 
@@ -55,9 +56,11 @@ class Rolling(MasterState):
         if self._roll is not None:
             self._roll_again = True
             return False
-        roll = Roll(self.generation + 1, self.generation, time.monotonic())
+        roll = Roll(self.generation + 1, self.generation, time.monotonic(), previous_code=self.code_generation)
         self._roll = roll
         self.generation = roll.generation
+        if not self._rolls_onto_the_same_code():
+            self.code_generation = roll.generation
         log.debug("rolling to generation %d", roll.generation)
         for slot in self._slots.active():
             if slot.current is not None and not slot.current.ready:
@@ -96,6 +99,10 @@ class Rolling(MasterState):
                 self.generation,
             )
 
+    def _rolls_onto_the_same_code(self) -> bool:
+        """True when the roll starting now serves the code the workers serve (master); overridden."""
+        return False
+
     def handle_roll(self) -> None:
         """Run ``roll_workers()`` (posted when roll requests were coalesced)."""
         self.roll_workers()
@@ -130,7 +137,7 @@ class Rolling(MasterState):
                 slot.successor = None
             if successor.pid in self._by_pid:
                 self._retire(successor)
-        self.generation = roll.previous_generation
+        self.generation, self.code_generation = roll.previous_generation, roll.previous_code
         self.app = self._serving_app
         self._end_roll(False, 0, reason)
 

@@ -48,6 +48,7 @@ class MasterState:
     # -- state --------------------------------------------------------------------------------------
     state: str
     generation: int
+    code_generation: int
     stopped_cleanly: bool
     _slots: SlotTable
     _timers: TimerQueue

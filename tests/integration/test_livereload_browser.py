@@ -202,6 +202,37 @@ def test_an_asgi_app_s_page_refreshes_after_a_save_and_shows_a_failed_reload(lau
     assert overlay(browser) is None and page_generation(browser) > second
 
 
+def test_generation_0_replaced_from_the_warm_base_serves_the_same_code_so_pages_stay(launcher, site):
+    """Once the base has preloaded uvicorn & co., generation 0's workers are replaced by ones from the
+    warm base: the same code, so the status (which open pages poll) keeps generation 0; a save moves it on."""
+    (site / "asgi_hello.py").write_text(ASGI_APP)
+    server = launcher.start_http(lambda port: [PYTHON, "-m", "prefork", "asgi_hello:app", "--reload", "--livereload",
+                                               "-w", "1", "-p", str(port)], 1, cwd=site)
+    server.wait_log(r"generation 1, forked from the warm base, replaced generation 0")
+    new = wait_for(lambda: _only_worker(server.proc.pid), what="generation 0's worker to be gone")
+    code, body = http_get(server.port, "/__prefork__/livereload")
+    status = json.loads(body)
+    assert code == 200 and status["pid"] == new and status["generation"] == 0, status
+    assert b'data-generation="0"' in http_get(server.port, "/")[1]
+
+    save(site / "content.py", 'MESSAGE = "second"\n')
+    wait_for(lambda: b"second" in http_get(server.port, "/")[1], what="the saved code")
+    assert json.loads(http_get(server.port, "/__prefork__/livereload")[1])["generation"] > 0
+
+
+def _only_worker(master_pid: int) -> int | None:
+    """The pid of the master's one worker process, when there is exactly one."""
+    workers = []
+    for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split():
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(b"prefork worker"):
+            workers.append(int(pid))
+    return workers[0] if len(workers) == 1 else None
+
+
 def test_an_open_page_does_not_hold_a_single_threaded_worker(launcher, site, browser):
     """With threads=1 requests run on the worker's loop: the page's polls must never block it."""
     server = serve(launcher, site, "--livereload", "--threads", "1", workers=1)
