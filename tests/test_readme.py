@@ -51,7 +51,7 @@ def test_the_run_command_starts_the_example_that_the_integration_tests_run():
     run_example, _ = setup_commands()
     assert run_example.endswith(".venv/bin/python examples/server.py")
     assert "pip install -q -e ." in run_example
-    example_tests = (ROOT / "tests" / "integration" / "conftest.py").read_text()
+    example_tests = (ROOT / "tests" / "integration" / "integration_util.py").read_text()
     assert "examples/server.py" in example_tests or '"server.py"' in example_tests
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, free_ports, http_get, save, wait_for
+from tests.integration.integration_util import PYTHON, free_ports, http_get, save, wait_for
 
 FLAGS = ["--workers", "-w", "--host", "--port", "-p", "--bind", "-b", "--port-per-worker", "--threads", "--pid",
          "--chdir", "--interface", "--log-file", "--error-logfile", "--access-logfile", "--log-level", "--graceful-timeout",

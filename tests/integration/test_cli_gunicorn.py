@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, free_ports, http_get, wait_for
+from tests.integration.integration_util import PYTHON, free_ports, http_get, wait_for
 
 APP = '''\
 import os

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import threading
 
-from conftest import (FAILURE_HEAD, PYTHON, STILL_SERVING, SUCCESS_LINE, http_get, new_generation, rewrite,
+from tests.integration.integration_util import (FAILURE_HEAD, PYTHON, STILL_SERVING, SUCCESS_LINE, http_get, new_generation, rewrite,
                       save, status, wait_for)
 
 VERSION_FILE = "myproject/version.py"

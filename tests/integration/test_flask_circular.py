@@ -9,7 +9,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from conftest import PYTHON, http_get, save, wait_for
+from tests.integration.integration_util import PYTHON, http_get, save, wait_for
 
 APP = '''\
 from flask import Flask

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, http_get, process_state, save, wait_for
+from tests.integration.integration_util import PYTHON, http_get, process_state, save, wait_for
 
 APP = '''\
 import os

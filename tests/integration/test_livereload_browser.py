@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, REPO, http_get, save, wait_for
+from tests.integration.integration_util import PYTHON, REPO, http_get, save, wait_for
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402

@@ -14,7 +14,7 @@ from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 import pytest
-from conftest import PYTHON
+from tests.integration.integration_util import PYTHON
 
 from prefork.livereload import (
     MARKER,

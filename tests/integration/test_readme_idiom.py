@@ -10,7 +10,7 @@ import re
 import shutil
 import signal
 
-from conftest import EXAMPLES, FAILURE_HEAD, PYTHON, REPO, STILL_SERVING, SUCCESS_LINE, rewrite
+from tests.integration.integration_util import EXAMPLES, FAILURE_HEAD, PYTHON, REPO, STILL_SERVING, SUCCESS_LINE, rewrite
 
 DOC = REPO / "docs" / "integration.md"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from conftest import process_state, wait_for
+from tests.integration.integration_util import process_state, wait_for
 from test_generations import bodies, launch_env, save, site, start, titled  # site: a fixture, used here too
 
 HEAVY = 'VERSION = "v1"\nTABLE = [str(i) for i in range(400_000)]  # some 25 MB, as a framework would hold\n'

@@ -8,7 +8,7 @@ import signal
 import textwrap
 from pathlib import Path
 
-from conftest import PYTHON, SUCCESS_LINE, http_get, new_generation, process_state, save, wait_for
+from tests.integration.integration_util import PYTHON, SUCCESS_LINE, http_get, new_generation, process_state, save, wait_for
 
 PROGRAM = textwrap.dedent('''\
     import importlib, logging, signal, sys

@@ -164,7 +164,7 @@ def run_master_cli(tmp_path: Path, *args: str, timeout: float = 20.0) -> subproc
 @pytest.mark.parametrize("kind", ["file", "directory"])
 def test_a_taken_control_socket_path_stops_the_cli_with_one_line(tmp_path: Path, kind: str) -> None:
     # Used to escape as a CtlError traceback from Server.start(); now the CLI's one-line report.
-    from tests.integration.conftest import free_ports
+    from tests.integration.integration_util import free_ports
 
     taken = tmp_path / "app.pid.ctl"
     if kind == "file":

@@ -18,7 +18,7 @@ import pytest
 
 from prefork.ctl import call, socket_path
 from prefork.upstream import ports_in
-from tests.integration.conftest import free_ports  # below the ephemeral range: no client takes them
+from tests.integration.integration_util import free_ports  # below the ephemeral range: no client takes them
 from tests.prefork.prefork_testutil import ROOT, wait_until
 
 

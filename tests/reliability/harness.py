@@ -6,7 +6,7 @@
   recoveries, max recovery time, retried requests) plus the scenario's own counts.
 - small process helpers: ctl calls with a timer, the children of a pid, a port's state.
 
-Processes are started through tests.integration.conftest.Launcher (own session each, killed by
+Processes are started through tests.integration.integration_util.Launcher (own session each, killed by
 process group at close), so this module only adds what the reliability scenarios need on top.
 """
 
@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:  # bench/soak.py imports this module from outside 
     sys.path.insert(0, str(REPO))
 
 from prefork.ctl import call as ctl_call, socket_path  # noqa: E402
-from tests.integration.conftest import (  # noqa: E402  (shared helpers of the end-to-end tests)
+from tests.integration.integration_util import (  # noqa: E402  (shared helpers of the end-to-end tests)
     EXAMPLES, PYTHON, Launcher, Running, free_ports, wait_for)
 
 __all__ = ["EXAMPLES", "PYTHON", "Launcher", "Running", "free_ports", "wait_for", "Load", "Request",

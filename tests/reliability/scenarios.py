@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from prefork.control import FrameReader, encode_frame, recv_message, request
-from tests.integration.conftest import http_get as integration_get
+from tests.integration.integration_util import http_get as integration_get
 from tests.prefork.prefork_testutil import Master, http_get, try_pid
 from tests.reliability.harness import (
     EXAMPLES, PYTHON, Launcher, Load, Result, Running, children_of, cpu_seconds, ctl, free_ports,
