@@ -40,15 +40,15 @@ from __future__ import annotations
 import difflib
 import http.client
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
+
+from tests.integration.integration_util import free_ports
 
 PYTHON = sys.executable
 START_TIMEOUT = 45.0    # seconds for a server to answer on every port (Django on 2 busy cores)
@@ -76,35 +76,10 @@ def restart_mode() -> bool:
 
 # --- ports -------------------------------------------------------------------------------------
 
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
 def free_port_block(count: int) -> int:
-    """A base port such that base .. base+count-1 are free on 127.0.0.1 right now.
-
-    Picked below the ephemeral range, where the kernel does not hand ports to client sockets.
-    """
-    high = max(10001, _ephemeral_low() - count - 1)
-    rng = random.Random()
-    for _ in range(500):
-        base = rng.randrange(10000, high)
-        held: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise HarnessError(f"no block of {count} consecutive free ports")
+    """A base port such that base .. base+count-1 are free on 127.0.0.1 right now (below the ephemeral
+    range: the end-to-end tests' helper)."""
+    return free_ports(count)
 
 
 # --- the server process ------------------------------------------------------------------------
