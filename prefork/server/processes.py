@@ -327,12 +327,9 @@ class Processes(MasterState):
         if len(slots) < self._slots.target or not all(s.current is not None and s.current.ready for s in slots):
             return
         self._announced = True
-        served = sorted({s.current.interface for s in slots if s.current is not None and s.current.interface})
-        log.info(
-            "all %d workers ready%s",
-            len(slots),
-            f" ({', '.join(f'{i.upper()}, {SERVED_BY[i]}' for i in served)})" if served else "",
-        )
+        interfaces = sorted({s.current.interface for s in slots if s.current is not None and s.current.interface})
+        served = ", ".join(f"{interface.upper()}, {SERVED_BY[interface]}" for interface in interfaces)
+        log.info("all %d workers ready%s", len(slots), f" ({served})" if served else "")
         notify("READY=1")
         self._call_hook("when_ready")
 
