@@ -21,6 +21,7 @@ from websockets.sync.client import connect
 
 from prefork.ctl.client import call
 from tests.asgi.asgi_util import wait_for
+from tests.prefork.prefork_testutil import process_gone
 
 pytest.importorskip("uvicorn")
 
@@ -111,14 +112,6 @@ def server_source(fail_startup: bool = False, graceful: float = 10.0, mixins: st
     return SERVER.format(fail_startup=fail_startup, graceful=graceful, mixins=mixins)
 
 
-def gone(pid: int) -> bool:
-    """True once ``pid`` has exited (reaped, or a zombie nobody reaped yet)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:  # FileNotFoundError; or ProcessLookupError when it is reaped between open and read
-        return True
-
-
 def pid_of(response: httpx.Response) -> int:
     assert response.status_code == 200, response.text
     return int(response.json()["pid"])
@@ -153,7 +146,7 @@ def test_an_asgi_worker_exits_when_its_master_dies(script_server):
     server = script_server(server_source())
     pid = pid_of(httpx.get(server.url("/")))
     server.signal(signal.SIGKILL)
-    wait_for(lambda: gone(pid), "the worker's exit after its master's death")
+    wait_for(lambda: process_gone(pid), "the worker's exit after its master's death")
 
 
 def test_failing_lifespan_startup_is_a_boot_failure_with_backoff(script_server):
@@ -193,7 +186,7 @@ def test_graceful_drain_finishes_a_slow_request_and_keeps_a_websocket_until_the_
     assert graceful - 1.5 < waited < graceful + 1.0, waited
     # Drained before the master's kill deadline: lifespan shutdown, on_stop, exit.
     wait_for(lambda: (server.dir / f"on_stop-{old_pid}").exists(), "on_stop of the old worker")
-    wait_for(lambda: gone(old_pid), "the old worker's exit")
+    wait_for(lambda: process_gone(old_pid), "the old worker's exit")
     assert (server.dir / f"shutdown-{old_pid}").exists()
     assert "did not stop in time" not in server.log()
 

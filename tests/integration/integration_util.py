@@ -271,17 +271,26 @@ def new_generation(master_pid: int, above: int = 0) -> int | None:
 
     Generations are adopted by the master and titled ``prefork generation N`` (setproctitle).
     """
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
     found = None
-    for pid in children:
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
+    for title, pid in children_by_title(master_pid).items():
         match = re.match(r"prefork generation (\d+)", title)
         if match and int(match.group(1)) > above:
-            found = int(pid)
+            found = pid
     return found
+
+
+def process_title(pid: int) -> str:
+    """A process's title (its command line, which prefork's processes set), or "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def children_by_title(master: int) -> dict[str, int]:
+    """The master's live children by process title (setproctitle is a test dependency)."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return {title: int(pid) for pid in children if (title := process_title(int(pid)))}
 
 
 def process_state(pid: int) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.integration_util import PYTHON, http_get, process_state, save, wait_for
+from tests.integration.integration_util import PYTHON, children_by_title, http_get, process_state, save, wait_for
 
 APP = '''\
 import os
@@ -66,16 +66,6 @@ def launch_env(launcher, site):
     launcher.spawn = spawn
 
 
-def titled(master: int) -> dict[str, int]:
-    """The master's children by process title (setproctitle is a test dependency)."""
-    found = {}
-    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
-            continue
-        found[title] = int(pid)
-    return found
 
 
 def bodies(server) -> list[str]:
@@ -91,7 +81,7 @@ def test_the_master_never_imports_the_app_and_adopts_every_process(launcher, sit
     launch_env(launcher, site)
     server = start(launcher, site)
     master = server.proc.pid
-    children = titled(master)
+    children = children_by_title(master)
     assert "prefork base" in children and "prefork generation 0" in children, children
     workers = [t for t in children if t.startswith("prefork worker")]
     assert len(workers) == 2, children
@@ -111,7 +101,7 @@ def test_the_master_never_imports_the_app_and_adopts_every_process(launcher, sit
 def test_a_full_reload_picks_up_an_upgraded_dependency_that_a_reload_cannot(launcher, site):
     launch_env(launcher, site)
     server = start(launcher, site)
-    base = titled(server.proc.pid)["prefork base"]
+    base = children_by_title(server.proc.pid)["prefork base"]
     server.wait_log(r"base: \d+ of \d+ third-party modules preloaded")
     (site[1] / "vendorlib" / "__init__.py").write_text('VERSION = "v2"\n')  # outside the project
     assert ctl(server, "reload").returncode == 0
@@ -123,7 +113,7 @@ def test_a_full_reload_picks_up_an_upgraded_dependency_that_a_reload_cannot(laun
     server.wait_log(r"reload #2: fresh generation \(a full reload was asked for\)")
     wait_for(lambda: all(b.split()[1] == "v2" for b in bodies(server)), what="the upgraded dependency served")
     wait_for(lambda: process_state(base) in ("gone", "Z"), what="the old base gone")
-    assert titled(server.proc.pid)["prefork base"] != base
+    assert children_by_title(server.proc.pid)["prefork base"] != base
     server.signal(signal.SIGUSR2)  # the signal does the same
     server.wait_log(r"reload #3: fresh generation \(a full reload was asked for\)")
 
@@ -131,14 +121,14 @@ def test_a_full_reload_picks_up_an_upgraded_dependency_that_a_reload_cannot(laun
 def test_a_killed_generation_or_base_is_replaced_and_the_workers_serve_on(launcher, site):
     launch_env(launcher, site)
     server = start(launcher, site)
-    children = titled(server.proc.pid)
+    children = children_by_title(server.proc.pid)
     before = bodies(server)
     server_pids = {b.split()[2] for b in before}
     os.kill(children["prefork generation 0"], signal.SIGKILL)
     server.wait_log(r"generation 0 \(pid \d+\) exited; starting a fresh one")
-    wait_for(lambda: "prefork generation 1" in titled(server.proc.pid), what="a new generation")
+    wait_for(lambda: "prefork generation 1" in children_by_title(server.proc.pid), what="a new generation")
     wait_for(lambda: {b.split()[2] for b in bodies(server)}.isdisjoint(server_pids), what="its workers")
-    os.kill(titled(server.proc.pid)["prefork base"], signal.SIGKILL)
+    os.kill(children_by_title(server.proc.pid)["prefork base"], signal.SIGKILL)
     server.wait_log(r"base process \d+ exited with status -9")
     save(site[0] / "helper.py", 'def greeting():\n    return "hi again"\n')
     wait_for(lambda: all(b.startswith("hi again") for b in bodies(server)), what="a reload after the base died")

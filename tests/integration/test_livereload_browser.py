@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.integration.integration_util import PYTHON, REPO, http_get, save, wait_for
+from tests.integration.integration_util import PYTHON, REPO, children_by_title, http_get, save, wait_for
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
@@ -222,14 +222,7 @@ def test_generation_0_replaced_from_the_warm_base_serves_the_same_code_so_pages_
 
 def _only_worker(master_pid: int) -> int | None:
     """The pid of the master's one worker process, when there is exactly one."""
-    workers = []
-    for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split():
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if title.startswith(b"prefork worker"):
-            workers.append(int(pid))
+    workers = [pid for title, pid in children_by_title(master_pid).items() if title.startswith("prefork worker")]
     return workers[0] if len(workers) == 1 else None
 
 

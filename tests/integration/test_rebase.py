@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.integration.integration_util import process_state, wait_for
-from test_generations import bodies, launch_env, save, site, start, titled  # site: a fixture, used here too
+from tests.integration.integration_util import children_by_title, process_state, wait_for
+from test_generations import bodies, launch_env, save, site, start  # site: a fixture, used here too
 
 HEAVY = 'VERSION = "v1"\nTABLE = [str(i) for i in range(400_000)]  # some 25 MB, as a framework would hold\n'
 
@@ -21,8 +21,8 @@ def test_generation_0_is_replaced_by_one_from_the_base_once_it_holds_the_third_p
     server = start(launcher, site)
     server.wait_log(r"generation 1, forked from the warm base, replaced generation 0 in \d+ ms \(2 workers\)")
     wait_for(lambda: all(b.split()[3] == "1" for b in bodies(server)), what="generation 1 serving")
-    children = titled(server.proc.pid)
-    wait_for(lambda: "prefork generation 0" not in titled(server.proc.pid), what="generation 0 gone")
+    children = children_by_title(server.proc.pid)
+    wait_for(lambda: "prefork generation 0" not in children_by_title(server.proc.pid), what="generation 0 gone")
     assert "prefork generation 1" in children and "prefork base" in children, children
     importers = [int(line) for line in (site[0] / "imported-by.txt").read_text().split()]
     assert len(importers) == 2 and importers[1] == children["prefork generation 1"], (importers, children)
@@ -47,8 +47,8 @@ def test_the_base_copy_of_the_third_party_modules_is_shared_once_generation_0_is
     launch_env(launcher, site)
     server = start(launcher, site)
     server.wait_log(r"replaced generation 0 in \d+ ms")
-    wait_for(lambda: "prefork generation 0" not in titled(server.proc.pid), what="generation 0 gone")
-    base = titled(server.proc.pid)["prefork base"]
+    wait_for(lambda: "prefork generation 0" not in children_by_title(server.proc.pid), what="generation 0 gone")
+    base = children_by_title(server.proc.pid)["prefork base"]
     assert _private_mb(base) < 12, f"base: {_private_mb(base):.1f} MB private"  # the table is ~25 MB
 
 
@@ -79,7 +79,7 @@ def test_a_save_during_the_base_preload_is_served_and_the_preload_goes_on_afterw
     (site[1] / "vendorlib" / "__init__.py").write_text(GATED)
     launch_env(launcher, site)
     server = start(launcher, site)
-    base = titled(server.proc.pid)["prefork base"]
+    base = children_by_title(server.proc.pid)["prefork base"]
     save(site[0] / "helper.py", 'def greeting():\n    return "hi"\n')
     wait_for(lambda: all(b.startswith("hi ") for b in bodies(server)), what="the edit served")
     server.wait_log(r"reload #1: 2 modules \(")  # partial: the base holds nothing warm yet

@@ -10,6 +10,7 @@ import pytest
 from tests.realapps import harness
 from tests.realapps.apps import DJANGO_EDITS, DJANGO_FAILURES
 from tests.realapps.conftest import RealApp
+from tests.integration.integration_util import process_title
 from tests.reliability.harness import session_members
 
 pytest.importorskip("uvicorn", reason="the asgi extra (pip install -e '.[asgi]') is not installed")
@@ -38,7 +39,8 @@ def test_the_asgi_handler_serves_what_the_wsgi_handler_serves_and_a_view_save_re
         over_wsgi.close()
     harness.assert_serves(server, expected, paths, headers=django_asgi_app.spec.headers,
                           what="the pages a fresh start over WSGI serves")
-    workers = [title for title in map(_title, session_members(server.proc.pid)) if title.startswith("prefork worker")]
+    titles = map(process_title, session_members(server.proc.pid))
+    workers = [title for title in titles if title.startswith("prefork worker")]
     # every worker runs uvicorn (old ones of a roll may still be draining: 2 or more)
     assert len(workers) >= 2 and all("(asgi)" in title for title in workers), workers
     server.wait_log(r"checkpoint of generation \d+ \(pid \d+\) ready")
@@ -48,11 +50,3 @@ def test_the_asgi_handler_serves_what_the_wsgi_handler_serves_and_a_view_save_re
     django_asgi_app.assert_like_fresh(server, paths, changed_from=before)
     server.wait_log(r"reload #1: fresh generation \([^)]*resumed from its checkpoint", since=mark)
 
-
-def _title(pid: int) -> str:
-    """A process's title (its command line, which prefork's processes set), or "" once it is gone."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
