@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.procs import HOST, Spawned, connections_per_process, cpu_seconds, free_port, http_get, session_pids
+from bench.procs import HOST, Spawned, connections_per_process, free_port, http_get, session_cpu_seconds, session_pids
 from bench.refapp.layer import cpu_iterations, set_mark
 from bench.refapp.vendor import generate_vendor
 from bench.reload import BackgroundClient, Edit, measure_edit, settle
@@ -297,19 +297,14 @@ def _measure(proc: Spawned, port: int, path: str, duration: float, cpus: str) ->
     spread: list[int] = []
     sampler = threading.Timer(duration / 2, lambda: spread.extend(
         connections_per_process(session_pids(proc.pid), port)))
-    before = _session_cpu(proc.pid)
+    before = session_cpu_seconds(proc.pid)
     sampler.start()
     try:
         rps, errors, total = load(f"http://{HOST}:{port}{path}", duration, close=False, cpus=cpus)
     finally:
         sampler.join()
-    cpu_ms = (_session_cpu(proc.pid) - before) * 1000 / max(1, total)
+    cpu_ms = (session_cpu_seconds(proc.pid) - before) * 1000 / max(1, total)
     return dict(rps=rps, errors=errors, requests=total, cpu_ms=cpu_ms, spread=spread)
-
-
-def _session_cpu(sid: int) -> float:
-    """CPU seconds used so far by the live processes of a server's session (clock-tick resolution)."""
-    return sum(cpu_seconds(session_pids(sid)).values())
 
 
 def _warm(port: int, workers: int) -> None:

@@ -138,6 +138,11 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
     return out
 
 
+def session_cpu_seconds(sid: int) -> float:
+    """CPU seconds used so far by the live processes of a server's session (clock-tick resolution)."""
+    return sum(cpu_seconds(session_pids(sid)).values())
+
+
 def connections_per_process(pids: list[int], port: int) -> list[int]:
     """How many established TCP connections to local ``port`` each of ``pids`` holds, largest first.
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.procs import HOST, cpu_seconds, free_port, session_pids
+from bench.procs import HOST, free_port, session_cpu_seconds
 from bench.refapp import RefApp
 from bench.runners import Gunicorn, Runner, Waitress, ours
 
@@ -89,11 +89,6 @@ def run(apps: Callable[[str], RefApp], worker_counts: list[int], rounds: int, du
     return [asdict(s) for s in samples]
 
 
-def _session_cpu(sid: int) -> float:
-    """CPU seconds used so far by the live processes of a server's session."""
-    return sum(cpu_seconds(session_pids(sid)).values())
-
-
 def _measure_server(key: str, runner: Runner, app: RefApp, workers: int, round_no: int, duration: float,
                     logdir: Path, progress: Callable[[str], None]) -> list[Throughput]:
     """Start one server and run every (path, mode) against it, after a short warm-up."""
@@ -109,9 +104,9 @@ def _measure_server(key: str, runner: Runner, app: RefApp, workers: int, round_n
         load(f"http://{HOST}:{port}/hello", 1.0, False)  # warm-up
         for path in ("/hello", "/cpu"):
             for close in (False, True):
-                before = _session_cpu(proc.pid)
+                before = session_cpu_seconds(proc.pid)
                 rps, errors, total = load(f"http://{HOST}:{port}{path}", duration, close)
-                cpu_ms = (_session_cpu(proc.pid) - before) * 1000 / max(1, total)
+                cpu_ms = (session_cpu_seconds(proc.pid) - before) * 1000 / max(1, total)
                 mode = "close" if close else "keep-alive"
                 out.append(Throughput(key, workers, path, mode, round_no,
                                       rps, errors, "wrk" if WRK else "loadgen", cpu_ms))
